@@ -1,0 +1,308 @@
+"""The turn engine: one agent turn at a time, and the human actions on a session.
+
+The engine holds no state of its own. Given a session it builds the speaking
+agent's request from the transcript, streams the reply's message to a sink,
+validates the structured reply (one repair call on a bad one), appends the
+turn, and decides whether the session locks. A failed turn leaves the
+transcript as it was and the session paused, so Retry resumes exactly there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from bot.dialogue import agents
+from bot.dialogue.models import (
+    Draft,
+    LockedPrompt,
+    LockReason,
+    Session,
+    SessionStatus,
+    Speaker,
+    Turn,
+    Usage,
+    utcnow,
+)
+from bot.dialogue.streaming import MessageFieldDecoder
+from bot.llm.base import ChatModel, ModelError, ModelReply, ModelRequest
+
+NO_PROGRESS_LIMIT = 2
+
+
+class SessionError(Exception):
+    """An action that the session's state does not allow; the message is for the user."""
+
+
+class TurnFailed(Exception):
+    """A turn that could not be completed. The session is paused, nothing is lost."""
+
+    def __init__(self, message: str, *, kind: str):
+        super().__init__(message)
+        self.kind = kind  # "invalid" | "truncated" | "api"
+
+
+class TurnSink(Protocol):
+    """Where the speaking agent's message goes while it is written."""
+
+    async def delta(self, text: str) -> None: ...
+
+    async def reset(self) -> None:
+        """The text so far is void (a repair call starts the message again)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    turn: Turn
+    locked: LockedPrompt | None
+    model_seconds: float
+    engine_seconds: float
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        model: ChatModel,
+        max_tokens: int = 4096,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.model = model
+        self.max_tokens = max_tokens
+        self.clock = clock
+
+    async def take_turn(self, session: Session, sink: TurnSink | None = None) -> TurnResult:
+        """Advance `session` by one agent turn, in place.
+
+        Raises TurnFailed (session paused, transcript unchanged) or SessionError.
+        """
+        started = time.perf_counter()
+        if session.status != SessionStatus.RUNNING:
+            raise SessionError(f"The session is {session.status.value}; no one speaks now.")
+        request = agents.build_request(session, max_tokens=self.max_tokens)
+        model_seconds = 0.0
+        usage = Usage()
+
+        async def call(req: ModelRequest) -> ModelReply:
+            nonlocal model_seconds, usage
+            decoder = _Streamer(sink)
+            t0 = time.perf_counter()
+            try:
+                reply = await self.model.complete(req, decoder.feed)
+            except ModelError as e:
+                raise self._fail(session, f"The model call failed: {e}", "api") from e
+            finally:
+                model_seconds += time.perf_counter() - t0 - decoder.sink_seconds
+            usage = usage + reply.usage
+            if reply.stop_reason == "max_tokens":
+                raise self._fail(
+                    session,
+                    "The reply was cut off at the output token limit "
+                    f"({req.max_tokens} tokens) before it was complete.",
+                    "truncated",
+                )
+            return reply
+
+        reply = await call(request)
+        try:
+            turn = self._make_turn(session, request.agent, reply, usage)
+        except agents.ReplyInvalid as first:
+            if sink is not None:
+                await sink.reset()
+            repair = dataclasses.replace(
+                request, messages=agents.repair_messages(request, reply.text, str(first))
+            )
+            reply = await call(repair)
+            try:
+                turn = self._make_turn(session, request.agent, reply, usage)
+            except agents.ReplyInvalid as second:
+                raise self._fail(
+                    session,
+                    f"The {request.agent}'s reply was invalid twice: {second}.",
+                    "invalid",
+                ) from second
+        session.turns.append(turn)
+        locked = self._maybe_lock(session, turn)
+        elapsed = time.perf_counter() - started
+        return TurnResult(
+            turn=turn,
+            locked=locked,
+            model_seconds=model_seconds,
+            engine_seconds=max(elapsed - model_seconds, 0.0),
+        )
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _fail(self, session: Session, message: str, kind: str) -> TurnFailed:
+        session.status = SessionStatus.PAUSED
+        session.error = message
+        return TurnFailed(message, kind=kind)
+
+    def _make_turn(self, session: Session, agent: str, reply: ModelReply, usage: Usage) -> Turn:
+        base = {
+            "index": len(session.turns),
+            "round": session.next_round,
+            "usage": usage,
+            "model": reply.model,
+            "at": self.clock(),
+        }
+        if agent == "copilot":
+            message, out = agents.parse_copilot(reply.text, session)
+            draft: Draft | None = None
+            latest = session.latest_draft
+            if out is not None:
+                candidate = agents.make_draft(
+                    out,
+                    version=(latest.version + 1) if latest else 1,
+                    target=session.target.name,
+                )
+                # An unchanged draft is no progress, not a new version.
+                if latest is None or not candidate.same_content(latest):
+                    draft = candidate
+            return Turn(
+                speaker=Speaker.COPILOT,
+                author=agents.COPILOT_NAME,
+                text=message,
+                draft=draft,
+                **base,
+            )
+        message, verdict = agents.parse_persona(reply.text, session)
+        return Turn(
+            speaker=Speaker.PERSONA,
+            author=session.persona.display_name,
+            text=message,
+            verdict=verdict,
+            **base,
+        )
+
+    def _maybe_lock(self, session: Session, turn: Turn) -> LockedPrompt | None:
+        latest = session.latest_draft
+        if latest is None:
+            return None
+        if turn.speaker == Speaker.PERSONA and turn.verdict and turn.verdict.decision == "approve":
+            return lock(
+                session,
+                by=session.persona.display_name,
+                reason=LockReason.APPROVED,
+                at=self.clock(),
+            )
+        if turn.speaker != Speaker.COPILOT:
+            return None
+        if turn.round >= session.max_rounds:
+            return lock(
+                session, by=agents.COPILOT_NAME, reason=LockReason.ROUND_LIMIT, at=self.clock()
+            )
+        if no_progress_streak(session) >= NO_PROGRESS_LIMIT:
+            return lock(
+                session, by=agents.COPILOT_NAME, reason=LockReason.NO_PROGRESS, at=self.clock()
+            )
+        return None
+
+
+class _Streamer:
+    """Feeds raw JSON deltas through the message decoder to the sink, timing the sink."""
+
+    def __init__(self, sink: TurnSink | None):
+        self.sink = sink
+        self.decoder = MessageFieldDecoder()
+        self.sink_seconds = 0.0
+
+    async def feed(self, raw: str) -> None:
+        if self.sink is None:
+            return
+        text = self.decoder.feed(raw)
+        if text:
+            t0 = time.perf_counter()
+            await self.sink.delta(text)
+            self.sink_seconds += time.perf_counter() - t0
+
+
+def no_progress_streak(session: Session) -> int:
+    """Copilot turns in a row, newest first, that brought no new draft after one existed."""
+    streak = 0
+    seen_draft_before = [False] * len(session.turns)
+    seen = False
+    for i, t in enumerate(session.turns):
+        seen_draft_before[i] = seen
+        seen = seen or t.draft is not None
+    for i in range(len(session.turns) - 1, -1, -1):
+        t = session.turns[i]
+        if t.speaker != Speaker.COPILOT:
+            continue
+        if t.draft is None and seen_draft_before[i]:
+            streak += 1
+        else:
+            break
+    return streak
+
+
+# ---- human actions on a session --------------------------------------------------------
+
+
+def lock(
+    session: Session, *, by: str, reason: LockReason, at: datetime | None = None
+) -> LockedPrompt:
+    """Lock the latest draft, byte for byte. Nobody speaks after this."""
+    if session.finished:
+        raise SessionError(f"The session is already {session.status.value}.")
+    latest = session.latest_draft
+    if latest is None:
+        raise SessionError("There is no draft to lock yet.")
+    locked = LockedPrompt(draft=latest, locked_by=by, locked_at=at or utcnow(), reason=reason)
+    session.locked = locked
+    session.status = SessionStatus.LOCKED
+    session.error = None
+    return locked
+
+
+def stop(session: Session, *, by: str) -> None:
+    if session.finished:
+        raise SessionError(f"The session is already {session.status.value}.")
+    session.status = SessionStatus.STOPPED
+    session.stopped_by = by
+
+
+def resume(session: Session) -> None:
+    if session.status != SessionStatus.PAUSED:
+        raise SessionError(f"The session is {session.status.value}, not paused; nothing to retry.")
+    session.status = SessionStatus.RUNNING
+    session.error = None
+
+
+def add_interjection(
+    session: Session,
+    *,
+    author: str,
+    text: str,
+    source_id: str | None = None,
+    at: datetime | None = None,
+    max_chars: int = 4000,
+) -> Turn:
+    """A human's words become a turn that both agents see; the next speaker answers it."""
+    if session.finished:
+        raise SessionError(f"The session is {session.status.value}; it no longer listens.")
+    text = text.strip()
+    if not text:
+        raise SessionError("An empty message is not an interjection.")
+    if len(text) > max_chars:
+        raise SessionError(
+            f"That message is {len(text)} characters; an interjection is at most {max_chars}."
+        )
+    if source_id is not None and any(t.source_id == source_id for t in session.turns):
+        raise SessionError("That message was already heard.")
+    turn = Turn(
+        index=len(session.turns),
+        speaker=Speaker.HUMAN,
+        author=author,
+        text=text,
+        round=session.next_round,
+        at=at or utcnow(),
+        source_id=source_id,
+    )
+    session.turns.append(turn)
+    return turn

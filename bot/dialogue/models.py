@@ -1,0 +1,289 @@
+"""The domain of a session: turns, drafts, the locked prompt and what they cost.
+
+Everything a report or the Slack thread shows as a number (rounds, messages,
+interjections, prompt length, tokens) is computed here from the transcript,
+never read from model text and never stored as a separate counter.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Speaker(StrEnum):
+    PERSONA = "persona"
+    COPILOT = "copilot"
+    HUMAN = "human"
+
+
+class SessionStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"  # a turn failed; Retry resumes from the same transcript
+    LOCKED = "locked"
+    STOPPED = "stopped"
+
+    @property
+    def finished(self) -> bool:
+        return self in (SessionStatus.LOCKED, SessionStatus.STOPPED)
+
+
+class LockReason(StrEnum):
+    APPROVED = "approved"
+    HUMAN = "human"
+    ROUND_LIMIT = "round_limit"
+    NO_PROGRESS = "no_progress"
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+    @property
+    def total(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+
+class PromptParts(BaseModel):
+    """The structured parts a good video prompt has; the prompt text weaves them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject: str
+    setting: str
+    action_beats: list[str]
+    camera: str
+    lighting_palette: str
+    sound: str
+    style: str
+    avoid: list[str]
+
+
+class Draft(BaseModel):
+    """One versioned draft. `title` is a caption; `prompt_text` is the prompt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    title: str
+    prompt_text: str
+    duration_seconds: int
+    size: str
+    target: str
+    parts: PromptParts
+
+    def same_content(self, other: Draft) -> bool:
+        """True when `other` says nothing new: everything but the version is equal."""
+        return self.model_dump(exclude={"version"}) == other.model_dump(exclude={"version"})
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    decision: Literal["revise", "approve"]
+    version: int | None = None
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    speaker: Speaker
+    author: str
+    text: str
+    round: int
+    draft: Draft | None = None
+    verdict: Verdict | None = None
+    usage: Usage = Usage()
+    model: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+    # Identity of the human interjection (e.g. Slack message ts), for dedupe.
+    source_id: str | None = None
+
+
+class LockedPrompt(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    draft: Draft
+    locked_by: str
+    locked_at: datetime
+    reason: LockReason
+
+
+class Persona(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # key, e.g. "founder"; "custom" for free text
+    display_name: str
+    icon_emoji: str
+    role: str
+    voice: str
+    taste: str
+    must_haves: list[str]
+
+
+class TargetProfile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    model_name: str
+    durations: list[int]
+    sizes: list[str]
+    prompt_min_chars: int
+    prompt_max_chars: int
+    rules: list[str]
+
+
+class Origin(BaseModel):
+    """Where a session was started. Plain data: the domain knows no Slack."""
+
+    model_config = ConfigDict(frozen=True)
+
+    surface: Literal["terminal", "slack"] = "terminal"
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    user_id: str | None = None
+    user_name: str | None = None
+    team_id: str | None = None
+
+
+class Session(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
+    idea: str
+    persona: Persona
+    target: TargetProfile
+    max_rounds: int
+    status: SessionStatus = SessionStatus.RUNNING
+    turns: list[Turn] = Field(default_factory=list)
+    locked: LockedPrompt | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    error: str | None = None
+    stopped_by: str | None = None
+    origin: Origin = Origin()
+
+    # ---- derived from the transcript -------------------------------------------------
+
+    @property
+    def agent_turns(self) -> list[Turn]:
+        return [t for t in self.turns if t.speaker != Speaker.HUMAN]
+
+    @property
+    def next_turn(self) -> int:
+        """The number of the next agent turn: 0 is the Copilot's opening.
+
+        This is the fencing token of a queue job ("advance S to turn N").
+        """
+        return len(self.agent_turns)
+
+    @property
+    def next_speaker(self) -> Speaker:
+        agents = self.agent_turns
+        if not agents or agents[-1].speaker == Speaker.PERSONA:
+            return Speaker.COPILOT
+        return Speaker.PERSONA
+
+    @property
+    def next_round(self) -> int:
+        """Round of the next agent turn: 0 for the opening, k for round k."""
+        n = self.next_turn
+        return (n + 1) // 2
+
+    @property
+    def rounds(self) -> int:
+        """Rounds that have started (round 0, the opening, is not counted)."""
+        return max((t.round for t in self.agent_turns), default=0)
+
+    @property
+    def messages(self) -> int:
+        return len(self.turns)
+
+    @property
+    def interjections(self) -> list[Turn]:
+        return [t for t in self.turns if t.speaker == Speaker.HUMAN]
+
+    @property
+    def drafts(self) -> list[Draft]:
+        return [t.draft for t in self.turns if t.draft is not None]
+
+    @property
+    def latest_draft(self) -> Draft | None:
+        drafts = self.drafts
+        return drafts[-1] if drafts else None
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for t in self.turns:
+            total = total + t.usage
+        return total
+
+    @property
+    def models(self) -> list[str]:
+        """Models as served, in order of first use."""
+        seen: list[str] = []
+        for t in self.turns:
+            if t.model and t.model not in seen:
+                seen.append(t.model)
+        return seen
+
+    @property
+    def pending_humans(self) -> list[Turn]:
+        """Interjections after the newest agent turn: the next speaker must answer them."""
+        out: list[Turn] = []
+        for t in reversed(self.turns):
+            if t.speaker != Speaker.HUMAN:
+                break
+            out.append(t)
+        return list(reversed(out))
+
+    @property
+    def persona_pushed_back(self) -> bool:
+        """True once the persona has asked for a revision of some draft."""
+        seen_draft = False
+        for t in self.turns:
+            if t.draft is not None:
+                seen_draft = True
+            if (
+                seen_draft
+                and t.speaker == Speaker.PERSONA
+                and t.verdict is not None
+                and t.verdict.decision == "revise"
+            ):
+                return True
+        return False
+
+    @property
+    def finished(self) -> bool:
+        return self.status.finished
+
+    @property
+    def locked_at(self) -> datetime | None:
+        return self.locked.locked_at if self.locked else None

@@ -1,0 +1,190 @@
+"""The session report: Markdown for people, JSON for machines.
+
+The final prompt shown is the locked draft itself, never text found in the
+dialogue; every number is computed from the transcript (see `metadata`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from bot.dialogue.models import Draft, LockReason, Session, Speaker, Turn
+from bot.llm.prices import estimate_cost
+
+LOCK_REASONS = {
+    LockReason.APPROVED: "the persona approved the latest draft",
+    LockReason.HUMAN: "a person in the team locked the latest draft",
+    LockReason.ROUND_LIMIT: "the round limit was reached; the Copilot's final draft was locked",
+    LockReason.NO_PROGRESS: "two replies in a row brought no new draft; the latest was locked",
+}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat(timespec="seconds") if dt else None
+
+
+def session_cost(session: Session) -> float | None:
+    """Estimated USD cost, or None when some model's price is unknown."""
+    total = 0.0
+    for t in session.turns:
+        if t.model is None:
+            continue
+        cost = estimate_cost(t.model, t.usage)
+        if cost is None:
+            return None
+        total += cost
+    return total
+
+
+def metadata(session: Session) -> dict[str, Any]:
+    usage = session.usage
+    locked = session.locked
+    cost = session_cost(session)
+    return {
+        "status": session.status.value,
+        "rounds": session.rounds,
+        "max_rounds": session.max_rounds,
+        "messages": session.messages,
+        "agent_turns": len(session.agent_turns),
+        "human_interjections": len(session.interjections),
+        "drafts": len(session.drafts),
+        "prompt_length_chars": len(locked.draft.prompt_text) if locked else None,
+        "models": session.models,
+        "tokens": {
+            "input": usage.input_tokens,
+            "output": usage.output_tokens,
+            "cache_read": usage.cache_read_tokens,
+            "cache_write": usage.cache_write_tokens,
+            "total": usage.total,
+        },
+        "estimated_cost_usd": round(cost, 6) if cost is not None else None,
+        "started_at": _iso(session.created_at),
+        "locked_at": _iso(locked.locked_at) if locked else None,
+        "lock_reason": locked.reason.value if locked else None,
+        "locked_by": locked.locked_by if locked else None,
+    }
+
+
+def render_json(session: Session) -> str:
+    payload = {
+        "session": session.model_dump(mode="json"),
+        "metadata": metadata(session),
+    }
+    return json.dumps(payload, ensure_ascii=False, indent=2)
+
+
+def fence(text: str, info: str = "") -> str:
+    """A code fence longer than any backtick run inside, so the text shows verbatim."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{info}\n{text}\n{ticks}"
+
+
+def render_parts(d: Draft) -> str:
+    p = d.parts
+    beats = "\n".join(f"  {i}. {b}" for i, b in enumerate(p.action_beats, 1))
+    avoid = ", ".join(p.avoid) if p.avoid else "(nothing listed)"
+    return "\n".join(
+        [
+            f"- **Subject**: {p.subject}",
+            f"- **Setting**: {p.setting}",
+            f"- **Action beats**:\n{beats}",
+            f"- **Camera**: {p.camera}",
+            f"- **Lighting and palette**: {p.lighting_palette}",
+            f"- **Sound**: {p.sound}",
+            f"- **Style**: {p.style}",
+            f"- **Avoid**: {avoid}",
+        ]
+    )
+
+
+def _turn_heading(t: Turn, session: Session) -> str:
+    if t.speaker == Speaker.HUMAN:
+        who = f"{t.author} (interjection)"
+    elif t.speaker == Speaker.PERSONA:
+        who = t.author
+    else:
+        who = t.author
+    label = "Opening" if t.round == 0 else f"Round {t.round}"
+    return f"### {label} · {who}"
+
+
+def _render_turn(t: Turn, session: Session) -> str:
+    out = [_turn_heading(t, session), "", t.text]
+    if t.draft is not None:
+        d = t.draft
+        out += [
+            "",
+            f"**Draft v{d.version}**: {d.title} · {d.duration_seconds}s · {d.size}",
+            "",
+            fence(d.prompt_text, "text"),
+        ]
+    if t.verdict is not None:
+        verdict = f"approve v{t.verdict.version}" if t.verdict.decision == "approve" else "revise"
+        out += ["", f"*Verdict: {verdict}*"]
+    return "\n".join(out)
+
+
+def render_markdown(session: Session) -> str:
+    m = metadata(session)
+    p = session.persona
+    t = session.target
+    locked = session.locked
+    lines = [
+        f"# {locked.draft.title if locked else 'Sora Copilot session'}",
+        "",
+        f"- **Idea**: {session.idea}",
+        f"- **Persona**: {p.display_name}, {p.role}",
+        f"- **Target**: {t.model_name} (`{t.name}`)",
+        f"- **Status**: {session.status.value}",
+        "",
+        "## Locked prompt",
+        "",
+    ]
+    if locked:
+        d = locked.draft
+        lines += [
+            f"Draft v{d.version}, locked by {locked.locked_by}: {LOCK_REASONS[locked.reason]}.",
+            "",
+            f"- **Caption**: {d.title}",
+            f"- **Duration**: {d.duration_seconds} s",
+            f"- **Size**: {d.size}",
+            "",
+            fence(d.prompt_text, "text"),
+            "",
+            "### Structured parts",
+            "",
+            render_parts(d),
+        ]
+    else:
+        why = f" ({session.error})" if session.error else ""
+        lines.append(f"No prompt was locked: the session is {session.status.value}{why}.")
+    lines += ["", "## Dialogue", ""]
+    for turn in session.turns:
+        lines += [_render_turn(turn, session), ""]
+    tok = m["tokens"]
+    cost = m["estimated_cost_usd"]
+    lines += [
+        "## Metadata",
+        "",
+        f"- **Rounds**: {m['rounds']} of at most {m['max_rounds']} (the opening is round 0)",
+        f"- **Messages**: {m['messages']} ({m['agent_turns']} agent turns, "
+        f"{m['human_interjections']} human)",
+        f"- **Human interjections**: {m['human_interjections']}",
+        f"- **Drafts**: {m['drafts']}",
+        "- **Prompt length**: "
+        + (f"{m['prompt_length_chars']} characters" if locked else "no locked prompt"),
+        f"- **Model**: {', '.join(m['models']) or 'none'}",
+        f"- **Tokens**: {tok['input']} input, {tok['output']} output, "
+        f"{tok['cache_read']} cache read, {tok['cache_write']} cache write "
+        f"({tok['total']} in all)",
+        "- **Estimated cost**: " + (f"${cost:.4f}" if cost is not None else "unknown model price"),
+        f"- **Started**: {m['started_at']}",
+        f"- **Locked**: {m['locked_at'] or 'not locked'}",
+        f"- **Lock reason**: {m['lock_reason'] or 'not locked'}",
+        "",
+    ]
+    return "\n".join(lines)
