@@ -1,0 +1,72 @@
+"""Connecting to Redis, or to the embedded in-process store when there is none.
+
+Every client this package builds decodes replies to `str`
+(decode_responses=True); the state classes expect that.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import fakeredis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from state.errors import StateUnavailable
+
+EMBEDDED_NOTICE = (
+    "No REDIS_URL: using the embedded in-process store (fakeredis). "
+    "Sessions live only as long as this process."
+)
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def redact(url: str) -> str:
+    """`url` with its password replaced by ***, safe for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return "<unparseable Redis URL>"
+
+
+def embedded() -> Redis:
+    """A fresh in-process store (fakeredis with Lua), private to this client."""
+    client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    return client
+
+
+def is_embedded(redis: Redis) -> bool:
+    return isinstance(redis, fakeredis.FakeAsyncRedis)
+
+
+async def connect(url: str | None) -> Redis:
+    """A client for `url`, checked with a PING; the embedded store for None.
+
+    Raises `StateUnavailable` (naming the URL, without its password) when Redis
+    cannot be reached. With None, callers should print `EMBEDDED_NOTICE`.
+    """
+    if url is None:
+        return embedded()
+    try:
+        client = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            health_check_interval=30,
+        )
+    except ValueError as e:
+        raise StateUnavailable(f"REDIS_URL {redact(url)} is not a Redis URL: {e}") from None
+    try:
+        await client.ping()
+    except (RedisError, OSError) as e:
+        await client.aclose()
+        raise StateUnavailable(f"Redis is not reachable at {redact(url)}: {e}") from e
+    return client

@@ -1,0 +1,137 @@
+"""`State`: every state object for one Redis and one key prefix, so callers pass one thing."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from bot.config import Settings
+from state.dedupe import EventDedupe
+from state.inbox import Inbox
+from state.index import ThreadIndex
+from state.keys import (
+    CONSUMER_GROUP,
+    DEFAULT_PREFIX,
+    EVENT_DEDUPE_TTL_S,
+    FINISHED_SESSION_TTL_S,
+    LEASE_TTL_MS,
+    LIVE_SESSION_TTL_S,
+    MAX_DELIVERIES,
+    POST_BURST,
+    POST_RATE_PER_S,
+    Keys,
+)
+from state.lease import Lease
+from state.library import PromptLibrary
+from state.posts import PostLedger
+from state.queue import Job, TurnQueue
+from state.ratelimit import PostRateLimiter, Sleep
+from state.running import RunningSessions
+from state.store import SessionStore
+
+# Renew the lease and reset the job's idle time (XCLAIM JUSTID: not a delivery)
+# so `reclaim` leaves a long turn alone. 0 when the lease is lost.
+_HEARTBEAT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[5] ~= '' then
+  redis.pcall('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[5], 'JUSTID')
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class State:
+    redis: Redis
+    keys: Keys
+    sessions: SessionStore
+    threads: ThreadIndex
+    inbox: Inbox
+    dedupe: EventDedupe
+    queue: TurnQueue
+    leases: Lease
+    ratelimit: PostRateLimiter
+    library: PromptLibrary
+    posts: PostLedger
+    running: RunningSessions
+    _heartbeat: AsyncScript = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_heartbeat", self.redis.register_script(_HEARTBEAT))
+
+    @classmethod
+    def create(
+        cls,
+        redis: Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        settings: Settings | None = None,
+        finished_ttl_s: int | None = None,
+        live_ttl_s: int | None = LIVE_SESSION_TTL_S,
+        dedupe_ttl_s: int | None = None,
+        lease_ttl_ms: int = LEASE_TTL_MS,
+        max_deliveries: int = MAX_DELIVERIES,
+        post_rate_per_s: float = POST_RATE_PER_S,
+        post_burst: int = POST_BURST,
+        sleep: Sleep = asyncio.sleep,
+    ) -> State:
+        """Build everything. TTLs not given come from `settings`, then the defaults
+        in `state.keys`. No I/O: call `await state.queue.ensure_group()` at startup."""
+        if finished_ttl_s is None:
+            finished_ttl_s = settings.session_ttl_seconds if settings else FINISHED_SESSION_TTL_S
+        if dedupe_ttl_s is None:
+            dedupe_ttl_s = settings.event_dedupe_ttl_seconds if settings else EVENT_DEDUPE_TTL_S
+        keys = Keys(prefix=prefix)
+        return cls(
+            redis=redis,
+            keys=keys,
+            sessions=SessionStore(
+                redis,
+                keys,
+                finished_ttl=finished_ttl_s,
+                live_ttl=live_ttl_s,
+                group=CONSUMER_GROUP,
+            ),
+            threads=ThreadIndex(redis, keys, ttl_s=live_ttl_s),
+            inbox=Inbox(redis, keys, dedupe_ttl_s=dedupe_ttl_s),
+            dedupe=EventDedupe(redis, keys, ttl_s=dedupe_ttl_s),
+            queue=TurnQueue(redis, keys, group=CONSUMER_GROUP, max_deliveries=max_deliveries),
+            leases=Lease(redis, keys, ttl_ms=lease_ttl_ms),
+            ratelimit=PostRateLimiter(
+                redis, keys, rate_per_s=post_rate_per_s, burst=post_burst, sleep=sleep
+            ),
+            library=PromptLibrary(redis, keys),
+            posts=PostLedger(redis, keys, default_ttl_s=live_ttl_s),
+            running=RunningSessions(redis, keys, ttl_s=live_ttl_s),
+        )
+
+    async def heartbeat(
+        self,
+        sid: str,
+        owner: str,
+        *,
+        job: Job | None = None,
+        consumer: str | None = None,
+        ttl_ms: int | None = None,
+    ) -> bool:
+        """Keep a long turn's claims alive: renew the lease and, with `job` and
+        `consumer`, reset the job's idle time so no other worker reclaims it.
+
+        False when the lease is lost: stop working on the turn (its save would be
+        refused anyway). Call every `lease ttl / 3` or so. 1 round trip.
+        """
+        ok = await self._heartbeat(
+            keys=[self.keys.lease(sid), self.keys.jobs],
+            args=[
+                owner,
+                ttl_ms or self.leases.ttl_ms,
+                self.queue.group,
+                consumer or "",
+                job.id if job is not None and consumer else "",
+            ],
+        )
+        return bool(ok)

@@ -1,0 +1,145 @@
+"""Every Redis key name, TTL and default of the state package, in one place.
+
+A `Keys` is built with a prefix (default "sora"), so that two deployments, or
+two test runs, can share one Redis without ever touching each other's keys:
+every key this package writes starts with `<prefix>:`.
+
+Per-session keys (session, inbox, posts, lease) follow the session's TTL, so a
+finished session disappears as a whole; the prompt library never expires.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "sora"
+
+# Sessions. A finished (locked/stopped) session is kept this long for its report
+# and thread lookups. A live (running/paused) session's TTL is refreshed on every
+# write, so only a session nobody touched for this long (abandoned) expires.
+FINISHED_SESSION_TTL_S = 30 * 24 * 3600
+LIVE_SESSION_TTL_S = 90 * 24 * 3600
+
+# Slack retries an event for up to about an hour; remember ids that long.
+EVENT_DEDUPE_TTL_S = 3600
+
+# A worker renews its lease well inside this (every LEASE_TTL_MS / 3 is plenty).
+LEASE_TTL_MS = 30_000
+
+# Turn queue (a Redis Stream with one consumer group).
+CONSUMER_GROUP = "workers"
+MAX_DELIVERIES = 3
+# A job idle this long in another consumer's pending list is taken over. It must
+# be longer than a worker's heartbeat interval (see `State.heartbeat`), not than
+# a whole turn, since the heartbeat keeps a working job's idle time near zero.
+RECLAIM_MIN_IDLE_MS = 2 * LEASE_TTL_MS
+# Approximate caps ("MAXLEN ~"): acked jobs are deleted, so the jobs stream only
+# reaches this under a huge backlog; the dead-letter stream is a bounded log.
+JOBS_MAXLEN = 100_000
+DEAD_LETTER_MAXLEN = 10_000
+
+# Interjections and control commands waiting for a session's next turn. A flood
+# of replies in one thread must not grow a session without bound.
+INBOX_MAX_ENTRIES = 200
+
+# Slack allows about one post per second per channel, with short bursts.
+POST_RATE_PER_S = 1.0
+POST_BURST = 3
+
+# A running-session slot reserved by `try_add` whose session was never created
+# (the web process died in between) is released after this grace period.
+RUNNING_GRACE_S = 300
+
+LIBRARY_DEFAULT_LIMIT = 10
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Keys:
+    """The key of everything `state` stores, under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        # Glob characters or ':' in a prefix would let one namespace's key
+        # patterns match another's keys.
+        if not _PREFIX_RE.fullmatch(self.prefix):
+            raise ValueError(
+                f"key prefix {self.prefix!r} must be 1-64 characters of letters, digits, '_', "
+                "'.' or '-'"
+            )
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key under this prefix (tests clean up with it)."""
+        return f"{self.prefix}:*"
+
+    # ---- one session ------------------------------------------------------------------
+
+    def session(self, sid: str) -> str:
+        """Hash: `json` (the Session), `turn`, `rev`, `messages`, `schema`, `status`."""
+        return self._k("session", sid)
+
+    def inbox(self, sid: str) -> str:
+        """List of InboxEntry JSON, arrival order; consumed only by `SessionStore.save`."""
+        return self._k("inbox", sid)
+
+    def lease(self, sid: str) -> str:
+        """String: the owner id of the worker working on the session."""
+        return self._k("lease", sid)
+
+    def posts(self, sid: str) -> str:
+        """Hash `<turn>:<part>` -> Slack message id, so a redone turn never posts twice."""
+        return self._k("posts", sid)
+
+    def thread(self, channel: str, thread_ts: str) -> str:
+        """String: the id of the session living in a Slack thread."""
+        return self._k("thread", channel, thread_ts)
+
+    # ---- shared -----------------------------------------------------------------------
+
+    def event(self, event_id: str) -> str:
+        return self._k("event", event_id)
+
+    @property
+    def jobs(self) -> str:
+        """Stream of turn jobs, fields `sid` and `turn`."""
+        return self._k("jobs")
+
+    @property
+    def dead_letter(self) -> str:
+        """Stream of jobs that failed MAX_DELIVERIES times."""
+        return self._k("jobs", "dead")
+
+    def ratelimit(self, channel: str) -> str:
+        return self._k("ratelimit", channel)
+
+    # ---- prompt library (never expires) -----------------------------------------------
+
+    def library_prompt(self, pid: str) -> str:
+        return self._k("library", "prompt", pid)
+
+    @property
+    def library_all(self) -> str:
+        """Sorted set of prompt ids by creation time (ms)."""
+        return self._k("library", "all")
+
+    def library_channel(self, channel: str) -> str:
+        return self._k("library", "channel", channel)
+
+    def library_user(self, user_id: str) -> str:
+        return self._k("library", "user", user_id)
+
+    # ---- running-session caps ---------------------------------------------------------
+
+    def running_user(self, user_id: str) -> str:
+        """Sorted set of running session ids of a user, scored by reservation time (ms)."""
+        return self._k("running", "user", user_id)
+
+    def running_team(self, team_id: str) -> str:
+        return self._k("running", "team", team_id)

@@ -1,0 +1,168 @@
+"""The prompt library: every locked prompt, kept without expiry.
+
+Each entry is one JSON string, indexed by creation time in three sorted sets
+(all prompts, per channel, per user) so "recent prompts here" or "mine" is a
+single range read. The entry id is the session id, so adding a session twice
+overwrites rather than duplicates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from redis.asyncio import Redis
+
+from bot.dialogue.models import SCHEMA_VERSION, LockedPrompt, Session
+from state._text import text
+from state.errors import UnknownSchema
+from state.keys import LIBRARY_DEFAULT_LIMIT, Keys
+
+KNOWN_LIBRARY_SCHEMAS = frozenset({SCHEMA_VERSION})
+
+
+class LibraryEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    session_id: str
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    user_id: str | None = None
+    user_name: str | None = None
+    persona: str  # display name
+    target: str
+    locked: LockedPrompt
+    idea: str
+    created_at: datetime
+
+    @classmethod
+    def from_session(cls, session: Session) -> LibraryEntry:
+        """The library entry of a locked session (id = session id)."""
+        if session.locked is None:
+            raise ValueError(f"session {session.id} has no locked prompt")
+        return cls(
+            id=session.id,
+            session_id=session.id,
+            channel_id=session.origin.channel_id,
+            thread_ts=session.origin.thread_ts,
+            user_id=session.origin.user_id,
+            user_name=session.origin.user_name,
+            persona=session.persona.display_name,
+            target=session.target.name,
+            locked=session.locked,
+            idea=session.idea,
+            created_at=session.locked.locked_at,
+        )
+
+
+# KEYS: prompt, all, channel, user. ARGV: id, json, score, has_channel, has_user.
+_ADD = """
+local new = redis.call('EXISTS', KEYS[1]) == 0
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1]) end
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) end
+if new then return 1 end
+return 0
+"""
+
+# KEYS: index to walk (newest first), index to filter by. ARGV: limit, whether to
+# filter, prompt key prefix. Walks in pages so a filter that matches rarely still
+# finds `limit` entries without reading the whole index at once.
+_RECENT = """
+local limit = tonumber(ARGV[1])
+local out = {}
+local start = 0
+local page = math.max(limit * 2, 20)
+while #out < limit do
+  local ids = redis.call('ZREVRANGE', KEYS[1], start, start + page - 1)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    if ARGV[2] == '0' or redis.call('ZSCORE', KEYS[2], id) then
+      local json = redis.call('GET', ARGV[3] .. id)
+      if json then
+        out[#out + 1] = json
+        if #out >= limit then break end
+      end
+    end
+  end
+  start = start + page
+end
+return out
+"""
+
+
+def _parse(raw: str) -> LibraryEntry:
+    try:
+        entry = LibraryEntry.model_validate_json(raw)
+    except ValidationError as e:
+        raise UnknownSchema(f"a library entry is not understood by this build: {e}") from e
+    if entry.schema_version not in KNOWN_LIBRARY_SCHEMAS:
+        raise UnknownSchema(
+            f"library entry {entry.id} has schema_version {entry.schema_version}; "
+            f"this build reads {sorted(KNOWN_LIBRARY_SCHEMAS)}"
+        )
+    return entry
+
+
+class PromptLibrary:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._add = redis.register_script(_ADD)
+        self._recent = redis.register_script(_RECENT)
+
+    async def add(self, entry: LibraryEntry) -> bool:
+        """Store (or overwrite) an entry; True if it was new. 1 round trip."""
+        score = int(entry.created_at.timestamp() * 1000)
+        new = await self._add(
+            keys=[
+                self._keys.library_prompt(entry.id),
+                self._keys.library_all,
+                self._keys.library_channel(entry.channel_id or "-"),
+                self._keys.library_user(entry.user_id or "-"),
+            ],
+            args=[
+                entry.id,
+                entry.model_dump_json(),
+                score,
+                "1" if entry.channel_id else "0",
+                "1" if entry.user_id else "0",
+            ],
+        )
+        return bool(new)
+
+    async def get(self, pid: str) -> LibraryEntry | None:
+        """1 round trip."""
+        raw = await self._redis.get(self._keys.library_prompt(pid))
+        return None if raw is None else _parse(text(raw))
+
+    async def recent(
+        self,
+        *,
+        channel: str | None = None,
+        user: str | None = None,
+        limit: int = LIBRARY_DEFAULT_LIMIT,
+    ) -> list[LibraryEntry]:
+        """Newest first; with both `channel` and `user`, that user's prompts in that
+        channel. 1 round trip."""
+        if limit <= 0:
+            return []
+        if channel is not None:
+            walk = self._keys.library_channel(channel)
+            only = self._keys.library_user(user) if user is not None else walk
+        elif user is not None:
+            walk, only = self._keys.library_user(user), self._keys.library_user(user)
+        else:
+            walk, only = self._keys.library_all, self._keys.library_all
+        rows = await self._recent(
+            keys=[walk, only],
+            args=[
+                limit,
+                "1" if channel is not None and user is not None else "0",
+                self._keys.library_prompt(""),
+            ],
+        )
+        return [_parse(text(r)) for r in rows]

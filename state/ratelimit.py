@@ -1,0 +1,83 @@
+"""The per-channel post rate limiter, shared by every process of the app.
+
+Slack allows about one post per second per channel for the whole app, so the
+bucket lives in Redis and is refilled with Redis's own clock (`TIME` inside
+the script): workers on different machines share one bucket and one clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from state.keys import POST_BURST, POST_RATE_PER_S, Keys
+
+Sleep = Callable[[float], Awaitable[object]]
+
+# Token bucket. State: tokens (float) and the refill time (µs). Returns 0 when a
+# token was taken, else the µs until one is available (taking nothing). Numbers
+# leave Lua as integers, hence µs. The key expires once the bucket would be full
+# again anyway, so idle channels cost nothing.
+_ACQUIRE = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local st = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(st[1]), tonumber(st[2])
+if tokens == nil or ts == nil then tokens, ts = burst, now end
+local elapsed = now - ts
+if elapsed < 0 then elapsed = 0 end
+tokens = math.min(burst, tokens + elapsed * rate / 1000000)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) * 1000000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.9f', tokens),
+           'ts', string.format('%.0f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+"""
+
+
+class PostRateLimiter:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        rate_per_s: float = POST_RATE_PER_S,
+        burst: int = POST_BURST,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("rate_per_s must be positive and burst at least 1")
+        self._keys = keys
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._sleep = sleep
+        self._acquire = redis.register_script(_ACQUIRE)
+
+    async def acquire(self, channel: str) -> float:
+        """0.0 if a post token was taken, else the seconds to wait (nothing taken).
+
+        1 round trip.
+        """
+        wait_us = await self._acquire(
+            keys=[self._keys.ratelimit(channel)], args=[repr(self.rate_per_s), self.burst]
+        )
+        return int(wait_us) / 1_000_000
+
+    async def wait(self, channel: str) -> float:
+        """Wait until a token is taken; returns the seconds spent waiting.
+
+        1 round trip when a token is free, one more per wait.
+        """
+        waited = 0.0
+        while (delay := await self.acquire(channel)) > 0:
+            await self._sleep(delay)
+            waited += delay
+        return waited

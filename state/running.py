@@ -1,0 +1,142 @@
+"""Running sessions per Slack user and per team, for "at most N at once" caps.
+
+Each is a sorted set of session ids scored by when the slot was reserved (ms).
+`try_add` checks both caps and reserves in one Lua script, so two concurrent
+/sora commands cannot both slip under a cap. A finishing `SessionStore.save`
+frees the slot in the same write. Slots whose session no longer exists (it
+expired, or the web process died between `try_add` and `create`) are pruned
+lazily once older than a grace period, so a crash never leaks a slot for good.
+A paused session still holds its slot (it can be retried or stopped).
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from state.keys import LIVE_SESSION_TTL_S, RUNNING_GRACE_S, Keys
+
+_PRUNE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function prune(key, session_prefix, older_than)
+  local old = redis.call('ZRANGEBYSCORE', key, '-inf', older_than)
+  for _, sid in ipairs(old) do
+    if redis.call('EXISTS', session_prefix .. sid) == 0 then
+      redis.call('ZREM', key, sid)
+    end
+  end
+end
+"""
+
+# KEYS: user set, team set. ARGV: sid, max_user, max_team (-1 = no cap),
+# session key prefix, grace ms, has_user, has_team, ttl s.
+_TRY_ADD = (
+    _PRUNE
+    + """
+local now = now_ms()
+local sid, prefix = ARGV[1], ARGV[4]
+local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
+local used = {ARGV[6] == '1', ARGV[7] == '1'}
+for i = 1, 2 do
+  if used[i] then
+    prune(KEYS[i], prefix, now - tonumber(ARGV[5]))
+    if limits[i] >= 0 and not redis.call('ZSCORE', KEYS[i], sid)
+       and redis.call('ZCARD', KEYS[i]) >= limits[i] then
+      return 0
+    end
+  end
+end
+for i = 1, 2 do
+  if used[i] then
+    redis.call('ZADD', KEYS[i], 'NX', now, sid)
+    if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', KEYS[i], ARGV[8]) end
+  end
+end
+return 1
+"""
+)
+
+_COUNT = (
+    _PRUNE
+    + """
+prune(KEYS[1], ARGV[1], now_ms() - tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+
+
+class RunningSessions:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        grace_s: int = RUNNING_GRACE_S,
+        ttl_s: int | None = LIVE_SESSION_TTL_S,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._grace_ms = grace_s * 1000
+        self._ttl_s = ttl_s or 0
+        self._try_add = redis.register_script(_TRY_ADD)
+        self._count = redis.register_script(_COUNT)
+
+    def _set_keys(self, user: str | None, team: str | None) -> list[str]:
+        return [
+            self._keys.running_user(user or "-"),
+            self._keys.running_team(team or "-"),
+        ]
+
+    async def try_add(
+        self,
+        sid: str,
+        user: str | None,
+        team: str | None,
+        *,
+        max_user: int | None,
+        max_team: int | None,
+    ) -> bool:
+        """Reserve a slot unless the user or the team is at its cap. 1 round trip.
+
+        Idempotent for a sid already counted. `None` means no cap; a `None`
+        user or team is not counted at all.
+        """
+        ok = await self._try_add(
+            keys=self._set_keys(user, team),
+            args=[
+                sid,
+                -1 if max_user is None else max_user,
+                -1 if max_team is None else max_team,
+                self._keys.session(""),
+                self._grace_ms,
+                "1" if user else "0",
+                "1" if team else "0",
+                self._ttl_s,
+            ],
+        )
+        return bool(ok)
+
+    async def add(self, sid: str, user: str | None, team: str | None) -> None:
+        """Count a session without checking caps. 1 round trip."""
+        await self.try_add(sid, user, team, max_user=None, max_team=None)
+
+    async def remove(self, sid: str, user: str | None, team: str | None) -> None:
+        """Free a slot (a finishing save does this itself). 1 round trip."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if user:
+                pipe.zrem(self._keys.running_user(user), sid)
+            if team:
+                pipe.zrem(self._keys.running_team(team), sid)
+            await pipe.execute()
+
+    async def count_user(self, user: str) -> int:
+        return await self._count_key(self._keys.running_user(user))
+
+    async def count_team(self, team: str) -> int:
+        return await self._count_key(self._keys.running_team(team))
+
+    async def _count_key(self, key: str) -> int:
+        n = await self._count(keys=[key], args=[self._keys.session(""), self._grace_ms])
+        return int(n)

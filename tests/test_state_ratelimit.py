@@ -1,0 +1,110 @@
+"""The post rate limiter: one token bucket per channel, shared by every process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from state import PostRateLimiter, State
+from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
+from tests.redis_fixtures import REDIS_TEST_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_a_burst_is_granted_then_the_caller_must_wait(state: State) -> None:
+    limiter = state.ratelimit  # defaults: 1 post/s, burst 3
+    assert [await limiter.acquire("C1") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = await limiter.acquire("C1")
+    assert 0.9 < wait <= 1.0
+    assert 0.9 < await limiter.acquire("C1") <= 1.0  # a refusal takes nothing
+    assert await limiter.acquire("C2") == 0.0  # per channel
+
+
+async def test_tokens_come_back_at_the_configured_rate(backend: Redis, state: State) -> None:
+    limiter = PostRateLimiter(backend, state.keys, rate_per_s=20, burst=1)
+    assert await limiter.acquire("C1") == 0.0
+    wait = await limiter.acquire("C1")
+    assert 0 < wait <= 0.05
+    await asyncio.sleep(wait + 0.01)
+    assert await limiter.acquire("C1") == 0.0
+
+
+async def test_wait_sleeps_with_the_injected_sleep_until_a_token_is_taken(
+    backend: Redis, state: State
+) -> None:
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(seconds)
+
+    limiter = PostRateLimiter(backend, state.keys, rate_per_s=50, burst=1, sleep=fake_sleep)
+    assert await limiter.wait("C1") == 0.0
+    waited = await limiter.wait("C1")
+    assert slept and 0 < waited == pytest.approx(sum(slept))
+    assert waited <= 0.05
+
+
+async def test_an_idle_bucket_expires(state: State, backend: Redis) -> None:
+    await state.ratelimit.acquire("C1")
+    assert 0 < await backend.pttl(state.keys.ratelimit("C1")) <= 4000
+
+
+_CHILD = """
+import asyncio, json, sys, time
+from redis.asyncio import Redis
+from state import Keys, PostRateLimiter
+
+async def main(url, prefix, start_at, seconds, rate, burst):
+    redis = Redis.from_url(url, decode_responses=True)
+    limiter = PostRateLimiter(redis, Keys(prefix=prefix), rate_per_s=rate, burst=burst)
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    began, granted = time.time(), 0
+    while time.time() < start_at + seconds:
+        wait = await limiter.acquire("C-shared")
+        if wait == 0:
+            granted += 1
+        else:
+            await asyncio.sleep(min(wait, max(0.0, start_at + seconds - time.time())))
+    print(json.dumps({"granted": granted, "began": began, "ended": time.time()}))
+    await redis.aclose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]),
+                 float(sys.argv[5]), int(sys.argv[6])))
+"""
+
+
+async def test_two_processes_share_one_rate(real_redis: Redis, prefix: str) -> None:
+    rate, burst, seconds = 10.0, 3, 2.0
+    start_at = time.time() + 1.5  # after both interpreters have imported everything
+    args = [REDIS_TEST_URL, prefix, str(start_at), str(seconds), str(rate), str(burst)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _CHILD,
+            *args,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    outputs = [await p.communicate() for p in procs]
+    for p, (_out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err.decode()
+    results = [json.loads(out) for out, _err in outputs]
+    total = sum(r["granted"] for r in results)
+    elapsed = max(r["ended"] for r in results) - min(r["began"] for r in results)
+    assert all(r["granted"] > 0 for r in results), results  # both really competed
+    # Shared: at most the burst plus the refill. Two private buckets would grant ~2x.
+    assert total <= burst + rate * elapsed + 1, (total, elapsed)
+    assert total >= rate * seconds * 0.75, (total, elapsed)  # and the rate is really used

@@ -1,0 +1,66 @@
+"""Running-session caps per user and per team, safe under concurrent /sora commands."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from state import State
+from state.running import RunningSessions
+from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
+from tests.redis_fixtures import make_session
+
+
+async def test_counts_follow_add_and_remove(state: State) -> None:
+    await state.running.add("s1", "U1", "T1")
+    await state.running.add("s2", "U2", "T1")
+    await state.running.add("s2", "U2", "T1")  # idempotent
+    assert (await state.running.count_user("U1"), await state.running.count_team("T1")) == (1, 2)
+    await state.running.remove("s2", "U2", "T1")
+    assert (await state.running.count_user("U2"), await state.running.count_team("T1")) == (0, 1)
+
+
+async def test_try_add_refuses_past_either_cap(state: State) -> None:
+    r = state.running
+    assert await r.try_add("s1", "U1", "T1", max_user=1, max_team=2)
+    assert not await r.try_add("s2", "U1", "T1", max_user=1, max_team=2)  # user cap
+    assert await r.try_add("s2", "U2", "T1", max_user=1, max_team=2)
+    assert not await r.try_add("s3", "U3", "T1", max_user=1, max_team=2)  # team cap
+    assert await r.try_add("s1", "U1", "T1", max_user=1, max_team=2)  # already counted
+    assert await r.try_add("s4", None, None, max_user=1, max_team=1)  # terminal: uncounted
+    assert (await r.count_user("U3"), await r.count_team("T1")) == (0, 2)
+
+
+async def test_concurrent_commands_never_exceed_the_caps(state: State) -> None:
+    r = state.running
+    results = await asyncio.gather(
+        *(r.try_add(f"s{i}", f"U{i % 4}", "T1", max_user=2, max_team=5) for i in range(40))
+    )
+    assert results.count(True) == 5
+    assert await r.count_team("T1") == 5
+    assert all([await r.count_user(f"U{u}") <= 2 for u in range(4)])
+
+
+async def test_a_slot_whose_session_never_appeared_is_freed_after_the_grace_period(
+    backend: Redis, state: State
+) -> None:
+    r = RunningSessions(backend, state.keys, grace_s=0)
+    created = make_session()
+    await state.sessions.create(created)
+    assert await r.try_add(created.id, "U1", "T1", max_user=2, max_team=9)
+    assert await r.try_add("never-created", "U1", "T1", max_user=2, max_team=9)
+    await asyncio.sleep(0.01)
+    # The web process died between try_add and create: that slot is reclaimed,
+    # the live session's is not.
+    later = make_session()
+    await state.sessions.create(later)
+    assert await r.try_add(later.id, "U1", "T1", max_user=2, max_team=9)
+    assert await r.count_user("U1") == 2
+    assert not await r.try_add("s4", "U1", "T1", max_user=2, max_team=9)
+
+
+async def test_within_the_grace_period_a_reserved_slot_counts(state: State) -> None:
+    # The default grace covers the gap between try_add and create.
+    assert await state.running.try_add("not-yet-created", "U1", None, max_user=1, max_team=None)
+    assert not await state.running.try_add("s2", "U1", None, max_user=1, max_team=None)
