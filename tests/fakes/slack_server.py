@@ -1,0 +1,1744 @@
+"""A fake Slack Web API server, so the app can be tested without ever reaching Slack.
+
+The app talks to Slack only through slack_sdk's ``AsyncWebClient``, whose ``base_url`` comes
+from the ``SLACK_API_URL`` setting. Point that at :attr:`FakeSlack.api_url` and every Web API
+call lands here instead, where a test can look at what the app did (messages, threads, pins,
+reactions, files, views, every request) and make Slack misbehave (rate limits, server errors,
+API errors) on demand.
+
+Two ways to run it:
+
+* in-process, from async tests::
+
+      async with FakeSlack() as slack:
+          client = AsyncWebClient(token=slack.token, base_url=slack.api_url)
+          ...
+          assert slack.thread(channel, ts)[1]["text"] == "..."
+
+* as a process, for end-to-end tests that start the app in a subprocess::
+
+      python -m tests.fakes.slack_server --port 0
+
+  prints its API URL (``http://127.0.0.1:PORT/api/``) on the first line of stdout, then
+  serves until SIGINT/SIGTERM. A test in another process inspects and steers it over HTTP:
+  ``GET /_fake/state``, ``GET /_fake/calls``, ``POST /_fake/faults``, ``DELETE /_fake/faults``,
+  ``POST /_fake/rate_limit``, ``POST /_fake/seed``, ``POST /_fake/reset``,
+  ``GET /_fake/files/{file_id}`` (see :meth:`FakeSlack._build_app`).
+
+Slack behaviours it imitates:
+
+* transport: ``POST``/``GET`` ``/api/<method>``; arguments from the query string, form bodies
+  (urlencoded or multipart) and JSON bodies, merged. JSON bodies are honoured only by the
+  methods Slack accepts JSON for (``chat.*``, ``views.*``, ``pins.add``, ``reactions.*``,
+  ``files.completeUploadExternal``); for the read methods (``conversations.*``, ``users.info``,
+  ``auth.test``, ...) Slack ignores a JSON body and so does the fake.
+* auth: ``Authorization: Bearer`` (or a ``token`` form/query argument); none gives
+  ``not_authed``, an unknown token ``invalid_auth``.
+* errors: HTTP 200 with ``{"ok": false, "error": ...}``, with ``response_metadata.messages``
+  for argument and block errors; rate limits as HTTP 429 + ``Retry-After`` +
+  ``{"ok": false, "error": "ratelimited"}``; server faults as an HTML 5xx page.
+* ``ts`` values like Slack's (``"1732395600.000100"``: epoch seconds and six digits), strictly
+  increasing; ids shaped like Slack's (``C…``, ``F…``, ``V…``); threads (``thread_ts``,
+  ``reply_count``, ``reply_users``, ``latest_reply``, ``parent_user_id``, broadcasts),
+  ``edited`` on updates, tombstones when a thread root is deleted, metadata returned only with
+  ``include_all_metadata``, cursor pagination with ``response_metadata.next_cursor``.
+* validation: ``no_text``, ``msg_too_long`` (text over 40,000 characters; a stream's
+  ``markdown_text`` over 12,000), ``invalid_blocks`` / ``invalid_blocks_format`` (over 50
+  blocks, section text over 3,000 or empty, section field over 2,000, header over 150,
+  markdown blocks together over 12,000 per message, duplicate ``block_id``, button text over
+  75, context over 10 elements, actions over 25), ``invalid_metadata_format`` /
+  ``invalid_metadata_schema``, ``channel_not_found``, ``message_not_found``,
+  ``cant_update_message``, ``already_pinned``, ``already_reacted``, ``no_reaction``,
+  ``invalid_name``, ``user_not_found``, ``user_not_in_channel``, ``hash_conflict``.
+* chat streaming (``chat.startStream``/``appendStream``/``stopStream``): ``thread_ts`` required,
+  ``missing_recipient_user_id``/``missing_recipient_team_id`` outside DMs,
+  ``message_not_in_streaming_state`` after the stream stopped or expired (Slack ends a stream
+  about five minutes after it starts: ``stream_ttl``); the message's ``text`` is the
+  concatenation of every ``markdown_text`` argument and ``markdown_text`` chunk.
+* the ``files_upload_v2`` flow: ``files.getUploadURLExternal`` hands out an upload URL on this
+  server, the bytes are POSTed there (answer ``text/plain`` ``OK - <size>``), and
+  ``files.completeUploadExternal`` shares the files into the channel or thread as one message.
+
+What it does not imitate:
+
+* Only the methods in :attr:`FakeSlack.METHODS`; anything else answers ``unknown_method``.
+* No events: Slack's Events API / Socket Mode pushes (message events, interactivity
+  payloads) are not sent; tests feed those to the app themselves.
+* Scopes, channel membership of the bot, archived channels, Enterprise Grid, and Slack's
+  exact validation wording are not modelled; block validation checks only the limits above.
+  Lengths are counted in Python characters.
+* It is stricter than Slack in one place on purpose: a ``thread_ts`` that names no message in
+  the channel is refused with ``thread_not_found`` (Slack accepts it and the reply is lost
+  from view), so that bug shows in tests.
+* File shares happen at once (Slack shares asynchronously); no thumbnails or previews.
+* Slack's own tiered rate limits are not enforced unless :meth:`FakeSlack.set_rate_limit`
+  turns on the per-channel ``chat.postMessage`` limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import copy
+import json
+import mimetypes
+import re
+import secrets
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+from aiohttp.typedefs import Handler as AiohttpHandler
+
+JSON = dict[str, Any]
+
+TEAM_ID = "T0FAKE"
+TEAM_NAME = "Fake Workspace"
+TEAM_DOMAIN = "fake-workspace"
+BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
+BOT_NAME = "sora-copilot"
+APP_ID = "A0FAKE"
+DEFAULT_TOKEN = "xoxb-fake-bot-token"
+UPLOAD_METHOD = "upload"  # the name under which POSTs of file bytes are recorded and faulted
+
+MAX_TEXT_CHARS = 40_000
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT_CHARS = 3_000
+MAX_SECTION_FIELDS = 10
+MAX_SECTION_FIELD_CHARS = 2_000
+MAX_HEADER_TEXT_CHARS = 150
+MAX_MARKDOWN_BLOCKS_CHARS = 12_000
+MAX_BLOCK_ID_CHARS = 255
+MAX_CONTEXT_ELEMENTS = 10
+MAX_ACTIONS_ELEMENTS = 25
+MAX_BUTTON_TEXT_CHARS = 75
+MAX_STREAM_MARKDOWN_CHARS = 12_000
+MAX_VIEW_TITLE_CHARS = 24
+MAX_VIEW_BLOCKS = 100
+MAX_PRIVATE_METADATA_CHARS = 3_000
+DEFAULT_STREAM_TTL = 300.0
+
+# Methods for which Slack reads a JSON body. Others ignore it (they take form or query).
+JSON_METHODS = frozenset(
+    {
+        "chat.postMessage",
+        "chat.update",
+        "chat.delete",
+        "chat.postEphemeral",
+        "chat.startStream",
+        "chat.appendStream",
+        "chat.stopStream",
+        "views.open",
+        "views.update",
+        "pins.add",
+        "reactions.add",
+        "reactions.remove",
+        "files.completeUploadExternal",
+    }
+)
+STREAM_CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+_ID_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_TS_RE = re.compile(r"^\d{10}\.\d{6}$")
+
+
+class SlackError(Exception):
+    """An API error: answered as HTTP 200 ``{"ok": false, "error": error}``."""
+
+    def __init__(self, error: str, *messages: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.error = error
+        self.messages = list(messages)
+        self.extra = extra
+
+    def body(self) -> JSON:
+        body: JSON = {"ok": False, "error": self.error, **self.extra}
+        if self.messages:
+            body["response_metadata"] = {"messages": self.messages}
+        return body
+
+
+class _RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("ratelimited")
+        self.retry_after = retry_after
+
+
+@dataclass
+class Call:
+    """One request the fake received, in arrival order."""
+
+    method: str
+    params: JSON
+    time: float  # epoch seconds
+    token: str | None = None
+    encoding: str = "none"  # "json", "form", "multipart", "query", "bytes" or "none"
+    status: int = 200
+    error: str | None = None  # the Slack error answered, if any
+
+    def to_json(self) -> JSON:
+        return {
+            "method": self.method,
+            "params": self.params,
+            "time": self.time,
+            "encoding": self.encoding,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Fault:
+    """A queued misbehaviour for the next call of a method."""
+
+    status: int = 429
+    retry_after: int = 1
+    error: str | None = None  # with status 200: an ok:false answer with this error
+
+
+@dataclass
+class Channel:
+    id: str
+    name: str
+    created: int
+    is_private: bool = False
+    is_im: bool = False
+    members: list[str] = field(default_factory=list)
+    messages: dict[str, JSON] = field(default_factory=dict)
+    ephemerals: dict[str, list[JSON]] = field(default_factory=dict)
+    pins: dict[str, JSON] = field(default_factory=dict)
+
+    def info(self) -> JSON:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "name_normalized": self.name,
+            "created": self.created,
+            "creator": BOT_USER_ID,
+            "is_channel": not self.is_private and not self.is_im,
+            "is_group": self.is_private,
+            "is_im": self.is_im,
+            "is_mpim": False,
+            "is_private": self.is_private or self.is_im,
+            "is_archived": False,
+            "is_general": False,
+            "is_shared": False,
+            "is_org_shared": False,
+            "is_ext_shared": False,
+            "is_member": True,
+            "context_team_id": TEAM_ID,
+            "topic": {"value": "", "creator": "", "last_set": 0},
+            "purpose": {"value": "", "creator": "", "last_set": 0},
+        }
+
+
+def ts_key(ts: str) -> tuple[int, int]:
+    """Sort key for a Slack ``ts`` (``"1732395600.000100"`` → ``(1732395600, 100)``)."""
+    seconds, _, fraction = ts.partition(".")
+    return int(seconds), int(fraction.ljust(6, "0")[:6] or 0)
+
+
+def _as_bool(value: Any) -> bool:
+    return value is True or value == 1 or value in ("1", "true", "True", "TRUE")
+
+
+def _str_arg(params: JSON, key: str) -> str | None:
+    value = params.get(key)
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _required(params: JSON, key: str, error: str = "invalid_arguments") -> str:
+    value = _str_arg(params, key)
+    if value is None:
+        raise SlackError(error, f"[ERROR] missing required field: {key}")
+    return value
+
+
+def _int_arg(params: JSON, key: str, default: int) -> int:
+    value = params.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SlackError("invalid_arguments", f"[ERROR] {key} must be an integer") from None
+
+
+def _json_arg(params: JSON, key: str, error: str) -> Any:
+    """A JSON-valued argument, given either as JSON (JSON bodies) or as a JSON string (forms)."""
+    value = params.get(key)
+    if isinstance(value, str):
+        if value == "":
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise SlackError(error, f"[ERROR] {key} is not valid JSON") from None
+    return value
+
+
+def _text_object_errors(obj: Any, ptr: str, max_len: int, *, plain_only: bool = False) -> list[str]:
+    if not isinstance(obj, dict):
+        return [f"[ERROR] must be an object [json-pointer:{ptr}]"]
+    errors: list[str] = []
+    allowed = ("plain_text",) if plain_only else ("plain_text", "mrkdwn")
+    if obj.get("type") not in allowed:
+        errors.append(f"[ERROR] must be one of {', '.join(allowed)} [json-pointer:{ptr}/type]")
+    text = obj.get("text")
+    if not isinstance(text, str) or text == "":
+        errors.append(f"[ERROR] must be more than 0 characters [json-pointer:{ptr}/text]")
+    elif len(text) > max_len:
+        errors.append(
+            f"[ERROR] must be less than {max_len + 1} characters [json-pointer:{ptr}/text]"
+        )
+    return errors
+
+
+def _block_errors(block: Any, ptr: str) -> list[str]:
+    if not isinstance(block, dict):
+        return [f"[ERROR] must be an object [json-pointer:{ptr}]"]
+    kind = block.get("type")
+    if not isinstance(kind, str) or not kind:
+        return [f"[ERROR] missing required field: type [json-pointer:{ptr}]"]
+    errors: list[str] = []
+    block_id = block.get("block_id")
+    if block_id is not None and (
+        not isinstance(block_id, str) or len(block_id) > MAX_BLOCK_ID_CHARS
+    ):
+        errors.append(f"[ERROR] must be less than 256 characters [json-pointer:{ptr}/block_id]")
+    if kind == "section":
+        text, fields = block.get("text"), block.get("fields")
+        if text is None and fields is None:
+            errors.append(f"[ERROR] must provide either text or fields [json-pointer:{ptr}]")
+        if text is not None:
+            errors += _text_object_errors(text, f"{ptr}/text", MAX_SECTION_TEXT_CHARS)
+        if fields is not None:
+            if not isinstance(fields, list) or len(fields) > MAX_SECTION_FIELDS:
+                errors.append(f"[ERROR] no more than 10 items allowed [json-pointer:{ptr}/fields]")
+            else:
+                for i, f in enumerate(fields):
+                    errors += _text_object_errors(f, f"{ptr}/fields/{i}", MAX_SECTION_FIELD_CHARS)
+    elif kind == "header":
+        errors += _text_object_errors(
+            block.get("text"), f"{ptr}/text", MAX_HEADER_TEXT_CHARS, plain_only=True
+        )
+    elif kind == "markdown":
+        text = block.get("text")
+        if not isinstance(text, str) or text == "":
+            errors.append(f"[ERROR] must be more than 0 characters [json-pointer:{ptr}/text]")
+    elif kind == "context":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_CONTEXT_ELEMENTS:
+            errors.append(f"[ERROR] must have 1 to 10 items [json-pointer:{ptr}/elements]")
+    elif kind == "actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_ACTIONS_ELEMENTS:
+            errors.append(f"[ERROR] must have 1 to 25 items [json-pointer:{ptr}/elements]")
+        else:
+            for i, element in enumerate(elements):
+                if isinstance(element, dict) and element.get("type") == "button":
+                    errors += _text_object_errors(
+                        element.get("text"),
+                        f"{ptr}/elements/{i}/text",
+                        MAX_BUTTON_TEXT_CHARS,
+                        plain_only=True,
+                    )
+    return errors
+
+
+def validate_blocks(blocks: Any, *, max_blocks: int = MAX_BLOCKS) -> None:
+    """Raise ``invalid_blocks``/``invalid_blocks_format`` as Slack would, for cheap checks."""
+    if not isinstance(blocks, list):
+        raise SlackError("invalid_blocks_format", "[ERROR] must be an array [json-pointer:/blocks]")
+    errors: list[str] = []
+    if len(blocks) > max_blocks:
+        errors.append(f"[ERROR] no more than {max_blocks} items allowed [json-pointer:/blocks]")
+    seen_ids: set[str] = set()
+    markdown_chars = 0
+    for i, block in enumerate(blocks):
+        errors += _block_errors(block, f"/blocks/{i}")
+        if not isinstance(block, dict):
+            continue
+        block_id = block.get("block_id")
+        if isinstance(block_id, str):
+            if block_id in seen_ids:
+                errors.append(f"[ERROR] duplicate block_id [json-pointer:/blocks/{i}/block_id]")
+            seen_ids.add(block_id)
+        if block.get("type") == "markdown" and isinstance(block.get("text"), str):
+            markdown_chars += len(block["text"])
+    if markdown_chars > MAX_MARKDOWN_BLOCKS_CHARS:
+        errors.append(
+            f"[ERROR] markdown blocks together must be at most {MAX_MARKDOWN_BLOCKS_CHARS}"
+            " characters [json-pointer:/blocks]"
+        )
+    if errors:
+        raise SlackError("invalid_blocks", *errors)
+
+
+def _validate_metadata(metadata: Any) -> JSON:
+    if not isinstance(metadata, dict):
+        raise SlackError("invalid_metadata_format")
+    if not isinstance(metadata.get("event_type"), str) or not metadata["event_type"]:
+        raise SlackError("invalid_metadata_schema", "[ERROR] missing required field: event_type")
+    if not isinstance(metadata.get("event_payload", {}), dict):
+        raise SlackError("invalid_metadata_schema", "[ERROR] event_payload must be an object")
+    return {
+        "event_type": metadata["event_type"],
+        "event_payload": metadata.get("event_payload", {}),
+    }
+
+
+def _encode_cursor(ts: str) -> str:
+    return base64.b64encode(f"next_ts:{ts.replace('.', '')}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.b64decode(cursor.encode(), validate=True).decode()
+    except ValueError:
+        raise SlackError("invalid_cursor") from None
+    digits = raw.removeprefix("next_ts:")
+    if not raw.startswith("next_ts:") or not digits.isdigit() or len(digits) <= 6:
+        raise SlackError("invalid_cursor")
+    return f"{digits[:-6]}.{digits[-6:]}"
+
+
+def _paginate(items: list[JSON], limit: int, cursor: str | None) -> tuple[list[JSON], str]:
+    start = 0
+    if cursor:
+        wanted = _decode_cursor(cursor)
+        for i, item in enumerate(items):
+            if item["ts"] == wanted:
+                start = i
+                break
+        else:
+            raise SlackError("invalid_cursor")
+    page = items[start : start + limit]
+    rest = items[start + limit :]
+    return page, _encode_cursor(rest[0]["ts"]) if rest else ""
+
+
+def _in_range(ts: str, params: JSON) -> bool:
+    inclusive = _as_bool(params.get("inclusive"))
+    oldest, latest = _str_arg(params, "oldest"), _str_arg(params, "latest")
+    key = ts_key(ts)
+    if oldest is not None and (key < ts_key(oldest) or (key == ts_key(oldest) and not inclusive)):
+        return False
+    return not (
+        latest is not None and (key > ts_key(latest) or (key == ts_key(latest) and not inclusive))
+    )
+
+
+Handler = Callable[[JSON, str | None], JSON]
+
+
+class FakeSlack:
+    """An in-memory Slack workspace behind a real HTTP server on 127.0.0.1.
+
+    Use ``async with FakeSlack() as slack`` (or :meth:`start`/:meth:`stop`). State is plain
+    Python data, read through the accessors below; every request is in :attr:`calls`.
+    """
+
+    METHODS: tuple[str, ...] = (
+        "auth.test",
+        "chat.postMessage",
+        "chat.update",
+        "chat.delete",
+        "chat.postEphemeral",
+        "chat.getPermalink",
+        "chat.startStream",
+        "chat.appendStream",
+        "chat.stopStream",
+        "conversations.replies",
+        "conversations.history",
+        "conversations.info",
+        "pins.add",
+        "pins.list",
+        "reactions.add",
+        "reactions.remove",
+        "users.info",
+        "views.open",
+        "views.update",
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+    )
+
+    def __init__(
+        self,
+        *,
+        token: str = DEFAULT_TOKEN,
+        tokens: Iterable[str] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        auto_create_channels: bool = True,
+        post_rate_limit: int | None = None,
+        stream_ttl: float = DEFAULT_STREAM_TTL,
+    ) -> None:
+        """Set up the workspace; the server starts in :meth:`start`.
+
+        Args:
+            token: the bot token the fake accepts (also :attr:`token`).
+            tokens: further accepted tokens; any other gives ``invalid_auth``.
+            host, port: where to listen; port 0 picks a free one.
+            auto_create_channels: create a channel the first time a method names it;
+                when off, only seeded channels exist and others give ``channel_not_found``.
+            post_rate_limit: if set, at most this many ``chat.postMessage`` per channel per
+                second, beyond which HTTP 429 (see :meth:`set_rate_limit`).
+            stream_ttl: seconds after ``chat.startStream`` when a stream stops accepting
+                appends (Slack: about five minutes).
+        """
+        self.token = token
+        self.tokens = {token, *tokens}
+        self.host = host
+        self.port = port
+        self.auto_create_channels = auto_create_channels
+        self.stream_ttl = stream_ttl
+        self.calls: list[Call] = []
+        self.internal_errors: list[str] = []  # exceptions inside the fake itself (a fake bug)
+        self._runner: web.AppRunner | None = None
+        self._faults: dict[str, deque[Fault]] = {}
+        self._rate_limit: int | None = None
+        self._rate_methods: frozenset[str] = frozenset({"chat.postMessage"})
+        self._rate_windows: dict[tuple[str, str], deque[float]] = {}
+        self._handlers: dict[str, Handler] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.getPermalink": self._chat_get_permalink,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
+            "conversations.replies": self._conversations_replies,
+            "conversations.history": self._conversations_history,
+            "conversations.info": self._conversations_info,
+            "pins.add": self._pins_add,
+            "pins.list": self._pins_list,
+            "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
+            "users.info": self._users_info,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "files.getUploadURLExternal": self._files_get_upload_url_external,
+            "files.completeUploadExternal": self._files_complete_upload_external,
+        }
+        self._reset_state()
+        self.set_rate_limit(post_rate_limit)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _reset_state(self) -> None:
+        self._seq = 0
+        self._last_ts_us = 0
+        self._channels: dict[str, Channel] = {}
+        self._users: dict[str, JSON] = {}
+        self._files: dict[str, JSON] = {}
+        self._file_bytes: dict[str, bytes] = {}
+        self._upload_keys: dict[str, str] = {}
+        self._views: dict[str, JSON] = {}
+        self._users[BOT_USER_ID] = self._user_object(
+            BOT_USER_ID, BOT_NAME, is_admin=False, display_name=BOT_NAME, real_name="Sora Copilot"
+        )
+        self._users[BOT_USER_ID]["is_bot"] = True
+        self._users[BOT_USER_ID]["profile"]["bot_id"] = BOT_ID
+
+    def reset(self) -> None:
+        """Forget every channel, user, message, file, view, call and fault."""
+        self._reset_state()
+        self.calls.clear()
+        self._faults.clear()
+        self._rate_windows.clear()
+
+    async def start(self) -> None:
+        app = self._build_app()
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        address = self._runner.addresses[0]
+        self.port = int(address[1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/`` (valid once started)."""
+        return f"http://{self.host}:{self.port}/"
+
+    @property
+    def api_url(self) -> str:
+        """The value for ``SLACK_API_URL`` / slack_sdk's ``base_url``; ends with ``/api/``."""
+        return f"{self.base_url}api/"
+
+    # ------------------------------------------------------------------ seeding
+
+    def seed_channel(
+        self,
+        name: str,
+        id: str | None = None,
+        *,
+        is_private: bool = False,
+        members: Sequence[str] = (),
+    ) -> str:
+        """Create (or return) a channel and give its id. ``D…`` ids are DMs.
+
+        If ``members`` is given, ``chat.postEphemeral`` to anyone else is refused with
+        ``user_not_in_channel``.
+        """
+        name = name.lstrip("#")
+        existing = self._find_channel(id or name)
+        if existing is not None:
+            existing.members.extend(m for m in members if m not in existing.members)
+            return existing.id
+        channel_id = id or self._new_id("C")
+        channel = Channel(
+            id=channel_id,
+            name=name,
+            created=int(time.time()),
+            is_private=is_private or channel_id.startswith("G"),
+            is_im=channel_id.startswith("D"),
+            members=list(members),
+        )
+        self._channels[channel_id] = channel
+        return channel_id
+
+    def seed_user(
+        self,
+        id: str,
+        name: str,
+        is_admin: bool = False,
+        *,
+        display_name: str | None = None,
+        real_name: str | None = None,
+        is_owner: bool = False,
+    ) -> JSON:
+        """Add a workspace member (``name`` is the handle; display name defaults to it)."""
+        user = self._user_object(
+            id,
+            name,
+            is_admin=is_admin or is_owner,
+            display_name=display_name if display_name is not None else name,
+            real_name=real_name if real_name is not None else name,
+        )
+        user["is_owner"] = is_owner
+        self._users[id] = user
+        return copy.deepcopy(user)
+
+    def seed_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str,
+        thread_ts: str | None = None,
+        blocks: list[JSON] | None = None,
+    ) -> str:
+        """Put a message from a person (not the bot) into a channel or thread; returns its ts."""
+        ch = self._channel(channel, create=True)
+        msg: JSON = {
+            "type": "message",
+            "ts": self._new_ts(),
+            "user": user,
+            "team": TEAM_ID,
+            "text": text,
+        }
+        if blocks is not None:
+            msg["blocks"] = blocks
+        if thread_ts is not None:
+            self._attach_to_thread(ch, msg, thread_ts)
+        ch.messages[msg["ts"]] = msg
+        return str(msg["ts"])
+
+    # ------------------------------------------------------------------ accessors
+
+    def channel_id(self, channel: str) -> str:
+        """The id of a channel given by id, name or ``#name`` (KeyError if unknown)."""
+        ch = self._find_channel(channel)
+        if ch is None:
+            raise KeyError(channel)
+        return ch.id
+
+    def channels(self) -> list[JSON]:
+        return [ch.info() for ch in self._channels.values()]
+
+    def messages(self, channel: str) -> list[JSON]:
+        """Every message in a channel, thread replies included, oldest first, with metadata."""
+        ch = self._find_channel(channel)
+        if ch is None:
+            return []
+        return [self._render(ch, m, metadata=True) for m in self._sorted(ch.messages.values())]
+
+    def thread(self, channel: str, ts: str) -> list[JSON]:
+        """A thread's root then its replies, oldest first, with metadata."""
+        ch = self._find_channel(channel)
+        if ch is None:
+            return []
+        return [self._render(ch, m, metadata=True) for m in self._thread_messages(ch, ts)]
+
+    def message(self, channel: str, ts: str) -> JSON | None:
+        ch = self._find_channel(channel)
+        if ch is None or ts not in ch.messages:
+            return None
+        return self._render(ch, ch.messages[ts], metadata=True)
+
+    def pins(self, channel: str) -> list[str]:
+        """The ts of each pinned message, in pin order."""
+        ch = self._find_channel(channel)
+        return list(ch.pins) if ch is not None else []
+
+    def reactions(self, channel: str, ts: str) -> dict[str, list[str]]:
+        """Reaction name → the users who added it, for one message."""
+        ch = self._find_channel(channel)
+        if ch is None or ts not in ch.messages:
+            return {}
+        return {r["name"]: list(r["users"]) for r in ch.messages[ts].get("reactions", [])}
+
+    def ephemerals(self, channel: str, user: str) -> list[JSON]:
+        """Ephemeral messages shown to one user in a channel, oldest first."""
+        ch = self._find_channel(channel)
+        return copy.deepcopy(ch.ephemerals.get(user, [])) if ch is not None else []
+
+    def files(self) -> list[JSON]:
+        """Every completed upload as a Slack file object (bytes via :meth:`file_content`)."""
+        return [self._public(copy.deepcopy(f)) for f in self._files.values() if f["_complete"]]
+
+    def file_content(self, file_id: str) -> bytes:
+        return self._file_bytes[file_id]
+
+    def views(self) -> list[JSON]:
+        return [copy.deepcopy(v) for v in self._views.values()]
+
+    def users(self) -> list[JSON]:
+        return [copy.deepcopy(u) for u in self._users.values()]
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def state(self) -> JSON:
+        """Everything, as JSON: what ``GET /_fake/state`` answers."""
+        return {
+            "team": {"id": TEAM_ID, "name": TEAM_NAME, "domain": TEAM_DOMAIN},
+            "bot": {"user_id": BOT_USER_ID, "bot_id": BOT_ID, "app_id": APP_ID},
+            "api_url": self.api_url,
+            "channels": self.channels(),
+            "users": self.users(),
+            "messages": {cid: self.messages(cid) for cid in self._channels},
+            "ephemerals": {cid: copy.deepcopy(ch.ephemerals) for cid, ch in self._channels.items()},
+            "pins": {cid: list(ch.pins) for cid, ch in self._channels.items()},
+            "reactions": {
+                cid: {
+                    ts: self.reactions(cid, ts)
+                    for ts, m in ch.messages.items()
+                    if m.get("reactions")
+                }
+                for cid, ch in self._channels.items()
+            },
+            "files": self.files(),
+            "views": self.views(),
+            "calls": len(self.calls),
+        }
+
+    # ------------------------------------------------------------------ faults
+
+    def fail_next(self, method: str, k: int = 1, status: int = 429, retry_after: int = 1) -> None:
+        """Make the next ``k`` calls of ``method`` (``"*"``: any method) fail at the HTTP level.
+
+        429 answers ``Retry-After: retry_after`` and ``{"ok": false, "error": "ratelimited"}``;
+        any other status (500, 503, ...) answers an HTML error page.
+        """
+        if status == 200:
+            raise ValueError("use error_next for ok:false answers")
+        queue = self._faults.setdefault(method, deque())
+        queue.extend(Fault(status=status, retry_after=retry_after) for _ in range(k))
+
+    def error_next(self, method: str, error: str, k: int = 1) -> None:
+        """Make the next ``k`` calls of ``method`` answer HTTP 200 ``ok: false`` with ``error``."""
+        queue = self._faults.setdefault(method, deque())
+        queue.extend(Fault(status=200, error=error) for _ in range(k))
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def set_rate_limit(
+        self, per_second: int | None, methods: Iterable[str] = ("chat.postMessage",)
+    ) -> None:
+        """At most ``per_second`` calls of ``methods`` per channel in any one second (None: off).
+
+        Calls beyond it get HTTP 429 with ``Retry-After: 1`` and are not carried out.
+        """
+        self._rate_limit = per_second
+        self._rate_methods = frozenset(methods)
+        self._rate_windows.clear()
+
+    def _take_fault(self, method: str) -> Fault | None:
+        for key in (method, "*"):
+            queue = self._faults.get(key)
+            if queue:
+                return queue.popleft()
+        return None
+
+    @staticmethod
+    def _fault_response(fault: Fault) -> web.Response:
+        if fault.status == 429:
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(fault.retry_after)},
+            )
+        if fault.status == 200:
+            return web.json_response({"ok": False, "error": fault.error})
+        reason = "Service Unavailable" if fault.status == 503 else "Internal Server Error"
+        return web.Response(
+            status=fault.status,
+            text=f"<html><body><h1>{fault.status} {reason}</h1></body></html>",
+            content_type="text/html",
+        )
+
+    def _check_rate_limit(self, method: str, params: JSON) -> None:
+        if self._rate_limit is None or method not in self._rate_methods:
+            return
+        raw = _str_arg(params, "channel") or ""
+        found = self._find_channel(raw)
+        key = (method, found.id if found is not None else raw)
+        now = time.monotonic()
+        window = self._rate_windows.setdefault(key, deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= self._rate_limit:
+            raise _RateLimited(retry_after=1)
+        window.append(now)
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    def _build_app(self) -> web.Application:
+        """Routes: the Web API, the upload URLs, private file URLs and the ``/_fake`` API.
+
+        * ``GET|POST /api/{method}`` - the Slack Web API.
+        * ``POST /upload/v1/{key}`` - upload URLs from ``files.getUploadURLExternal``.
+        * ``GET /files-pri/{team}-{file_id}/{name}`` - ``url_private`` (needs the bearer token).
+        * ``GET /_fake/state`` - :meth:`state`.
+        * ``GET /_fake/calls[?method=M]`` - every recorded :class:`Call` as JSON.
+        * ``POST /_fake/faults`` - ``{"method", "k"?, "status"?, "retry_after"?}`` for
+          :meth:`fail_next`, or ``{"method", "k"?, "error"}`` for :meth:`error_next`.
+        * ``DELETE /_fake/faults`` - :meth:`clear_faults`.
+        * ``POST /_fake/rate_limit`` - ``{"per_second": N | null, "methods"?: [...]}``.
+        * ``POST /_fake/seed`` - ``{"channels": [{"name", "id"?, "members"?}],
+          "users": [{"id", "name", "is_admin"?, "display_name"?, "real_name"?}],
+          "messages": [{"channel", "text", "user", "thread_ts"?}]}``; answers the ids/ts.
+        * ``POST /_fake/reset`` - :meth:`reset`.
+        * ``GET /_fake/files/{file_id}`` - an uploaded file's bytes, no auth.
+        """
+        app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._guard])
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/upload/v1/{key}", self._upload)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._private_file)
+        app.router.add_get("/_fake/state", self._http_state)
+        app.router.add_get("/_fake/calls", self._http_calls)
+        app.router.add_post("/_fake/faults", self._http_add_fault)
+        app.router.add_delete("/_fake/faults", self._http_clear_faults)
+        app.router.add_post("/_fake/rate_limit", self._http_rate_limit)
+        app.router.add_post("/_fake/seed", self._http_seed)
+        app.router.add_post("/_fake/reset", self._http_reset)
+        app.router.add_get("/_fake/files/{file_id}", self._http_file)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # a bug in the fake: make it loud, never a silent 200
+            self.internal_errors.append(f"{request.path}: {exc!r}")
+            return web.Response(status=500, text=f"fake slack internal error: {exc!r}")
+
+    async def _read_params(self, request: web.Request, method: str) -> tuple[JSON, str]:
+        params: JSON = dict(request.query)
+        encoding = "query" if params else "none"
+        if request.method == "POST" and request.can_read_body:
+            ctype = request.content_type
+            if ctype == "application/json":
+                raw = await request.read()
+                if raw:
+                    encoding = "json"
+                    try:
+                        body = json.loads(raw)
+                    except json.JSONDecodeError:
+                        raise SlackError("invalid_json") from None
+                    if not isinstance(body, dict):
+                        raise SlackError("invalid_json")
+                    if method in JSON_METHODS:
+                        params.update(body)
+            elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+                form = await request.post()
+                if form:
+                    encoding = "form" if ctype.endswith("urlencoded") else "multipart"
+                for key, value in form.items():
+                    if isinstance(value, str):
+                        params[key] = value
+        return params, encoding
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
+        call = Call(method=method, params={}, time=time.time())
+        self.calls.append(call)
+        try:
+            call.params, call.encoding = await self._read_params(request, method)
+            form_token = call.params.pop("token", None)
+            token = token or (str(form_token) if form_token else None)
+            call.token = token
+            fault = self._take_fault(method)
+            if fault is not None:
+                call.status = fault.status
+                call.error = "ratelimited" if fault.status == 429 else fault.error
+                return self._fault_response(fault)
+            handler = self._handlers.get(method)
+            if handler is None:
+                raise SlackError("unknown_method", req_method=method)
+            if token is None:
+                raise SlackError("not_authed")
+            if token not in self.tokens:
+                raise SlackError("invalid_auth")
+            self._check_rate_limit(method, call.params)
+            body: JSON = {"ok": True, **handler(call.params, token)}
+        except _RateLimited as limited:
+            call.status, call.error = 429, "ratelimited"
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(limited.retry_after)},
+            )
+        except SlackError as err:
+            body = err.body()
+            call.error = err.error
+        return web.json_response(body)
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        data = await request.read()
+        call = Call(
+            method=UPLOAD_METHOD,
+            params={"key": request.match_info["key"], "size": len(data)},
+            time=time.time(),
+            encoding="bytes",
+        )
+        self.calls.append(call)
+        fault = self._take_fault(UPLOAD_METHOD)
+        if fault is not None:
+            call.status = fault.status
+            return self._fault_response(fault)
+        file_id = self._upload_keys.get(request.match_info["key"])
+        if file_id is None:
+            call.status = 404
+            return web.Response(status=404, text="Not Found", content_type="text/plain")
+        self._file_bytes[file_id] = data
+        self._files[file_id]["size"] = len(data)
+        return web.Response(text=f"OK - {len(data)}", content_type="text/plain")
+
+    async def _private_file(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        if auth.removeprefix("Bearer ").strip() not in self.tokens:
+            return web.Response(status=302, headers={"Location": f"{self.base_url}?redir=login"})
+        file_id = request.match_info["team_file"].rpartition("-")[2]
+        if file_id not in self._file_bytes:
+            raise web.HTTPNotFound()
+        mimetype = str(self._files[file_id].get("mimetype", "application/octet-stream"))
+        return web.Response(body=self._file_bytes[file_id], content_type=mimetype)
+
+    async def _http_state(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.state())
+
+    async def _http_calls(self, request: web.Request) -> web.StreamResponse:
+        method = request.query.get("method")
+        calls = [c.to_json() for c in self.calls if method is None or c.method == method]
+        return web.json_response(calls)
+
+    async def _http_add_fault(self, request: web.Request) -> web.StreamResponse:
+        spec = await request.json()
+        k = int(spec.get("k", 1))
+        if spec.get("error"):
+            self.error_next(str(spec["method"]), str(spec["error"]), k=k)
+        else:
+            self.fail_next(
+                str(spec["method"]),
+                k=k,
+                status=int(spec.get("status", 429)),
+                retry_after=int(spec.get("retry_after", 1)),
+            )
+        return web.json_response({"ok": True})
+
+    async def _http_clear_faults(self, request: web.Request) -> web.StreamResponse:
+        self.clear_faults()
+        return web.json_response({"ok": True})
+
+    async def _http_rate_limit(self, request: web.Request) -> web.StreamResponse:
+        spec = await request.json()
+        per_second = spec.get("per_second")
+        self.set_rate_limit(
+            int(per_second) if per_second is not None else None,
+            spec.get("methods", ["chat.postMessage"]),
+        )
+        return web.json_response({"ok": True})
+
+    async def _http_seed(self, request: web.Request) -> web.StreamResponse:
+        spec = await request.json()
+        channels = [
+            self.seed_channel(c["name"], c.get("id"), members=c.get("members", ()))
+            for c in spec.get("channels", [])
+        ]
+        users = [
+            self.seed_user(
+                u["id"],
+                u["name"],
+                bool(u.get("is_admin", False)),
+                display_name=u.get("display_name"),
+                real_name=u.get("real_name"),
+            )["id"]
+            for u in spec.get("users", [])
+        ]
+        messages = [
+            self.seed_message(m["channel"], m["text"], user=m["user"], thread_ts=m.get("thread_ts"))
+            for m in spec.get("messages", [])
+        ]
+        return web.json_response({"ok": True, "channels": channels, "users": users, "ts": messages})
+
+    async def _http_reset(self, request: web.Request) -> web.StreamResponse:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _http_file(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["file_id"]
+        if file_id not in self._file_bytes:
+            raise web.HTTPNotFound()
+        return web.Response(body=self._file_bytes[file_id], content_type="application/octet-stream")
+
+    # ------------------------------------------------------------------ internals
+
+    def _new_id(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{prefix}0{self._seq:08X}"
+
+    def _new_ts(self) -> str:
+        now_us = int(time.time() * 1_000_000)
+        us = max(now_us, self._last_ts_us + 1)
+        self._last_ts_us = us
+        return f"{us // 1_000_000}.{us % 1_000_000:06d}"
+
+    def _find_channel(self, channel: str) -> Channel | None:
+        key = channel.lstrip("#")
+        if key in self._channels:
+            return self._channels[key]
+        for ch in self._channels.values():
+            if ch.name == key:
+                return ch
+        return None
+
+    def _channel(self, channel: str | None, *, create: bool | None = None) -> Channel:
+        if not channel:
+            raise SlackError("channel_not_found")
+        found = self._find_channel(channel)
+        if found is not None:
+            return found
+        if not (self.auto_create_channels if create is None else create):
+            raise SlackError("channel_not_found")
+        key = channel.lstrip("#")
+        if _ID_RE.match(key):
+            return self._channels[self.seed_channel(key.lower(), key)]
+        return self._channels[self.seed_channel(key)]
+
+    def _message(self, ch: Channel, ts: str | None) -> JSON:
+        if ts is None or ts not in ch.messages:
+            raise SlackError("message_not_found")
+        return ch.messages[ts]
+
+    @staticmethod
+    def _sorted(messages: Iterable[JSON]) -> list[JSON]:
+        return sorted(messages, key=lambda m: ts_key(m["ts"]))
+
+    def _thread_messages(self, ch: Channel, ts: str) -> list[JSON]:
+        root = ch.messages.get(ts)
+        if root is None:
+            return []
+        root_ts = root.get("thread_ts", ts)
+        if root_ts != ts:  # a reply: Slack answers with that message alone
+            return [root]
+        return self._sorted(
+            m for m in ch.messages.values() if m["ts"] == ts or m.get("thread_ts") == ts
+        )
+
+    def _attach_to_thread(self, ch: Channel, msg: JSON, thread_ts: str) -> None:
+        parent = ch.messages.get(thread_ts)
+        if parent is None:
+            raise SlackError("thread_not_found")
+        root_ts = str(parent.get("thread_ts", thread_ts))
+        root = ch.messages.get(root_ts, parent)
+        msg["thread_ts"] = root_ts
+        msg["parent_user_id"] = root.get("user", BOT_USER_ID)
+
+    def _render(self, ch: Channel, msg: JSON, *, metadata: bool) -> JSON:
+        out = {
+            k: copy.deepcopy(v)
+            for k, v in msg.items()
+            if not k.startswith("_") and (metadata or k != "metadata")
+        }
+        ts = str(msg["ts"])
+        if msg.get("thread_ts", ts) == ts:
+            replies = self._sorted(
+                m for m in ch.messages.values() if m.get("thread_ts") == ts and m["ts"] != ts
+            )
+            if replies:
+                reply_users = list(dict.fromkeys(str(m.get("user", "")) for m in replies))
+                out.update(
+                    thread_ts=ts,
+                    reply_count=len(replies),
+                    reply_users=reply_users,
+                    reply_users_count=len(reply_users),
+                    latest_reply=replies[-1]["ts"],
+                    is_locked=False,
+                    subscribed=False,
+                )
+        if ts in ch.pins:
+            out["pinned_to"] = [ch.id]
+        return out
+
+    @staticmethod
+    def _public(obj: JSON) -> JSON:
+        return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+    @staticmethod
+    def _user_object(
+        user_id: str, name: str, *, is_admin: bool, display_name: str, real_name: str
+    ) -> JSON:
+        return {
+            "id": user_id,
+            "team_id": TEAM_ID,
+            "name": name,
+            "deleted": False,
+            "real_name": real_name,
+            "tz": "Europe/London",
+            "tz_label": "Greenwich Mean Time",
+            "tz_offset": 0,
+            "is_admin": is_admin,
+            "is_owner": False,
+            "is_primary_owner": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+            "is_bot": False,
+            "is_app_user": False,
+            "updated": int(time.time()),
+            "profile": {
+                "display_name": display_name,
+                "display_name_normalized": display_name,
+                "real_name": real_name,
+                "real_name_normalized": real_name,
+                "team": TEAM_ID,
+            },
+        }
+
+    def _message_content(self, params: JSON, *, required: bool) -> JSON:
+        """text/blocks/attachments/metadata/markdown_text of a post or update, validated."""
+        content: JSON = {}
+        text = params.get("text")
+        markdown_text = _str_arg(params, "markdown_text")
+        blocks = _json_arg(params, "blocks", "invalid_blocks_format")
+        attachments = _json_arg(params, "attachments", "invalid_attachments")
+        metadata = _json_arg(params, "metadata", "invalid_metadata_format")
+        if markdown_text is not None:
+            if len(markdown_text) > MAX_MARKDOWN_BLOCKS_CHARS:
+                raise SlackError("msg_too_long")
+            text = text or markdown_text
+            blocks = [{"type": "markdown", "text": markdown_text}, *(blocks or [])]
+        has_text = isinstance(text, str) and text != ""
+        if required and not has_text and not blocks and not attachments:
+            raise SlackError("no_text")
+        if text is not None:
+            if len(str(text)) > MAX_TEXT_CHARS:
+                raise SlackError("msg_too_long")
+            content["text"] = str(text)
+        if blocks is not None:
+            validate_blocks(blocks)
+            content["blocks"] = blocks
+        if attachments is not None:
+            if not isinstance(attachments, list):
+                raise SlackError("invalid_attachments")
+            content["attachments"] = attachments
+        if metadata is not None:
+            content["metadata"] = _validate_metadata(metadata)
+        return content
+
+    def _bot_message(self, ts: str, params: JSON) -> JSON:
+        msg: JSON = {
+            "type": "message",
+            "ts": ts,
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "app_id": APP_ID,
+            "team": TEAM_ID,
+            "text": "",
+            "bot_profile": {
+                "id": BOT_ID,
+                "app_id": APP_ID,
+                "name": BOT_NAME,
+                "team_id": TEAM_ID,
+                "deleted": False,
+            },
+        }
+        username = _str_arg(params, "username")
+        if username is not None:
+            msg["username"] = username
+        icon_emoji, icon_url = _str_arg(params, "icon_emoji"), _str_arg(params, "icon_url")
+        if icon_emoji is not None:
+            msg["icons"] = {"emoji": icon_emoji}
+        elif icon_url is not None:
+            msg["icons"] = {"image_36": icon_url, "image_48": icon_url, "image_72": icon_url}
+        return msg
+
+    # ------------------------------------------------------------------ methods: auth, chat
+
+    def _auth_test(self, params: JSON, token: str | None) -> JSON:
+        return {
+            "url": f"https://{TEAM_DOMAIN}.slack.com/",
+            "team": TEAM_NAME,
+            "user": BOT_NAME,
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _chat_post_message(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        content = self._message_content(params, required=True)
+        thread_ts = _str_arg(params, "thread_ts")
+        msg = self._bot_message(self._new_ts(), params)
+        msg.update(content)
+        if thread_ts is not None:
+            self._attach_to_thread(ch, msg, thread_ts)
+            if _as_bool(params.get("reply_broadcast")):
+                msg["subtype"] = "thread_broadcast"
+        ch.messages[msg["ts"]] = msg
+        return {"channel": ch.id, "ts": msg["ts"], "message": self._render(ch, msg, metadata=True)}
+
+    def _chat_update(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        msg = self._message(ch, _str_arg(params, "ts"))
+        if msg.get("bot_id") != BOT_ID:
+            raise SlackError("cant_update_message")
+        content = self._message_content(params, required=False)
+        if not {"text", "blocks", "attachments"} & content.keys():
+            raise SlackError("no_text")
+        msg.update(content)
+        msg["edited"] = {"user": BOT_USER_ID, "ts": self._new_ts()}
+        rendered = self._render(ch, msg, metadata=True)
+        return {"channel": ch.id, "ts": msg["ts"], "text": msg["text"], "message": rendered}
+
+    def _chat_delete(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        msg = self._message(ch, _str_arg(params, "ts"))
+        ts = str(msg["ts"])
+        if msg.get("bot_id") != BOT_ID:
+            raise SlackError("cant_delete_message")
+        has_replies = any(m.get("thread_ts") == ts and m["ts"] != ts for m in ch.messages.values())
+        ch.pins.pop(ts, None)
+        if has_replies:  # the thread stays, under a tombstone
+            ch.messages[ts] = {
+                "type": "message",
+                "subtype": "tombstone",
+                "ts": ts,
+                "thread_ts": ts,
+                "user": "USLACKBOT",
+                "text": "This message was deleted.",
+                "hidden": True,
+            }
+        else:
+            del ch.messages[ts]
+        return {"channel": ch.id, "ts": ts}
+
+    def _chat_post_ephemeral(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        user = _required(params, "user", "user_not_found")
+        if ch.members and user not in ch.members:
+            raise SlackError("user_not_in_channel")
+        content = self._message_content(params, required=True)
+        ts = self._new_ts()
+        msg: JSON = {"type": "message", "ts": ts, "user": BOT_USER_ID, "bot_id": BOT_ID}
+        msg.update(content)
+        thread_ts = _str_arg(params, "thread_ts")
+        if thread_ts is not None:
+            msg["thread_ts"] = thread_ts
+        username = _str_arg(params, "username")
+        if username is not None:
+            msg["username"] = username
+        ch.ephemerals.setdefault(user, []).append(msg)
+        return {"message_ts": ts}
+
+    def _chat_get_permalink(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        msg = self._message(ch, _str_arg(params, "message_ts"))
+        ts = str(msg["ts"])
+        link = f"https://{TEAM_DOMAIN}.slack.com/archives/{ch.id}/p{ts.replace('.', '')}"
+        thread_ts = msg.get("thread_ts")
+        if thread_ts is not None and thread_ts != ts:
+            link += f"?thread_ts={thread_ts}&cid={ch.id}"
+        return {"channel": ch.id, "permalink": link}
+
+    # ------------------------------------------------------------------ methods: streaming
+
+    def _stream_chunks(self, params: JSON) -> tuple[str, list[JSON], list[JSON]]:
+        """(markdown to append, chunks, blocks from blocks-chunks) of a stream call."""
+        markdown = _str_arg(params, "markdown_text") or ""
+        if len(markdown) > MAX_STREAM_MARKDOWN_CHARS:
+            raise SlackError("msg_too_long")
+        chunks = _json_arg(params, "chunks", "invalid_chunks")
+        if chunks is None:
+            chunks = []
+        if not isinstance(chunks, list):
+            raise SlackError("invalid_chunks")
+        extra_blocks: list[JSON] = []
+        for i, chunk in enumerate(chunks):
+            if not isinstance(chunk, dict) or chunk.get("type") not in STREAM_CHUNK_TYPES:
+                raise SlackError(
+                    "invalid_chunks", f"[ERROR] unknown chunk [json-pointer:/chunks/{i}]"
+                )
+            if chunk["type"] == "markdown_text":
+                text = chunk.get("text")
+                if not isinstance(text, str):
+                    raise SlackError(
+                        "invalid_chunks", f"[ERROR] missing text [json-pointer:/chunks/{i}]"
+                    )
+                if len(text) > MAX_STREAM_MARKDOWN_CHARS:
+                    raise SlackError("msg_too_long")
+                markdown += text
+            elif chunk["type"] == "blocks":
+                validate_blocks(chunk.get("blocks"))
+                extra_blocks += chunk["blocks"]
+        return markdown, chunks, extra_blocks
+
+    def _streaming_message(self, params: JSON) -> tuple[Channel, JSON]:
+        ch = self._channel(_str_arg(params, "channel"))
+        msg = self._message(ch, _str_arg(params, "ts"))
+        stream = msg.get("_stream")
+        if stream is None or stream["state"] != "streaming":
+            raise SlackError("message_not_in_streaming_state")
+        if time.monotonic() - stream["started"] > self.stream_ttl:
+            stream["state"] = "expired"
+            raise SlackError("message_not_in_streaming_state")
+        return ch, msg
+
+    def _chat_start_stream(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        thread_ts = _required(params, "thread_ts")
+        if not ch.is_im:
+            if _str_arg(params, "recipient_user_id") is None:
+                raise SlackError("missing_recipient_user_id")
+            if _str_arg(params, "recipient_team_id") is None:
+                raise SlackError("missing_recipient_team_id")
+        team = _str_arg(params, "recipient_team_id")
+        if team is not None and team != TEAM_ID:
+            raise SlackError("team_not_found")
+        markdown, chunks, extra_blocks = self._stream_chunks(params)
+        msg = self._bot_message(self._new_ts(), params)
+        self._attach_to_thread(ch, msg, thread_ts)
+        msg["text"] = markdown
+        if extra_blocks:
+            msg["blocks"] = extra_blocks
+        msg["_stream"] = {
+            "state": "streaming",
+            "started": time.monotonic(),
+            "recipient_user_id": _str_arg(params, "recipient_user_id"),
+            "recipient_team_id": team,
+            "chunks": list(chunks),
+        }
+        ch.messages[msg["ts"]] = msg
+        return {"channel": ch.id, "ts": msg["ts"]}
+
+    def _chat_append_stream(self, params: JSON, token: str | None) -> JSON:
+        ch, msg = self._streaming_message(params)
+        if params.get("markdown_text") is None and params.get("chunks") is None:
+            raise SlackError("no_text")
+        markdown, chunks, extra_blocks = self._stream_chunks(params)
+        msg["text"] += markdown
+        if extra_blocks:
+            msg["blocks"] = [*msg.get("blocks", []), *extra_blocks]
+        msg["_stream"]["chunks"] += chunks
+        return {"channel": ch.id, "ts": msg["ts"]}
+
+    def _chat_stop_stream(self, params: JSON, token: str | None) -> JSON:
+        ch, msg = self._streaming_message(params)
+        markdown, chunks, extra_blocks = self._stream_chunks(params)
+        blocks = _json_arg(params, "blocks", "invalid_blocks_format")
+        if blocks is not None:
+            validate_blocks(blocks)
+        metadata = _json_arg(params, "metadata", "invalid_metadata_format")
+        msg["text"] += markdown
+        all_blocks = [*msg.get("blocks", []), *extra_blocks, *(blocks or [])]
+        if all_blocks:
+            msg["blocks"] = all_blocks
+        if metadata is not None:
+            msg["metadata"] = _validate_metadata(metadata)
+        msg["_stream"]["chunks"] += chunks
+        msg["_stream"]["state"] = "stopped"
+        rendered = self._render(ch, msg, metadata=True)
+        return {"channel": ch.id, "ts": msg["ts"], "message": rendered}
+
+    # ------------------------------------------------------------------ methods: conversations
+
+    def _conversations_replies(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        ts = _required(params, "ts")
+        thread = self._thread_messages(ch, ts)
+        if not thread:
+            raise SlackError("thread_not_found")
+        metadata = _as_bool(params.get("include_all_metadata"))
+        items = [m for m in thread if m["ts"] == ts or _in_range(m["ts"], params)]
+        limit = min(max(_int_arg(params, "limit", 1000), 1), 1000)
+        page, cursor = _paginate(items, limit, _str_arg(params, "cursor"))
+        return {
+            "messages": [self._render(ch, m, metadata=metadata) for m in page],
+            "has_more": bool(cursor),
+            "response_metadata": {"next_cursor": cursor},
+        }
+
+    def _conversations_history(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        metadata = _as_bool(params.get("include_all_metadata"))
+        items = [
+            m
+            for m in reversed(self._sorted(ch.messages.values()))
+            if (m.get("thread_ts", m["ts"]) == m["ts"] or m.get("subtype") == "thread_broadcast")
+            and _in_range(m["ts"], params)
+        ]
+        limit = min(max(_int_arg(params, "limit", 100), 1), 999)
+        page, cursor = _paginate(items, limit, _str_arg(params, "cursor"))
+        return {
+            "messages": [self._render(ch, m, metadata=metadata) for m in page],
+            "has_more": bool(cursor),
+            "pin_count": len(ch.pins),
+            "response_metadata": {"next_cursor": cursor},
+        }
+
+    def _conversations_info(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        info = ch.info()
+        if _as_bool(params.get("include_num_members")):
+            info["num_members"] = len(ch.members)
+        return {"channel": info}
+
+    # ------------------------------------------------------------------ methods: pins, reactions
+
+    def _pins_add(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        ts = _str_arg(params, "timestamp")
+        if ts is None:
+            raise SlackError("no_item_specified")
+        self._message(ch, ts)
+        if ts in ch.pins:
+            raise SlackError("already_pinned")
+        ch.pins[ts] = {"created": int(time.time()), "created_by": BOT_USER_ID}
+        return {}
+
+    def _pins_list(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        items = [
+            {
+                "type": "message",
+                "channel": ch.id,
+                "created": pin["created"],
+                "created_by": pin["created_by"],
+                "message": self._render(ch, ch.messages[ts], metadata=False),
+            }
+            for ts, pin in reversed(ch.pins.items())
+            if ts in ch.messages
+        ]
+        return {"items": items}
+
+    def _reaction_target(self, params: JSON) -> tuple[JSON, str]:
+        ch = self._channel(_str_arg(params, "channel"))
+        ts = _str_arg(params, "timestamp")
+        if ts is None:
+            raise SlackError("no_item_specified")
+        msg = self._message(ch, ts)
+        name = _str_arg(params, "name")
+        if name is None or ":" in name or any(c.isspace() for c in name):
+            raise SlackError("invalid_name")
+        return msg, name
+
+    def _reactions_add(self, params: JSON, token: str | None) -> JSON:
+        msg, name = self._reaction_target(params)
+        reactions: list[JSON] = msg.setdefault("reactions", [])
+        for reaction in reactions:
+            if reaction["name"] == name:
+                if BOT_USER_ID in reaction["users"]:
+                    raise SlackError("already_reacted")
+                reaction["users"].append(BOT_USER_ID)
+                reaction["count"] += 1
+                return {}
+        reactions.append({"name": name, "users": [BOT_USER_ID], "count": 1})
+        return {}
+
+    def _reactions_remove(self, params: JSON, token: str | None) -> JSON:
+        msg, name = self._reaction_target(params)
+        reactions: list[JSON] = msg.get("reactions", [])
+        for reaction in reactions:
+            if reaction["name"] == name and BOT_USER_ID in reaction["users"]:
+                reaction["users"].remove(BOT_USER_ID)
+                reaction["count"] -= 1
+                if not reaction["users"]:
+                    reactions.remove(reaction)
+                if not reactions:
+                    msg.pop("reactions", None)
+                return {}
+        raise SlackError("no_reaction")
+
+    # ------------------------------------------------------------------ methods: users, views
+
+    def _users_info(self, params: JSON, token: str | None) -> JSON:
+        user_id = _str_arg(params, "user")
+        if user_id is None or user_id not in self._users:
+            raise SlackError("user_not_found")
+        user = copy.deepcopy(self._users[user_id])
+        if _as_bool(params.get("include_locale")):
+            user["locale"] = "en-US"
+        return {"user": user}
+
+    def _view_arg(self, params: JSON) -> JSON:
+        view = _json_arg(params, "view", "invalid_arguments")
+        if not isinstance(view, dict):
+            raise SlackError("invalid_arguments", "[ERROR] missing required field: view")
+        errors: list[str] = []
+        if view.get("type") not in ("modal", "home"):
+            errors.append("[ERROR] must be one of modal, home [json-pointer:/view/type]")
+        if view.get("type") == "modal":
+            errors += _text_object_errors(
+                view.get("title"), "/view/title", MAX_VIEW_TITLE_CHARS, plain_only=True
+            )
+        if len(str(view.get("private_metadata", ""))) > MAX_PRIVATE_METADATA_CHARS:
+            errors.append(
+                "[ERROR] must be less than 3001 characters [json-pointer:/view/private_metadata]"
+            )
+        if errors:
+            raise SlackError("invalid_arguments", *errors)
+        validate_blocks(view.get("blocks", []), max_blocks=MAX_VIEW_BLOCKS)
+        return view
+
+    def _view_object(self, view: JSON, view_id: str, previous: JSON | None) -> JSON:
+        return {
+            "id": view_id,
+            "team_id": TEAM_ID,
+            "type": view["type"],
+            "title": view.get("title"),
+            "submit": view.get("submit"),
+            "close": view.get("close"),
+            "blocks": view.get("blocks", []),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "external_id": view.get(
+                "external_id", previous.get("external_id", "") if previous else ""
+            ),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "root_view_id": previous["root_view_id"] if previous else view_id,
+            "previous_view_id": None,
+            "app_id": APP_ID,
+            "bot_id": BOT_ID,
+        }
+
+    def _views_open(self, params: JSON, token: str | None) -> JSON:
+        _required(params, "trigger_id")
+        view = self._view_arg(params)
+        external_id = view.get("external_id")
+        if external_id and any(v["external_id"] == external_id for v in self._views.values()):
+            raise SlackError("duplicate_external_id")
+        view_id = self._new_id("V")
+        self._views[view_id] = self._view_object(view, view_id, None)
+        return {"view": copy.deepcopy(self._views[view_id])}
+
+    def _views_update(self, params: JSON, token: str | None) -> JSON:
+        view = self._view_arg(params)
+        view_id = _str_arg(params, "view_id")
+        external_id = _str_arg(params, "external_id")
+        current: JSON | None = None
+        if view_id is not None:
+            current = self._views.get(view_id)
+        elif external_id is not None:
+            current = next(
+                (v for v in self._views.values() if v["external_id"] == external_id), None
+            )
+        else:
+            raise SlackError("invalid_arguments", "[ERROR] view_id or external_id is required")
+        if current is None:
+            raise SlackError("not_found")
+        expected = _str_arg(params, "hash")
+        if expected is not None and expected != current["hash"]:
+            raise SlackError("hash_conflict")
+        updated = self._view_object(view, current["id"], current)
+        self._views[current["id"]] = updated
+        return {"view": copy.deepcopy(updated)}
+
+    # ------------------------------------------------------------------ methods: files
+
+    def _files_get_upload_url_external(self, params: JSON, token: str | None) -> JSON:
+        filename = _required(params, "filename")
+        length = _int_arg(params, "length", -1)
+        if length < 0:
+            raise SlackError("invalid_arguments", "[ERROR] missing required field: length")
+        file_id = self._new_id("F")
+        key = secrets.token_urlsafe(12)
+        self._upload_keys[key] = file_id
+        now = int(time.time())
+        mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        filetype = filename.rpartition(".")[2].lower() if "." in filename else "binary"
+        self._files[file_id] = {
+            "id": file_id,
+            "created": now,
+            "timestamp": now,
+            "name": filename,
+            "title": filename,
+            "mimetype": mimetype,
+            "filetype": filetype,
+            "pretty_type": filetype.upper(),
+            "user": BOT_USER_ID,
+            "user_team": TEAM_ID,
+            "mode": "hosted",
+            "editable": False,
+            "is_external": False,
+            "is_public": True,
+            "size": length,
+            "url_private": f"{self.base_url}files-pri/{TEAM_ID}-{file_id}/{filename}",
+            "url_private_download": (
+                f"{self.base_url}files-pri/{TEAM_ID}-{file_id}/download/{filename}"
+            ),
+            "permalink": f"https://{TEAM_DOMAIN}.slack.com/files/{BOT_USER_ID}/{file_id}/{filename}",
+            "channels": [],
+            "groups": [],
+            "ims": [],
+            "shares": {},
+            "alt_txt": _str_arg(params, "alt_txt"),
+            "_complete": False,
+            "_length": length,
+        }
+        upload_url = f"{self.base_url}upload/v1/{key}"
+        return {"upload_url": upload_url, "file_id": file_id}
+
+    def _files_complete_upload_external(self, params: JSON, token: str | None) -> JSON:
+        entries = _json_arg(params, "files", "invalid_arguments")
+        if not isinstance(entries, list) or not entries:
+            raise SlackError("invalid_arguments", "[ERROR] missing required field: files")
+        files: list[JSON] = []
+        for entry in entries:
+            file_id = entry.get("id") if isinstance(entry, dict) else None
+            if file_id not in self._files or file_id not in self._file_bytes:
+                raise SlackError("file_not_found")
+            files.append(self._files[file_id])
+        channel_ids = [_str_arg(params, "channel_id")] if _str_arg(params, "channel_id") else []
+        channel_ids += [c for c in str(params.get("channels") or "").split(",") if c]
+        thread_ts = _str_arg(params, "thread_ts")
+        if thread_ts is not None and not channel_ids:
+            raise SlackError("invalid_arguments", "[ERROR] thread_ts requires channel_id")
+        channels = [self._channel(c) for c in channel_ids]
+        for f, entry in zip(files, entries, strict=True):
+            f["_complete"] = True
+            if entry.get("title"):
+                f["title"] = entry["title"]
+        for ch in channels:
+            msg = self._bot_message(self._new_ts(), {})
+            msg.update(text=_str_arg(params, "initial_comment") or "", upload=True)
+            msg["display_as_bot"] = False
+            if thread_ts is not None:
+                self._attach_to_thread(ch, msg, thread_ts)
+            for f in files:
+                share: JSON = {
+                    "ts": msg["ts"],
+                    "channel_name": ch.name,
+                    "team_id": TEAM_ID,
+                    "share_user_id": BOT_USER_ID,
+                }
+                if thread_ts is not None:
+                    share["thread_ts"] = msg["thread_ts"]
+                kind = "private" if ch.is_private or ch.is_im else "public"
+                f["shares"].setdefault(kind, {}).setdefault(ch.id, []).append(share)
+                key = "ims" if ch.is_im else "groups" if ch.is_private else "channels"
+                if ch.id not in f[key]:
+                    f[key].append(ch.id)
+            msg["files"] = [self._public(f) for f in files]
+            ch.messages[msg["ts"]] = msg
+        return {"files": [{"id": f["id"], "title": f["title"]} for f in files]}
+
+
+# ---------------------------------------------------------------------- standalone process
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    slack = FakeSlack(
+        token=args.token[0] if args.token else DEFAULT_TOKEN,
+        tokens=args.token[1:] if args.token else (),
+        host=args.host,
+        port=args.port,
+        auto_create_channels=not args.no_auto_create,
+        post_rate_limit=args.rate_limit,
+        stream_ttl=args.stream_ttl,
+    )
+    await slack.start()
+    print(slack.api_url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await slack.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.slack_server",
+        description="Fake Slack Web API. Prints its API URL, then serves until SIGINT/SIGTERM.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 (default): a free port")
+    parser.add_argument(
+        "--token",
+        action="append",
+        help=f"accepted bot token; repeatable (default: {DEFAULT_TOKEN})",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        help="at most N chat.postMessage per channel per second (default: off)",
+    )
+    parser.add_argument("--no-auto-create", action="store_true", help="only seeded channels exist")
+    parser.add_argument("--stream-ttl", type=float, default=DEFAULT_STREAM_TTL)
+    asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
