@@ -32,8 +32,18 @@ class Settings(BaseSettings):
 
     # Redis
     redis_url: str | None = None
+    redis_prefix: str = "sora"
     session_ttl_seconds: int = 30 * 24 * 3600
     event_dedupe_ttl_seconds: int = 3600
+
+    # Workers
+    worker_concurrency: int = Field(50, ge=1, le=1000)
+    lease_ttl_ms: int = Field(30_000, ge=1000)
+    # A pending job idle this long belongs to a dead worker (live ones heartbeat).
+    reclaim_idle_ms: int = Field(60_000, ge=1000)
+    reclaim_every_seconds: float = Field(5.0, gt=0)
+    # On SIGTERM, how long in-flight turns may finish before they are left to others.
+    drain_seconds: float = Field(20.0, ge=0)
 
     # Slack
     slack_bot_token: SecretStr | None = None

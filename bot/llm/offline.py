@@ -73,7 +73,8 @@ class OfflineModel:
             )
         else:
             extras = list(latest["parts"]["action_beats"][3:])
-            changes = [*asks, *(f"{h['author']}'s note: {h['text']}" for h in humans)]
+            changes = [a[0].upper() + a[1:] for a in asks]
+            changes += [f"{h['author']}'s note: {h['text']}" for h in humans]
             extras.extend(changes)
             said = "; ".join(asks) if asks else "a tighter final beat"
             message = f"{OFFLINE_MARK} Done: v{latest['version'] + 1} now has {said}."

@@ -1,0 +1,308 @@
+"""The `sora-copilot` command: run a session in the terminal, or the app's processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
+
+from bot.config import (
+    MAX_IDEA_CHARS,
+    MAX_INTERJECTION_CHARS,
+    MAX_ROUNDS,
+    MIN_ROUNDS,
+    Settings,
+    load_settings,
+)
+from bot.dialogue.engine import Engine, stop
+from bot.dialogue.models import Origin, Session, SessionStatus
+from bot.dialogue.profiles import ProfileError, resolve_persona, resolve_target
+from bot.dialogue.report import render_json, render_markdown
+from bot.llm.base import ChatModel
+from bot.llm.offline import OfflineModel
+from bot.surfaces.recording import RecordingSurface
+from bot.surfaces.terminal import TerminalSurface
+from bot.worker import Worker, WorkerConfig
+from state import EMBEDDED_NOTICE, InboxEntry, State, StateUnavailable, connect, is_embedded
+
+EXIT_OK = 0
+EXIT_NOT_LOCKED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class BadInput(Exception):
+    """One clear line for the person at the terminal; exit code 2."""
+
+
+def validate_idea(idea: str) -> str:
+    idea = idea.strip()
+    if not idea:
+        raise BadInput(
+            "The idea is empty: describe the video you want, e.g. "
+            '"a lighthouse keeper finds a message in a bottle".'
+        )
+    if len(idea) > MAX_IDEA_CHARS:
+        raise BadInput(f"The idea is {len(idea)} characters; the limit is {MAX_IDEA_CHARS}.")
+    return idea
+
+
+def validate_rounds(rounds: int) -> int:
+    if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
+        raise BadInput(f"Rounds must be between {MIN_ROUNDS} and {MAX_ROUNDS}, not {rounds}.")
+    return rounds
+
+
+def new_session(
+    idea: str, *, persona: str, target: str, rounds: int, settings: Settings
+) -> Session:
+    """Validate user input and build a session; BadInput says what is wrong."""
+    try:
+        return Session(
+            idea=validate_idea(idea),
+            persona=resolve_persona(persona, settings.extra_profiles_dir),
+            target=resolve_target(target, settings.extra_profiles_dir),
+            max_rounds=validate_rounds(rounds),
+        )
+    except ProfileError as e:
+        raise BadInput(str(e)) from e
+
+
+def choose_model(settings: Settings, *, offline: bool, err: TextIO) -> ChatModel:
+    if offline:
+        err.write("Running offline: a deterministic model writes the dialogue (--offline).\n")
+        return OfflineModel()
+    if settings.anthropic_api_key is None:
+        err.write(
+            "Running offline: ANTHROPIC_API_KEY is not set, so a deterministic model "
+            "writes the dialogue.\n"
+        )
+        return OfflineModel()
+    from bot.llm.anthropic_model import AnthropicModel
+
+    return AnthropicModel.from_settings(settings)
+
+
+async def _stdin_lines(on_line: Callable[[str], Awaitable[None]]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        if line.strip():
+            await on_line(line.rstrip("\n"))
+
+
+async def open_state(settings: Settings, *, prefix: str, err: TextIO) -> State:
+    """The shared store, or the embedded one (saying so) when REDIS_URL is unset."""
+    redis = await connect(settings.redis_url)
+    if is_embedded(redis):
+        err.write(EMBEDDED_NOTICE + "\n")
+    state = State.create(redis, prefix=prefix, settings=settings)
+    await state.queue.ensure_group()
+    return state
+
+
+async def run_session(
+    session: Session,
+    *,
+    state: State,
+    engine: Engine,
+    out: TextIO,
+    interactive: bool = False,
+    author: str = "you",
+) -> Session:
+    """Run `session` to its end through the store and an in-process worker."""
+    finished = asyncio.Event()
+    worker = Worker(
+        state=state,
+        engine=engine,
+        surface=TerminalSurface(out),
+        config=WorkerConfig(concurrency=1, block_ms=100, reclaim_every_s=3600),
+        on_finished=lambda s: finished.set() if s.id == session.id else None,
+    )
+    await state.sessions.create(session, enqueue=True)
+    stopping = asyncio.Event()
+    work = asyncio.create_task(worker.run(stopping))
+
+    async def interject(text: str) -> None:
+        entry = InboxEntry(kind="interjection", author=author, text=text)
+        if len(text) > MAX_INTERJECTION_CHARS:
+            out.write(
+                f"\n  (not sent: an interjection is at most {MAX_INTERJECTION_CHARS} characters)\n"
+            )
+            return
+        await state.inbox.push(session.id, entry)
+
+    reader = asyncio.create_task(_stdin_lines(interject)) if interactive else None
+    try:
+        waiter = asyncio.create_task(finished.wait())
+        done, _ = await asyncio.wait({waiter, work}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            waiter.cancel()
+            work.result()  # the worker died: raise what killed it
+    finally:
+        if reader is not None:
+            reader.cancel()
+        stopping.set()
+        await asyncio.gather(work, return_exceptions=True)
+    stored = await state.sessions.load(session.id)
+    return stored if stored is not None else session
+
+
+def write_report(session: Session, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / f"session-{session.id}.md"
+    js = out_dir / f"session-{session.id}.json"
+    md.write_text(render_markdown(session), encoding="utf-8")
+    js.write_text(render_json(session), encoding="utf-8")
+    return md, js
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    out, err = sys.stdout, sys.stderr
+    session = new_session(
+        args.idea,
+        persona=args.persona or settings.default_persona,
+        target=args.target or settings.default_target,
+        rounds=args.rounds if args.rounds is not None else settings.default_rounds,
+        settings=settings,
+    )
+    session.origin = Origin(surface="terminal", user_name=_user_name())
+    model = choose_model(settings, offline=args.offline, err=err)
+    engine = Engine(model=model, max_tokens=settings.max_output_tokens)
+    # Terminal sessions get keys of their own, so the Slack app's workers never take them.
+    state = await open_state(settings, prefix=f"{settings.redis_prefix}-terminal", err=err)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        err.write("Type a line and press Enter to interject; the next speaker will answer it.\n")
+    out.write(
+        f"Session {session.id}: {session.persona.display_name} and the Sora Copilot, "
+        f"target {session.target.name}, at most {session.max_rounds} rounds.\n"
+    )
+    try:
+        session = await run_session(
+            session,
+            state=state,
+            engine=engine,
+            out=out,
+            interactive=interactive,
+            author=_user_name(),
+        )
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        stored = await state.sessions.load(session.id)
+        session = stored or session
+        if not session.finished:
+            stop(session, by=_user_name())
+        md, _ = write_report(session, Path(args.out))
+        err.write(f"\nStopped. Report: {md}\n")
+        return EXIT_INTERRUPTED
+    md, js = write_report(session, Path(args.out))
+    out.write(f"\nReport: {md}\nJSON:   {js}\n")
+    if session.status == SessionStatus.LOCKED:
+        return EXIT_OK
+    err.write(
+        f"No prompt was locked: the session is {session.status.value}"
+        + (f" ({session.error})" if session.error else "")
+        + ".\n"
+    )
+    return EXIT_NOT_LOCKED
+
+
+async def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.redis_url:
+        raise BadInput(
+            "sora-copilot worker needs REDIS_URL: workers and web processes share sessions "
+            "through Redis, and an embedded store would be invisible to them."
+        )
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    model = choose_model(settings, offline=args.offline, err=sys.stderr)
+    if model.offline and args.offline_latency:
+        model = OfflineModel(latency=args.offline_latency)
+    engine = Engine(model=model, max_tokens=settings.max_output_tokens)
+    surface = RecordingSurface(state.redis, state.keys)
+    worker = Worker(
+        state=state,
+        engine=engine,
+        surface=surface,
+        config=WorkerConfig(
+            concurrency=args.concurrency or settings.worker_concurrency,
+            lease_ttl_ms=settings.lease_ttl_ms,
+            reclaim_idle_ms=settings.reclaim_idle_ms,
+            reclaim_every_s=settings.reclaim_every_seconds,
+            drain_s=settings.drain_seconds,
+        ),
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    sys.stderr.write(
+        f"worker {worker.name} taking jobs (concurrency {worker.config.concurrency})\n"
+    )
+    await worker.run(stopping)
+    sys.stderr.write(f"worker {worker.name} stopped\n")
+    return EXIT_OK
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "you"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sora-copilot",
+        description="A persona and the Sora Copilot write a text-to-video prompt together.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a whole session in this terminal")
+    run.add_argument("idea", help="the video idea, in quotes")
+    run.add_argument("--persona", help='a persona name, or free text: "a 1970s horror director"')
+    run.add_argument(
+        "--rounds", type=int, help=f"at most this many rounds ({MIN_ROUNDS}-{MAX_ROUNDS})"
+    )
+    run.add_argument("--target", help="the target video model profile, e.g. sora-2")
+    run.add_argument("--offline", action="store_true", help="use the deterministic offline model")
+    run.add_argument("--out", default="out", help="where to write the report (default: out/)")
+    work = sub.add_parser("worker", help="take turn jobs from Redis (needs REDIS_URL)")
+    work.add_argument("--concurrency", type=int, help="sessions worked on at once")
+    work.add_argument("--offline", action="store_true", help="use the deterministic offline model")
+    work.add_argument(
+        "--offline-latency", type=float, default=0.0, help="seconds per offline model call"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Reports and streamed text are UTF-8 whatever the terminal's locale says.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(encoding="utf-8")
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(args, settings))
+        if args.command == "worker":
+            return asyncio.run(_worker(args, settings))
+    except (BadInput, StateUnavailable) as e:
+        sys.stderr.write(f"sora-copilot: {e}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

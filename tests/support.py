@@ -1,0 +1,119 @@
+"""Test doubles for the dialogue: a scripted model, a recording sink, reply builders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from bot.dialogue.models import Session, Usage
+from bot.dialogue.profiles import resolve_persona, resolve_target
+from bot.llm.base import ModelError, ModelReply, ModelRequest, TextCallback
+
+Reply = str | ModelReply | ModelError | Callable[[ModelRequest], str]
+
+
+def make_session(
+    idea: str = "A lighthouse keeper finds a message in a bottle", **kw: Any
+) -> Session:
+    return Session(
+        idea=idea,
+        persona=resolve_persona(kw.pop("persona", "director")),
+        target=resolve_target(kw.pop("target", "sora-2")),
+        max_rounds=kw.pop("max_rounds", 6),
+        **kw,
+    )
+
+
+def draft_json(
+    n: int = 1,
+    *,
+    title: str = "Threshold.",
+    prompt: str | None = None,
+    duration: int = 8,
+    size: str = "1280x720",
+) -> dict[str, Any]:
+    return {
+        "title": title,
+        "prompt_text": prompt
+        or (
+            f"Version {n}: a single continuous shot of a lighthouse keeper on a wet stone stair, "
+            "35mm lens, slow push-in, storm light through salt-crusted glass, the sea breathing "
+            "below. He uncorks a bottle; the note inside is in his own handwriting."
+        ),
+        "duration_seconds": duration,
+        "size": size,
+        "parts": {
+            "subject": "an old lighthouse keeper",
+            "setting": "a lighthouse stair during a storm, dusk",
+            "action_beats": ["he climbs", "he uncorks the bottle", "he reads and freezes"],
+            "camera": "35mm, slow push-in",
+            "lighting_palette": "storm light, slate blue and amber",
+            "sound": "wind, a foghorn, paper unfolding",
+            "style": "cinematic realism",
+            "avoid": ["on-screen text"],
+        },
+    }
+
+
+def copilot(message: str, draft: dict[str, Any] | None = None) -> str:
+    return json.dumps({"message": message, "draft": draft}, ensure_ascii=False)
+
+
+def persona(message: str, decision: str = "revise", version: int | None = None) -> str:
+    return json.dumps(
+        {"message": message, "verdict": {"decision": decision, "version": version}},
+        ensure_ascii=False,
+    )
+
+
+class ScriptedModel:
+    """Replies from a list, in order; records every request it was given."""
+
+    def __init__(self, replies: list[Reply], *, model: str = "claude-sonnet-5-5-20260815"):
+        self.replies = list(replies)
+        self.requests: list[ModelRequest] = []
+        self.model = model
+
+    @property
+    def offline(self) -> bool:
+        return False
+
+    async def complete(
+        self, request: ModelRequest, on_text: TextCallback | None = None
+    ) -> ModelReply:
+        self.requests.append(request)
+        if not self.replies:
+            raise AssertionError("the script ran out of replies")
+        item = self.replies.pop(0)
+        if isinstance(item, ModelError):
+            raise item
+        if isinstance(item, ModelReply):
+            reply = item
+        else:
+            text = item(request) if callable(item) else item
+            reply = ModelReply(
+                text=text,
+                stop_reason="end_turn",
+                usage=Usage(
+                    input_tokens=100, output_tokens=50, cache_read_tokens=10, cache_write_tokens=5
+                ),
+                model=self.model,
+            )
+        if on_text is not None:
+            for i in range(0, len(reply.text), 7):
+                await on_text(reply.text[i : i + 7])
+        return reply
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.text = ""
+        self.resets = 0
+
+    async def delta(self, text: str) -> None:
+        self.text += text
+
+    async def reset(self) -> None:
+        self.text = ""
+        self.resets += 1
