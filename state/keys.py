@@ -97,6 +97,10 @@ class Keys:
         """Hash `<turn>:<part>` -> Slack message id, so a redone turn never posts twice."""
         return self._k("posts", sid)
 
+    def recorded(self, sid: str) -> str:
+        """List of what the recording surface (tests, benchmarks) would have posted."""
+        return self._k("recorded", sid)
+
     def thread(self, channel: str, thread_ts: str) -> str:
         """String: the id of the session living in a Slack thread."""
         return self._k("thread", channel, thread_ts)

@@ -1,0 +1,83 @@
+"""A surface that records what it would post, in Redis, shared by every process.
+
+It stands in for Slack where a test or benchmark needs to count posts across
+worker processes (a killed worker's posts included). Each post is recorded
+together with its post-ledger entry in one transaction, so a redone turn finds
+its earlier post and records an update instead of a second post.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bot.dialogue.engine import TurnSink
+from bot.dialogue.models import Session, Speaker, Turn
+from state.keys import Keys
+from state.posts import field
+
+
+class _RecordingSink:
+    def __init__(self) -> None:
+        self.text = ""
+
+    async def delta(self, text: str) -> None:
+        self.text += text
+
+    async def reset(self) -> None:
+        self.text = ""
+
+
+class RecordingSurface:
+    def __init__(self, redis: Redis, keys: Keys):
+        self.redis = redis
+        self.keys = keys
+
+    async def _event(self, sid: str, **event: Any) -> None:
+        await self.redis.rpush(self.keys.recorded(sid), json.dumps(event))
+
+    async def turn_started(
+        self,
+        session: Session,
+        *,
+        speaker: Speaker,
+        author: str,
+        turn: int,
+        round: int,
+        posted: Mapping[int, str],
+        redo: bool = False,
+    ) -> TurnSink:
+        if 0 in posted:
+            await self._event(session.id, kind="update", turn=turn, id=posted[0])
+            return _RecordingSink()
+        message_id = uuid.uuid4().hex[:12]
+        event = json.dumps({"kind": "post", "turn": turn, "id": message_id, "author": author})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.keys.recorded(session.id), event)
+            pipe.hset(self.keys.posts(session.id), field(turn, 0), message_id)
+            await pipe.execute()
+        return _RecordingSink()
+
+    async def turn_finished(self, session: Session, turn: Turn) -> None:
+        return None
+
+    async def interjection_heard(self, session: Session, turn: Turn) -> None:
+        await self._event(session.id, kind="heard", source_id=turn.source_id)
+
+    async def session_locked(self, session: Session) -> None:
+        await self._event(session.id, kind="locked")
+
+    async def session_paused(self, session: Session) -> None:
+        await self._event(session.id, kind="paused", error=session.error)
+
+    async def session_stopped(self, session: Session) -> None:
+        await self._event(session.id, kind="stopped")
+
+
+async def recorded(redis: Redis, keys: Keys, sid: str) -> list[dict[str, Any]]:
+    raw = await redis.lrange(keys.recorded(sid), 0, -1)
+    return [json.loads(r) for r in raw]

@@ -1,0 +1,3 @@
+"""Shared fixtures: Redis (real, database 13, a key prefix per test) and fakes."""
+
+pytest_plugins = ["tests.redis_fixtures"]

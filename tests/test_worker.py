@@ -1,0 +1,350 @@
+"""Workers on the real Redis: sessions survive races, crashes and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.dialogue.engine import Engine
+from bot.dialogue.models import LockReason, Session, SessionStatus, Speaker
+from bot.llm.offline import OfflineModel
+from bot.surfaces.recording import RecordingSurface, recorded
+from bot.worker import Worker, WorkerConfig
+from state import InboxEntry, State
+from tests.redis_fixtures import REDIS_TEST_URL
+from tests.support import make_session
+
+FAST = WorkerConfig(
+    concurrency=20,
+    lease_ttl_ms=1500,
+    reclaim_idle_ms=1000,
+    reclaim_every_s=0.2,
+    block_ms=50,
+    drain_s=0.5,
+)
+
+
+@pytest.fixture
+async def started(real_state: State) -> AsyncIterator[Callable[..., Worker]]:
+    """Start workers on the real Redis; they are stopped when the test ends."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    def start(*, model: Any = None, surface: Any = None, config: WorkerConfig = FAST) -> Worker:
+        worker = Worker(
+            state=real_state,
+            engine=Engine(model=model or OfflineModel()),
+            surface=surface or RecordingSurface(real_state.redis, real_state.keys),
+            config=config,
+        )
+        stopping = asyncio.Event()
+        running.append((stopping, asyncio.create_task(worker.run(stopping))))
+        return worker
+
+    yield start
+    for stopping, _ in running:
+        stopping.set()
+    await asyncio.gather(*(t for _, t in running), return_exceptions=True)
+
+
+async def wait_until(pred: Callable[[], Any], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = pred()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def finished(state: State, sid: str) -> Session | None:
+    s = await state.sessions.load(sid)
+    return s if s is not None and s.status != SessionStatus.RUNNING else None
+
+
+def assert_each_turn_once(session: Session, events: list[dict[str, Any]]) -> None:
+    assert [t.index for t in session.turns] == list(range(len(session.turns)))
+    posts = [e["turn"] for e in events if e["kind"] == "post"]
+    assert sorted(posts) == list(range(len(session.agent_turns))), posts
+
+
+async def test_a_worker_runs_a_session_to_its_locked_prompt(
+    real_state: State, started: Callable[..., Worker]
+) -> None:
+    session = make_session()
+    await real_state.sessions.create(session, enqueue=True)
+    started()
+    await wait_until(lambda: finished(real_state, session.id))
+    done = await real_state.sessions.load(session.id)
+    assert done is not None and done.status == SessionStatus.LOCKED
+    assert done.locked is not None and done.locked.reason == LockReason.APPROVED
+    events = await recorded(real_state.redis, real_state.keys, session.id)
+    assert_each_turn_once(done, events)
+    assert events[-1]["kind"] == "locked"
+    entry = await real_state.library.get(session.id)
+    assert entry is not None and entry.locked == done.locked
+    stats = await real_state.queue.stats()
+    assert (stats.backlog, stats.pending) == (0, 0)
+    assert await real_state.redis.ttl(real_state.keys.session(session.id)) > 0
+
+
+async def test_two_workers_racing_for_one_session_never_both_advance_it(
+    real_state: State, started: Callable[..., Worker]
+) -> None:
+    sessions = [make_session() for _ in range(4)]
+    for s in sessions:
+        await real_state.sessions.create(s, enqueue=True)
+        await real_state.queue.enqueue(s.id, 0)  # a duplicate job for every first turn
+    slow = OfflineModel(latency=0.05)
+    started(model=slow)
+    started(model=slow)
+    for s in sessions:
+        await wait_until(lambda s=s: finished(real_state, s.id), within=30)
+    for s in sessions:
+        done = await real_state.sessions.load(s.id)
+        assert done is not None and done.status == SessionStatus.LOCKED
+        assert_each_turn_once(done, await recorded(real_state.redis, real_state.keys, s.id))
+    await wait_until(lambda: _queue_empty(real_state), within=10)
+
+
+async def _queue_empty(state: State) -> bool:
+    stats = await state.queue.stats()
+    return stats.backlog == 0 and stats.pending == 0
+
+
+async def test_an_interjection_in_the_inbox_is_heard_by_the_next_speaker(
+    real_state: State, started: Callable[..., Worker]
+) -> None:
+    session = make_session()
+    await real_state.sessions.create(session, enqueue=False)
+    await real_state.inbox.push(
+        session.id,
+        InboxEntry(kind="interjection", author="Ana", text="Make it rain", source_id="171.1"),
+    )
+    await real_state.queue.enqueue(session.id, 0)
+    started()
+    await wait_until(lambda: finished(real_state, session.id))
+    done = await real_state.sessions.load(session.id)
+    assert done is not None
+    assert done.turns[0].speaker == Speaker.HUMAN and done.turns[0].text == "Make it rain"
+    assert "@Ana" in done.turns[1].text  # the offline Copilot answers the interjection
+    assert await real_state.inbox.size(session.id) == 0
+    events = await recorded(real_state.redis, real_state.keys, session.id)
+    assert {"kind": "heard", "source_id": "171.1"} in events
+
+
+async def test_stop_and_lock_from_the_inbox_end_the_session_with_no_more_turns(
+    real_state: State, started: Callable[..., Worker]
+) -> None:
+    stopped, locked = make_session(), make_session()
+    await real_state.sessions.create(stopped, enqueue=False)
+    # Before any draft, a lock is refused and changes nothing; the stop then ends it.
+    await real_state.inbox.push(stopped.id, InboxEntry(kind="lock", author="Bo"))
+    await real_state.inbox.push(stopped.id, InboxEntry(kind="stop", author="Ana"))
+    await real_state.queue.enqueue(stopped.id, 0)
+    started()
+    await wait_until(lambda: finished(real_state, stopped.id))
+    s = await real_state.sessions.load(stopped.id)
+    assert s is not None and s.status == SessionStatus.STOPPED and s.stopped_by == "Ana"
+    assert s.turns == [] and s.locked is None
+
+    # With a draft on the table, a human lock takes the latest draft, before anyone speaks.
+    await Engine(model=OfflineModel()).take_turn(locked)
+    await real_state.sessions.create(locked, enqueue=False)
+    await real_state.inbox.push(locked.id, InboxEntry(kind="lock", author="Ana"))
+    await real_state.queue.enqueue(locked.id, 1)
+    await wait_until(lambda: finished(real_state, locked.id))
+    s = await real_state.sessions.load(locked.id)
+    assert s is not None and s.locked is not None
+    assert s.locked.reason == LockReason.HUMAN and s.locked.locked_by == "Ana"
+    assert s.locked.draft == s.latest_draft and len(s.turns) == 1
+    assert await real_state.library.get(locked.id) is not None
+
+
+class FailingSurface(RecordingSurface):
+    async def turn_finished(self, session: Session, turn: Any) -> None:
+        raise RuntimeError("Slack is down")
+
+
+async def test_a_turn_that_keeps_failing_is_dead_lettered_and_its_session_paused(
+    real_state: State, started: Callable[..., Worker]
+) -> None:
+    session = make_session()
+    await real_state.sessions.create(session, enqueue=True)
+    started(surface=FailingSurface(real_state.redis, real_state.keys))
+    await wait_until(lambda: finished(real_state, session.id), within=20)
+    s = await real_state.sessions.load(session.id)
+    assert s is not None and s.status == SessionStatus.PAUSED
+    assert "failed 3 times in a row" in (s.error or "")
+    assert s.turns == []
+    dead = await real_state.queue.dead_letters()
+    assert [d.job.session_id for d in dead] == [session.id]
+
+
+async def test_retry_resumes_a_paused_session_where_it_stopped(
+    real_state: State, started: Callable[..., Worker]
+) -> None:
+    session = make_session()
+    session.status = SessionStatus.PAUSED
+    session.error = "The model call failed"
+    await real_state.sessions.create(session, enqueue=False)
+    await real_state.inbox.push(session.id, InboxEntry(kind="retry", author="Ana"))
+    await real_state.queue.enqueue(session.id, 0)
+    started()
+    await wait_until(lambda: _status(real_state, session.id, SessionStatus.LOCKED))
+    s = await real_state.sessions.load(session.id)
+    assert s is not None and s.error is None and len(s.agent_turns) >= 4
+
+
+async def _status(state: State, sid: str, status: SessionStatus) -> bool:
+    return await state.sessions.status(sid) == status
+
+
+async def test_the_worker_logs_one_structured_line_per_turn(
+    real_state: State, started: Callable[..., Worker], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sora.worker")
+    session = make_session()
+    await real_state.sessions.create(session, enqueue=True)
+    started()
+    await wait_until(lambda: finished(real_state, session.id))
+    lines = [json.loads(r.message) for r in caplog.records if r.message.startswith("{")]
+    turns = [ln for ln in lines if ln["session"] == session.id]
+    done = await real_state.sessions.load(session.id)
+    assert done is not None
+    assert [ln["turn"] for ln in turns] == list(range(len(done.agent_turns)))
+    assert all(ln["latency_ms"] >= 0 and ln["tokens"]["output"] > 0 for ln in turns)
+
+
+# ---- real processes ------------------------------------------------------------------
+
+
+def worker_env(prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env.update(
+        REDIS_URL=REDIS_TEST_URL,
+        REDIS_PREFIX=prefix,
+        LEASE_TTL_MS="1500",
+        RECLAIM_IDLE_MS="1500",
+        RECLAIM_EVERY_SECONDS="0.3",
+        DRAIN_SECONDS="0.2",
+        **extra,
+    )
+    return env
+
+
+def spawn_worker(prefix: str, *, latency: float, **extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker", "--offline", "--offline-latency", str(latency)],
+        env=worker_env(prefix, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_a_worker_killed_mid_turn_loses_nothing_and_posts_nothing_twice(
+    real_state: State, prefix: str
+) -> None:
+    sessions = [make_session() for _ in range(3)]
+    for s in sessions:
+        await real_state.sessions.create(s, enqueue=True)
+    first = spawn_worker(prefix, latency=0.25)
+    try:
+        # Kill it while turns are in flight: some posted, none of those saved yet.
+        await wait_until(lambda: _any_posts(real_state, sessions), within=20)
+        await asyncio.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = spawn_worker(prefix, latency=0.01)
+        try:
+            for s in sessions:
+                await wait_until(lambda s=s: finished(real_state, s.id), within=40)
+        finally:
+            second.terminate()
+            second.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    redone = 0
+    for s in sessions:
+        done = await real_state.sessions.load(s.id)
+        assert done is not None and done.status == SessionStatus.LOCKED, done and done.error
+        events = await recorded(real_state.redis, real_state.keys, s.id)
+        assert_each_turn_once(done, events)
+        redone += sum(1 for e in events if e["kind"] == "update")
+    assert redone >= 1  # the kill really caught a turn between its post and its save
+
+
+async def _any_posts(state: State, sessions: list[Session]) -> bool:
+    for s in sessions:
+        if await state.redis.llen(state.keys.recorded(s.id)):
+            return True
+    return False
+
+
+async def test_sigterm_stops_taking_jobs_and_leaves_the_unfinished_turn_for_another(
+    real_state: State, prefix: str
+) -> None:
+    session = make_session()
+    await real_state.sessions.create(session, enqueue=True)
+    proc = spawn_worker(prefix, latency=5.0)
+    try:
+        await wait_until(lambda: _pending(real_state, 1), within=20)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 15)
+        assert code == 0
+        assert time.monotonic() - t0 < 4  # it did not wait out the 5 s turn
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    s = await real_state.sessions.load(session.id)
+    assert s is not None and s.turns == [] and s.status == SessionStatus.RUNNING
+    stats = await real_state.queue.stats()
+    assert stats.pending == 1  # unacknowledged, for the next worker
+
+
+async def _pending(state: State, n: int) -> bool:
+    return (await state.queue.stats()).pending >= n
+
+
+def test_the_worker_refuses_to_start_without_redis_url(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    p = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert p.returncode == 2
+    assert "sora-copilot worker needs REDIS_URL" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_an_unreachable_redis_is_a_clear_error_not_a_stack_trace(tmp_path: Path) -> None:
+    env = {**os.environ, "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}
+    p = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "worker"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert p.returncode == 2
+    assert "Redis is not reachable at redis://:***@127.0.0.1:1/0" in p.stderr
+    assert "hunter2" not in p.stderr and "Traceback" not in p.stderr
