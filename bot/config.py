@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -52,6 +54,13 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     prompts_channel: str | None = None
     port: int = 3000
+    # Who may press Stop and Lock: the session's starter and workspace admins, or anyone.
+    controls_allowed: Literal["starter_or_admin", "anyone"] = "starter_or_admin"
+    max_running_per_user: int = Field(3, ge=1)
+    max_running_per_team: int = Field(50, ge=1)
+    # Turns stream with Slack's chat streaming where it works ("auto"), or always
+    # post-then-update ("update").
+    slack_streaming: Literal["auto", "update"] = "auto"
 
 
 def load_settings() -> Settings:

@@ -1,0 +1,92 @@
+"""The Slack Web API client every process uses, with the retries Slack asks for.
+
+`SLACK_API_URL` points it at Slack, a proxy, or the tests' fake server. A 429
+is retried after its full `Retry-After` (slack_sdk's own handler reads only
+the header's first digit, so "30" would wait 3 s); 500/503 and dropped
+connections are retried with backoff. A call that still fails raises, and the
+worker leaves its turn in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+
+RATE_LIMIT_RETRIES = 5
+SERVER_ERROR_RETRIES = 3
+MAX_RETRY_AFTER_S = 60.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RetryAfterHandler(AsyncRetryHandler):
+    """Retries a 429 after the number of seconds its `Retry-After` header says."""
+
+    def __init__(self, max_retry_count: int = RATE_LIMIT_RETRIES, sleep: Sleep = asyncio.sleep):
+        super().__init__(max_retry_count=max_retry_count)
+        self.sleep = sleep
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return response is not None and response.status_code == 429
+
+    async def prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        state.next_attempt_requested = True
+        await self.sleep(retry_after_seconds(response) + random.uniform(0, 0.25))
+        state.increment_current_attempt()
+
+
+def retry_after_seconds(response: HttpResponse | None) -> float:
+    if response is None:
+        return 1.0
+    for name, values in response.headers.items():
+        if name.lower() == "retry-after":
+            raw = values[0] if isinstance(values, list) and values else values
+            try:
+                return min(max(float(str(raw).strip()), 0.0), MAX_RETRY_AFTER_S)
+            except ValueError:
+                return 1.0
+    return 1.0
+
+
+def make_client(settings: Settings, *, sleep: Sleep = asyncio.sleep) -> AsyncWebClient:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return AsyncWebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            RetryAfterHandler(sleep=sleep),
+            AsyncServerErrorRetryHandler(
+                max_retry_count=SERVER_ERROR_RETRIES,
+                interval_calculator=BackoffRetryIntervalCalculator(backoff_factor=0.2),
+            ),
+        ],
+    )
