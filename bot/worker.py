@@ -75,12 +75,14 @@ class Worker:
         self.name = name or worker_name()
         self.on_finished = on_finished
         self._tasks: set[asyncio.Task[None]] = set()
+        self._working: dict[str, tuple[Job, str]] = {}  # job id -> (job, lease owner)
 
     # ---- the loop --------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Work until `stopping` is set; then stop taking jobs and drain."""
         await self.state.queue.ensure_group()
+        heartbeat = asyncio.create_task(self._heartbeat())
         last_reclaim = 0.0
         while not stopping.is_set():
             free = self.config.concurrency - len(self._tasks)
@@ -101,6 +103,7 @@ class Worker:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         await self._drain()
+        heartbeat.cancel()
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -142,7 +145,7 @@ class Worker:
             await self._moot(job, owner)
             return
 
-        heartbeat = asyncio.create_task(self._heartbeat(job, owner))
+        self._working[job.id] = (job, owner)
         try:
             result = await self._advance(
                 session, snap.inbox, snap.posts_for(job.turn), redo=job.deliveries > 1
@@ -166,7 +169,7 @@ class Worker:
                 await self.state.leases.release(job.session_id, owner)
             return
         finally:
-            heartbeat.cancel()
+            self._working.pop(job.id, None)
         if not saved:
             await self._moot(job, owner)
             return
@@ -220,11 +223,17 @@ class Worker:
         await self.state.queue.ack(job)
         await self.state.leases.release(job.session_id, owner)
 
-    async def _heartbeat(self, job: Job, owner: str) -> None:
+    async def _heartbeat(self) -> None:
+        """Keep every turn in flight claimed: its lease renewed, its job not idle.
+
+        One loop for the whole worker rather than a task per turn: most turns end
+        long before their first heartbeat is due.
+        """
         while True:
             await asyncio.sleep(self.config.heartbeat_every_s)
-            with contextlib.suppress(Exception):
-                await self.state.heartbeat(job.session_id, owner, job=job, consumer=self.name)
+            for job, owner in list(self._working.values()):
+                with contextlib.suppress(Exception):
+                    await self.state.heartbeat(job.session_id, owner, job=job, consumer=self.name)
 
     async def _pause_dead(self, job: Job) -> None:
         """A job that failed too often: pause its session so a human can Retry."""

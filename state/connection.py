@@ -20,6 +20,11 @@ EMBEDDED_NOTICE = (
 )
 
 CONNECT_TIMEOUT_S = 5.0
+# redis-py's default pool raises "Too many connections" once 100 are in use, and a
+# worker with 100+ turns in flight would crash. Connections open only on demand, so
+# a high cap costs nothing; a blocking pool would, on every command (a condition
+# and a timeout per checkout).
+MAX_CONNECTIONS = 2048
 
 
 def redact(url: str) -> str:
@@ -61,6 +66,7 @@ async def connect(url: str | None) -> Redis:
             decode_responses=True,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             health_check_interval=30,
+            max_connections=MAX_CONNECTIONS,
         )
     except ValueError as e:
         raise StateUnavailable(f"REDIS_URL {redact(url)} is not a Redis URL: {e}") from None

@@ -2,7 +2,7 @@
 
 It stands in for Slack where a test or benchmark needs to count posts across
 worker processes (a killed worker's posts included). Each post is recorded
-together with its post-ledger entry in one transaction, so a redone turn finds
+together with its post-ledger entry in one Lua call, so a redone turn finds
 its earlier post and records an update instead of a second post.
 """
 
@@ -32,10 +32,19 @@ class _RecordingSink:
         self.text = ""
 
 
+# Record the post and its ledger entry together: one round trip, all or nothing.
+_POST = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+
 class RecordingSurface:
     def __init__(self, redis: Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
+        self._post = redis.register_script(_POST)
 
     async def _event(self, sid: str, **event: Any) -> None:
         await self.redis.rpush(self.keys.recorded(sid), json.dumps(event))
@@ -56,10 +65,10 @@ class RecordingSurface:
             return _RecordingSink()
         message_id = uuid.uuid4().hex[:12]
         event = json.dumps({"kind": "post", "turn": turn, "id": message_id, "author": author})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.keys.recorded(session.id), event)
-            pipe.hset(self.keys.posts(session.id), field(turn, 0), message_id)
-            await pipe.execute()
+        await self._post(
+            keys=[self.keys.recorded(session.id), self.keys.posts(session.id)],
+            args=[event, field(turn, 0), message_id],
+        )
         return _RecordingSink()
 
     async def turn_finished(self, session: Session, turn: Turn) -> None:
