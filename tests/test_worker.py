@@ -348,3 +348,18 @@ def test_an_unreachable_redis_is_a_clear_error_not_a_stack_trace(tmp_path: Path)
     assert p.returncode == 2
     assert "Redis is not reachable at redis://:***@127.0.0.1:1/0" in p.stderr
     assert "hunter2" not in p.stderr and "Traceback" not in p.stderr
+
+
+async def test_hundreds_of_turns_in_flight_do_not_exhaust_the_redis_pool(prefix: str) -> None:
+    from state import connect
+
+    redis = await connect(REDIS_TEST_URL)
+    try:
+        # Each BLPOP holds its connection for 0.2 s: 300 at once need 300 connections,
+        # where redis-py's default pool raises "Too many connections" past 100.
+        results = await asyncio.gather(
+            *(redis.blpop([f"{prefix}:nothing:{i}"], timeout=0.2) for i in range(300))
+        )
+        assert results == [None] * 300
+    finally:
+        await redis.aclose()
