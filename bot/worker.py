@@ -37,6 +37,7 @@ from bot.surfaces.base import Surface
 from state import InboxEntry, Job, LibraryEntry, State
 
 log = logging.getLogger("sora.worker")
+RETRY_TAKE_S = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,14 +91,19 @@ class Worker:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             jobs: list[Job] = []
-            if time.monotonic() - last_reclaim >= self.config.reclaim_every_s:
-                last_reclaim = time.monotonic()
-                jobs += await self._reclaim(free)
-            free -= len(jobs)
-            if free > 0:
-                jobs += await self.state.queue.take(
-                    self.name, count=free, block_ms=self.config.block_ms
-                )
+            try:
+                if time.monotonic() - last_reclaim >= self.config.reclaim_every_s:
+                    last_reclaim = time.monotonic()
+                    jobs += await self._reclaim(free)
+                if free - len(jobs) > 0:
+                    jobs += await self.state.queue.take(
+                        self.name, count=free - len(jobs), block_ms=self.config.block_ms
+                    )
+            except Exception:
+                # A Redis blip must not end the worker: whatever it had not taken
+                # stays in the queue. Back off a little and go on.
+                log.exception("taking jobs failed; retrying in %.1f s", RETRY_TAKE_S)
+                await asyncio.sleep(RETRY_TAKE_S)
             for job in jobs:
                 task = asyncio.create_task(self.handle(job))
                 self._tasks.add(task)
@@ -253,7 +259,11 @@ class Worker:
             if await self.state.sessions.save(
                 session, expected_turn=job.turn, expected_rev=snap.rev, release_lease=owner
             ):
-                await self.surface.session_paused(session)
+                try:
+                    await self.surface.session_paused(session)
+                except Exception:
+                    # The pause is saved; only its notice failed. The root shows it next time.
+                    log.exception("session %s paused, but the notice failed", session.id)
                 return
         await self.state.leases.release(job.session_id, owner)
 

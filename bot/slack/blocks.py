@@ -1,16 +1,21 @@
 """How a session looks in Slack: the root message, turns, the locked prompt.
 
 Pure functions from domain objects to Block Kit JSON. All Slack limits the app
-respects live here. Model and human text is escaped before it reaches Slack,
-so it can never ping `@channel`, `@here` or anyone: `<!channel>` becomes the
-harmless text `&lt;!channel&gt;`, and messages are posted without `link_names`.
+respects live here, and so does the splitting of a turn too long for one
+message into several (never inside a code fence, if that can be avoided).
+Model and human text is escaped before it reaches Slack, so it can never ping
+`@channel`, `@here` or anyone: `<!channel>` becomes the harmless text
+`&lt;!channel&gt;`, and messages are posted without `link_names`.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
-from bot.dialogue.models import Session, SessionStatus
+from bot.dialogue.models import Draft, Session, SessionStatus, Turn
+from bot.dialogue.report import LOCK_REASONS, fence, metadata, render_parts
 
 # Slack's limits (one place for each).
 MARKDOWN_BLOCK_MAX_CHARS = 12_000  # markdown blocks of one message, together
@@ -100,3 +105,340 @@ def root_blocks(session: Session) -> list[dict[str, Any]]:
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
     return blocks
+
+
+# ---- message metadata and the post ledger ------------------------------------------------
+
+# Ledger "turns" of the posts that are not agent turns (agent turns are 0, 1, ...).
+# Each is recorded in the post ledger and tagged in message metadata like a turn,
+# so a redone step finds what it already posted instead of posting it twice.
+TURN_LOCKED = -1  # the locked-prompt reply in the thread (parts 0, 1, ...)
+TURN_PAUSED = -2  # the "paused, Retry" message; its part is the turn that failed
+TURN_STOPPED = -3  # the "Stopped by X" message
+TURN_CROSSPOST = -4  # the locked prompt cross-posted to the prompts channel
+TURN_REPORT = -5  # the uploaded session report (the ledger holds its file id)
+
+PLACEHOLDER = "…"  # a turn's message before its first words arrive
+USERNAME_MAX_CHARS = 80  # chat:write.customize usernames
+
+
+def message_metadata(session_id: str, turn: int, part: int) -> dict[str, Any]:
+    """The metadata tag of every message the app posts: which session, turn, part."""
+    return {
+        "event_type": METADATA_EVENT,
+        "event_payload": {"session": session_id, "turn": turn, "part": part},
+    }
+
+
+def report_filename(session: Session) -> str:
+    return f"sora-session-{session.id}.md"
+
+
+# ---- splitting Markdown into messages -------------------------------------------------------
+
+_FENCE_OPEN = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+_MIN_SPLIT_LIMIT = 64
+
+
+@dataclass(frozen=True)
+class _Fence:
+    start: int  # offset of the opening line
+    end: int  # offset just past the closing line (the text's end if never closed)
+    opener: str  # the opening line, without its newline
+    marker: str  # the backticks or tildes that close it
+
+
+def _fences(text: str) -> list[_Fence]:
+    """The fenced code blocks of CommonMark text, as offsets."""
+    fences: list[_Fence] = []
+    pos = 0
+    current: tuple[int, str, str] | None = None
+    for line in text.split("\n"):
+        if current is None:
+            m = _FENCE_OPEN.fullmatch(line)
+            # A backtick fence's info string may not contain a backtick (CommonMark).
+            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+                current = (pos, line, m.group(1))
+        else:
+            start, opener, marker = current
+            closing = line.strip()
+            if (
+                len(line) - len(line.lstrip(" ")) <= 3
+                and len(closing) >= len(marker)
+                and set(closing) == {marker[0]}
+            ):
+                fences.append(_Fence(start, min(pos + len(line) + 1, len(text)), opener, marker))
+                current = None
+        pos += len(line) + 1
+    if current is not None:
+        fences.append(_Fence(current[0], len(text), current[1], current[2]))
+    return fences
+
+
+def _best_cut(text: str, start: int, end: int, fences: list[_Fence]) -> int | None:
+    """Where to end a piece that starts at `start` and may end at `end` at the latest.
+
+    Prefers the end of a paragraph, then of a line, then of a word, as long as the
+    piece stays at least half full; never inside a code fence. None when every
+    possible cut is inside a fence.
+    """
+
+    def allowed(p: int) -> bool:
+        return start < p <= end and not any(f.start < p < f.end for f in fences)
+
+    half = start + (end - start) // 2
+    fallback: int | None = None
+    for sep in ("\n\n", "\n", " "):
+        i = text.rfind(sep, start, end)
+        while i != -1 and not allowed(i + len(sep)):
+            i = text.rfind(sep, start, i + len(sep) - 1)
+        if i == -1:
+            continue
+        cut = i + len(sep)
+        if cut >= half:
+            return cut
+        fallback = max(fallback or 0, cut)
+    return fallback
+
+
+def _hard_cut(text: str, start: int, end: int) -> int:
+    """A cut at `end`, moved back so it does not split an entity such as `&amp;`."""
+    amp = text.rfind("&", max(start + 1, end - 5), end)
+    if amp != -1 and ";" not in text[amp:end]:
+        return amp
+    return max(end, start + 1)
+
+
+def split_markdown(text: str, limit: int = MARKDOWN_BLOCK_MAX_CHARS) -> list[str]:
+    """Cut Markdown into pieces of at most `limit` characters, in order.
+
+    Cuts fall between paragraphs, lines or words, and never inside a code fence
+    when that can be avoided: then the pieces, joined, are exactly `text`. Only a
+    single fence longer than `limit` is cut inside; each of its pieces is closed
+    and the next reopened, so every piece still renders as code.
+    """
+    if limit < _MIN_SPLIT_LIMIT:
+        raise ValueError(f"limit must be at least {_MIN_SPLIT_LIMIT}")
+    if len(text) <= limit:
+        return [text] if text else []
+    fences = _fences(text)
+    pieces: list[str] = []
+    start = 0
+    reopen = ""  # the opening line of a fence cut in two, to begin the next piece
+    while len(reopen) + len(text) - start > limit:
+        end = start + limit - len(reopen)
+        # The fence the piece would end in, if it is too long for any one piece:
+        # then cutting it is inevitable, and cutting before it would only waste room.
+        fence = next((f for f in fences if f.start < end < f.end), None)
+        if fence is not None and fence.end - fence.start <= limit:
+            fence = None
+        cut = None if fence is not None else _best_cut(text, start, end, fences)
+        if cut is None and fence is None:  # one word longer than a message
+            cut = _hard_cut(text, start, end)
+        if cut is not None:
+            pieces.append(reopen + text[start:cut])
+            reopen, start = "", cut
+            continue
+        assert fence is not None
+        # A fence longer than a message: cut it at a line, close it, reopen it next.
+        lowest = start if reopen else fence.start + len(fence.opener) + 1
+        room = end - len(fence.marker) - 1
+        newline = text.rfind("\n", lowest, room)
+        cut = newline + 1 if newline != -1 else _hard_cut(text, lowest, room)
+        chunk = text[start:cut]
+        pieces.append(reopen + chunk + ("" if chunk.endswith("\n") else "\n") + fence.marker)
+        reopen, start = fence.opener + "\n", cut
+    pieces.append(reopen + text[start:])
+    return pieces
+
+
+def _safe_prefix(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters (with an ellipsis when cut)."""
+    if len(text) <= limit:
+        return text
+    return text[: _hard_cut(text, 0, limit - 1)] + "…"
+
+
+# ---- turns -------------------------------------------------------------------------------
+
+
+def markdown_block(text: str) -> dict[str, Any]:
+    return {"type": "markdown", "text": text}
+
+
+def context_block(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+@dataclass(frozen=True)
+class MessagePart:
+    """One Slack message: `body` (escaped Markdown, shown first) and the blocks after it.
+
+    `text` is the message's plain text: the body, or `fallback` when there is none.
+    A streamed message shows `body` as its streamed text and gets `tail` at the end.
+    """
+
+    body: str = ""
+    tail: tuple[dict[str, Any], ...] = ()
+    fallback: str = PLACEHOLDER
+
+    @property
+    def text(self) -> str:
+        return self.body or self.fallback
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        head = [markdown_block(self.body)] if self.body else []
+        return [*head, *self.tail]
+
+
+def turn_label(session: Session, turn: Turn) -> str:
+    return "Opening" if turn.round == 0 else f"Round {turn.round} of {session.max_rounds}"
+
+
+def draft_markdown(draft: Draft) -> str:
+    """A draft: caption, duration and size, and the prompt in a code block that copies exactly."""
+    return (
+        f"**Draft v{draft.version}: {escape(draft.title)}**\n"
+        f"{draft.duration_seconds} s · {escape(draft.size)} · {escape(draft.target)}\n\n"
+        + fence(escape(draft.prompt_text))
+    )
+
+
+def _footer(session: Session, turn: Turn) -> str:
+    bits = [turn_label(session, turn)]
+    if turn.draft is not None:
+        bits.append(f"draft v{turn.draft.version}")
+    if turn.verdict is not None:
+        if turn.verdict.decision == "approve":
+            bits.append(f":white_check_mark: approves v{turn.verdict.version}")
+        else:
+            bits.append("asks for a revision")
+    return " · ".join(bits)
+
+
+def turn_parts(session: Session, turn: Turn) -> list[MessagePart]:
+    """An agent turn as one or more messages: its Markdown, then its draft and a footer.
+
+    Each message's markdown blocks stay within MARKDOWN_BLOCK_MAX_CHARS; the
+    bodies, joined, are the escaped message text.
+    """
+    entries: list[tuple[str, list[dict[str, Any]], str]] = [
+        (chunk, [], PLACEHOLDER) for chunk in split_markdown(escape(turn.text))
+    ]
+    if turn.draft is not None:
+        caption = f"Draft v{turn.draft.version}: {escape(turn.draft.title)}"
+        draft_md = draft_markdown(turn.draft)
+        if entries and len(entries[-1][0]) + len(draft_md) <= MARKDOWN_BLOCK_MAX_CHARS:
+            entries[-1][1].append(markdown_block(draft_md))
+        else:
+            entries += [("", [markdown_block(p)], caption) for p in split_markdown(draft_md)]
+    if not entries:
+        entries.append(("", [], PLACEHOLDER))
+    entries[-1][1].append(context_block(escape(_footer(session, turn))))
+    return [MessagePart(body, tuple(tail), fallback) for body, tail, fallback in entries]
+
+
+def preview_part(text_so_far: str) -> MessagePart:
+    """What a turn's message shows while it is written (post-then-update mode)."""
+    return MessagePart(body=_safe_prefix(escape(text_so_far), MARKDOWN_BLOCK_MAX_CHARS))
+
+
+def interrupted_part() -> MessagePart:
+    """A turn's message whose turn failed: the Retry writes it again."""
+    note = "_This turn failed before it was complete; Retry writes it again._"
+    return MessagePart(tail=(context_block(note),), fallback="This turn failed.")
+
+
+# ---- the end of a session --------------------------------------------------------------
+
+
+def locked_markdown(session: Session) -> str:
+    """The locked-prompt reply: the prompt, its structured parts and the session's numbers."""
+    locked = session.locked
+    if locked is None:
+        raise ValueError("the session is not locked")
+    d = locked.draft
+    m = metadata(session)
+    tok = m["tokens"]
+    cost = m["estimated_cost_usd"]
+    models = ", ".join(m["models"]) or "none"
+    lines = [
+        f":lock: **Locked prompt: v{d.version} {escape(d.title)}**",
+        f"Locked by {escape(locked.locked_by)}: {LOCK_REASONS[locked.reason]}.",
+        "",
+        f"**Caption**: {escape(d.title)} · **Duration**: {d.duration_seconds} s · "
+        f"**Size**: {escape(d.size)} · **Target**: {escape(d.target)}",
+        "",
+        fence(escape(d.prompt_text)),
+        "",
+        "**Structured parts**",
+        "",
+        escape(render_parts(d)),
+        "",
+        "**Metadata**",
+        "",
+        f"- **Rounds**: {m['rounds']} of at most {m['max_rounds']}",
+        f"- **Messages**: {m['messages']} ({m['agent_turns']} agent turns, "
+        f"{m['human_interjections']} human)",
+        f"- **Human interjections**: {m['human_interjections']}",
+        f"- **Prompt length**: {m['prompt_length_chars']} characters",
+        f"- **Model**: {escape(models)}",
+        f"- **Tokens**: {tok['total']:,} ({tok['input']:,} input, {tok['output']:,} output, "
+        f"{tok['cache_read']:,} cache read, {tok['cache_write']:,} cache write)",
+        "- **Estimated cost**: "
+        + (f"${cost:.4f}" if cost is not None else "unknown (no price for a model)"),
+        f"- **Lock reason**: {m['lock_reason']}",
+    ]
+    return "\n".join(lines)
+
+
+def locked_parts(session: Session) -> list[MessagePart]:
+    md = locked_markdown(session)
+    title = session.locked.draft.title if session.locked else ""
+    fallback = f"Locked prompt: {escape(truncate(title, 200))}"
+    return [MessagePart(body=p, fallback=fallback) for p in split_markdown(md)]
+
+
+def crosspost_parts(session: Session, permalink: str) -> list[MessagePart]:
+    """The locked prompt for the prompts channel, with a link to its thread. Pings no one."""
+    locked = session.locked
+    if locked is None:
+        raise ValueError("the session is not locked")
+    d = locked.draft
+    who = f", started by {escape(session.origin.user_name)}" if session.origin.user_name else ""
+    md = "\n".join(
+        [
+            f":clapper: **{escape(d.title)}** (v{d.version} · {escape(d.target)} · "
+            f"{d.duration_seconds} s · {escape(d.size)})",
+            "",
+            fence(escape(d.prompt_text)),
+            "",
+            f"Written with {escape(session.persona.display_name)}{who}: "
+            f"[open the thread]({permalink})",
+        ]
+    )
+    fallback = f"Locked prompt: {escape(truncate(d.title, 200))} {permalink}"
+    return [MessagePart(body=p, fallback=fallback) for p in split_markdown(md)]
+
+
+def paused_part(session: Session) -> MessagePart:
+    """The thread message of a paused session: what failed, and a Retry button."""
+    error = escape(truncate(session.error or "A turn failed.", 2_500))
+    section = {
+        "type": "section",
+        "text": {
+            "type": "mrkdwn",
+            "text": f":warning: *The session is paused.* {error}\n"
+            "Retry resumes it from the same transcript.",
+        },
+    }
+    actions = {"type": "actions", "elements": [_button("Retry", ACTION_RETRY, session.id)]}
+    return MessagePart(tail=(section, actions), fallback=f"The session is paused: {error}")
+
+
+def stopped_part(session: Session) -> MessagePart:
+    who = escape(truncate(session.stopped_by or "someone", 200))
+    text = f":black_square_for_stop: Stopped by {who}. No prompt was locked."
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return MessagePart(tail=(section,), fallback=f"Stopped by {who}.")
