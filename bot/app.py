@@ -1,0 +1,70 @@
+"""The Slack app: one Bolt `AsyncApp` for HTTP (`serve`) and Socket Mode (`dev`) alike.
+
+`build_app` wires it once: the bot token and signing secret from settings, the
+project's retrying Web API client, a middleware that puts `state`, `settings`
+and the `sessions` service into every request's context (so a listener simply
+names them as parameters), and each handler module's listeners.
+
+Bolt runs with `process_before_response=False`: it answers Slack the moment a
+listener calls `ack()` and lets the listener carry on in the background, which
+is how `/sora` acks in milliseconds and posts the thread root afterwards.
+Bolt's request verification (on by default, and never turned off here)
+answers a forged signature or a timestamp older than five minutes with 401
+before any listener or middleware of ours runs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.sessions import Sessions
+from bot.slack.client import make_client
+from handlers import actions, commands, messages, views
+from state import State
+
+APP_NAME = "sora-copilot"
+
+
+def build_app(
+    *,
+    settings: Settings,
+    state: State,
+    client: AsyncWebClient | None = None,
+    sessions: Sessions | None = None,
+) -> AsyncApp:
+    """The app, listeners registered. Needs SLACK_BOT_TOKEN.
+
+    Without SLACK_SIGNING_SECRET (Socket Mode needs none) the app verifies HTTP
+    requests against a random secret nobody knows, so none is ever accepted.
+    """
+    client = client or make_client(settings)
+    if not client.token:
+        raise ValueError("the Slack app needs SLACK_BOT_TOKEN")
+    secret = (
+        settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+    ) or secrets.token_hex(32)
+    app = AsyncApp(
+        name=APP_NAME,
+        client=client,
+        signing_secret=secret,
+        request_verification_enabled=True,
+        process_before_response=False,
+    )
+    service = sessions or Sessions(state=state, settings=settings, client=client)
+
+    async def provide(context: AsyncBoltContext, next_: Callable[[], Awaitable[None]]) -> None:
+        context["state"] = state
+        context["settings"] = settings
+        context["sessions"] = service
+        await next_()
+
+    app.middleware(provide)
+    for module in (commands, messages, actions, views):
+        module.register(app)
+    return app

@@ -1,0 +1,539 @@
+"""Starting and steering sessions: the service every Slack handler calls.
+
+Handlers translate a Slack payload into one call here and show the outcome;
+this module decides. It validates what a person asked for, enforces the
+running-session caps and who may press Stop, Lock and Retry, posts a session's
+thread root and creates the session with its first turn job, and hands human
+replies and button presses to the session's inbox. After creating a session
+the web process never writes it again: the worker applies inbox entries.
+
+Every refusal is one clear sentence for the person who asked (`BadInput` for
+input that can be fixed, `Refused` for a request the app declines or could not
+carry out), raised after changing nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import MAX_IDEA_CHARS, MAX_INTERJECTION_CHARS, MAX_ROUNDS, MIN_ROUNDS, Settings
+from bot.dialogue.models import Origin, Persona, Session, SessionStatus
+from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
+from bot.slack.blocks import METADATA_EVENT, root_blocks, root_text
+from state import InboxEntry, LibraryEntry, PushResult, State
+
+log = logging.getLogger("sora.sessions")
+
+CommandKind = Literal["start", "modal", "help", "personas", "library"]
+ControlKind = Literal["stop", "lock", "retry"]
+Field = Literal["idea", "persona", "rounds", "target"]
+
+_OPTION_FIELDS: dict[str, Field] = {"persona": "persona", "rounds": "rounds", "target": "target"}
+SUBCOMMANDS: dict[str, CommandKind] = {
+    "help": "help",
+    "personas": "personas",
+    "library": "library",
+}
+LIBRARY_LIMIT = 5
+PEOPLE_TTL_S = 300.0  # a renamed user or a new admin shows within five minutes
+PEOPLE_MAX = 5_000
+EYES = "eyes"
+
+# An option starts at a word boundary ("persona:" inside "xpersona:" is idea text).
+_OPTION_RE = re.compile(r"(?:(?<=\s)|^)(persona|rounds|target)\s*:", re.IGNORECASE)
+
+
+class BadInput(Exception):
+    """Input the person can fix; the message is one clear sentence, `field` names the input."""
+
+    def __init__(self, message: str, *, field: Field | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Refused(Exception):
+    """A request the app declines or could not carry out; nothing was changed.
+
+    The message is one clear sentence for the person who asked.
+    """
+
+
+# ---- validation (the terminal's `run` uses these too) ----------------------------------
+
+
+def validate_idea(idea: str) -> str:
+    idea = idea.strip()
+    if not idea:
+        raise BadInput(
+            "The idea is empty: describe the video you want, e.g. "
+            '"a lighthouse keeper finds a message in a bottle".',
+            field="idea",
+        )
+    if len(idea) > MAX_IDEA_CHARS:
+        raise BadInput(
+            f"The idea is {len(idea)} characters; the limit is {MAX_IDEA_CHARS}.", field="idea"
+        )
+    return idea
+
+
+def validate_rounds(rounds: int) -> int:
+    if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
+        raise BadInput(
+            f"Rounds must be between {MIN_ROUNDS} and {MAX_ROUNDS}, not {rounds}.", field="rounds"
+        )
+    return rounds
+
+
+def parse_rounds(text: str) -> int:
+    """Rounds as typed (`"4"`), validated."""
+    try:
+        rounds = int(text.strip())
+    except ValueError:
+        raise BadInput(
+            f"Rounds must be a whole number between {MIN_ROUNDS} and {MAX_ROUNDS}, "
+            f"not {text.strip()!r}.",
+            field="rounds",
+        ) from None
+    return validate_rounds(rounds)
+
+
+def new_session(
+    idea: str, *, persona: str, target: str, rounds: int, settings: Settings
+) -> Session:
+    """Validate user input and build a session; BadInput says what is wrong."""
+    idea = validate_idea(idea)
+    try:
+        chosen = resolve_persona(persona, settings.extra_profiles_dir)
+    except ProfileError as e:
+        raise BadInput(str(e), field="persona") from e
+    try:
+        profile = resolve_target(target, settings.extra_profiles_dir)
+    except ProfileError as e:
+        raise BadInput(str(e), field="target") from e
+    return Session(idea=idea, persona=chosen, target=profile, max_rounds=validate_rounds(rounds))
+
+
+# ---- what someone asked for -----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandRequest:
+    """What `/sora …` (or the new-session modal) asks for, as typed.
+
+    Options not given are None and take the configured defaults; `rounds` stays
+    text until validated so that "rounds: four" gets a clear answer.
+    """
+
+    kind: CommandKind
+    idea: str = ""
+    persona: str | None = None
+    rounds: str | None = None
+    target: str | None = None
+
+
+def parse_command_text(text: str) -> CommandRequest:
+    """Read `/sora` text: a subcommand, nothing (the modal), or an idea with options.
+
+    `persona: …`, `rounds: N` and `target: NAME` may appear anywhere. `rounds`
+    and `target` take one word; `persona` takes everything up to the next
+    option or the end (a free-text persona has spaces). Text outside the
+    options is the idea. Raises BadInput for an option given twice.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return CommandRequest(kind="modal")
+    if stripped.lower() in SUBCOMMANDS:
+        return CommandRequest(kind=SUBCOMMANDS[stripped.lower()])
+    matches = list(_OPTION_RE.finditer(stripped))
+    idea_parts = [stripped[: matches[0].start()] if matches else stripped]
+    options: dict[str, str] = {}
+    for i, match in enumerate(matches):
+        name = match.group(1).lower()
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(stripped)
+        value = stripped[match.end() : end].strip()
+        if name in options:
+            raise BadInput(f"`{name}:` is given twice; give it once.", field=_OPTION_FIELDS[name])
+        if name != "persona":
+            # One word; whatever follows it belongs to the idea again.
+            word, _, rest = value.partition(" ")
+            value = word
+            idea_parts.append(rest)
+        options[name] = value
+    idea = " ".join(part.strip() for part in idea_parts if part.strip())
+    return CommandRequest(
+        kind="start",
+        idea=idea,
+        persona=options.get("persona"),
+        rounds=options.get("rounds"),
+        target=options.get("target"),
+    )
+
+
+def field_errors(request: CommandRequest, settings: Settings) -> dict[Field, str]:
+    """Every invalid input of `request`, by field (empty when all are valid)."""
+    errors: dict[Field, str] = {}
+    try:
+        validate_idea(request.idea)
+    except BadInput as e:
+        errors["idea"] = str(e)
+    try:
+        resolve_persona(_persona_spec(request, settings), settings.extra_profiles_dir)
+    except ProfileError as e:
+        errors["persona"] = str(e)
+    if request.rounds is not None:
+        try:
+            parse_rounds(request.rounds)
+        except BadInput as e:
+            errors["rounds"] = str(e)
+    try:
+        resolve_target(request.target or settings.default_target, settings.extra_profiles_dir)
+    except ProfileError as e:
+        errors["target"] = str(e)
+    return errors
+
+
+def _persona_spec(request: CommandRequest, settings: Settings) -> str:
+    return request.persona if request.persona is not None else settings.default_persona
+
+
+def session_for(request: CommandRequest, settings: Settings) -> Session:
+    """The session `request` asks for, defaults applied; BadInput names the first problem."""
+    if request.kind != "start":
+        raise ValueError(f"a {request.kind!r} request starts no session")
+    rounds = parse_rounds(request.rounds) if request.rounds is not None else settings.default_rounds
+    return new_session(
+        request.idea,
+        persona=_persona_spec(request, settings),
+        target=request.target or settings.default_target,
+        rounds=rounds,
+        settings=settings,
+    )
+
+
+# ---- people ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Person:
+    id: str
+    name: str  # display name, as the transcript shows it
+    is_admin: bool  # workspace admin or owner
+
+
+class People:
+    """Slack users by id (users.info), cached briefly: names for the transcript, admin bits.
+
+    A lookup that fails gives the id as the name and no admin rights, so an
+    outage can never grant a permission.
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        ttl_s: float = PEOPLE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Person]] = {}
+
+    async def get(self, user_id: str) -> Person:
+        now = self._clock()
+        hit = self._cache.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            reply = await self._client.users_info(user=user_id)
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as e:
+            log.warning("users.info %s failed: %s", user_id, e)
+            return Person(id=user_id, name=user_id, is_admin=False)
+        person = person_from(reply.get("user") or {}, user_id)
+        if len(self._cache) >= PEOPLE_MAX:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= PEOPLE_MAX:
+                self._cache.clear()
+        self._cache[user_id] = (now + self._ttl_s, person)
+        return person
+
+
+def person_from(user: dict[str, Any], user_id: str) -> Person:
+    profile = user.get("profile") or {}
+    name = (
+        profile.get("display_name")
+        or profile.get("real_name")
+        or user.get("real_name")
+        or user.get("name")
+        or user_id
+    )
+    admin = any(user.get(k) for k in ("is_admin", "is_owner", "is_primary_owner"))
+    return Person(id=user_id, name=str(name), is_admin=bool(admin))
+
+
+# ---- the service ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Invoker:
+    """Who asked, and where: the channel a session starts in and its starter."""
+
+    channel_id: str
+    user_id: str
+    team_id: str | None = None
+    user_name: str | None = None  # a fallback when users.info cannot name them
+
+
+_STORE_DOWN = "The session store did not answer, so nothing was started; try again in a minute."
+_CONTROL_DONE: dict[ControlKind, str] = {
+    "stop": "Stop requested: the session stops before its next turn.",
+    "lock": "Lock requested: the latest draft is locked before the next turn.",
+    "retry": "Retrying: the failed turn runs again.",
+}
+
+
+class Sessions:
+    """The operations behind /sora, thread replies and the root's buttons."""
+
+    def __init__(
+        self,
+        *,
+        state: State,
+        settings: Settings,
+        client: AsyncWebClient,
+        people: People | None = None,
+    ) -> None:
+        self.state = state
+        self.settings = settings
+        self.client = client
+        self.people = people or People(client)
+
+    # -- start ---------------------------------------------------------------------------
+
+    def build(self, request: CommandRequest) -> Session:
+        """The validated session `request` asks for (BadInput otherwise). No I/O."""
+        return session_for(request, self.settings)
+
+    def personas(self) -> list[Persona]:
+        return list(personas(self.settings.extra_profiles_dir).values())
+
+    async def start_session(self, session: Session, *, invoker: Invoker) -> Session:
+        """Reserve a running slot, post the thread root, create the session with turn 0 queued.
+
+        Raises Refused (changing nothing) at a running cap, or when Slack or
+        Redis fails; a failure after the slot was taken frees it and deletes the
+        root, so nothing is left half-made. Returns the stored session.
+        """
+        s = self.settings
+        try:
+            ok = await self.state.running.try_add(
+                session.id,
+                invoker.user_id,
+                invoker.team_id,
+                max_user=s.max_running_per_user,
+                max_team=s.max_running_per_team,
+            )
+        except RedisError as e:
+            log.exception("session %s: the store failed before starting", session.id)
+            raise Refused(_STORE_DOWN) from e
+        if not ok:
+            raise Refused(await self._cap_message(invoker))
+        channel, root_ts, created = invoker.channel_id, None, False
+        try:
+            person = await self.people.get(invoker.user_id)
+            name = person.name if person.name != invoker.user_id else invoker.user_name
+            session.origin = Origin(
+                surface="slack",
+                channel_id=invoker.channel_id,
+                user_id=invoker.user_id,
+                user_name=name or invoker.user_id,
+                team_id=invoker.team_id,
+            )
+            reply = await self.client.chat_postMessage(
+                channel=invoker.channel_id,
+                text=root_text(session),
+                blocks=root_blocks(session),
+                metadata={
+                    "event_type": METADATA_EVENT,
+                    "event_payload": {"session": session.id, "kind": "root"},
+                },
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+            channel, root_ts = str(reply["channel"]), str(reply["ts"])
+            session.origin = session.origin.model_copy(
+                update={"channel_id": channel, "thread_ts": root_ts}
+            )
+            await self.state.sessions.create(session, enqueue=True)
+            created = True
+        except SlackApiError as e:
+            raise Refused(_post_failure(e)) from e
+        except RedisError as e:
+            log.exception("session %s: the store failed while starting", session.id)
+            raise Refused(_STORE_DOWN) from e
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            log.warning("session %s: Slack did not answer: %s", session.id, e)
+            raise Refused(
+                "Slack did not answer, so nothing was started; try again in a minute."
+            ) from e
+        finally:
+            if not created:
+                await self._undo_start(session, invoker, channel, root_ts)
+        return session
+
+    async def _cap_message(self, invoker: Invoker) -> str:
+        s = self.settings
+        if await self.state.running.count_user(invoker.user_id) >= s.max_running_per_user:
+            return (
+                f"You already have {s.max_running_per_user} sessions running, the most one "
+                "person may have at once: stop one or wait for one to finish."
+            )
+        return (
+            f"This workspace already has {s.max_running_per_team} sessions running, the most "
+            "at once: wait for one to finish."
+        )
+
+    async def _undo_start(
+        self, session: Session, invoker: Invoker, channel: str, root_ts: str | None
+    ) -> None:
+        try:
+            await self.state.running.remove(session.id, invoker.user_id, invoker.team_id)
+        except (RedisError, OSError):
+            # `RunningSessions` prunes a slot whose session never appeared after its grace period.
+            log.warning("session %s: could not free its running slot now", session.id)
+        if root_ts is not None:
+            try:
+                await self.client.chat_delete(channel=channel, ts=root_ts)
+            except SlackApiError as e:
+                log.warning("session %s: could not delete its root: %s", session.id, e)
+
+    # -- humans in the thread -----------------------------------------------------------
+
+    async def interject(
+        self,
+        *,
+        channel_id: str,
+        thread_ts: str,
+        user_id: str,
+        text: str,
+        source_id: str,
+        event_id: str | None,
+    ) -> PushResult | None:
+        """Queue a human reply in a session's thread for the next speaker; 👀 when queued.
+
+        None when the thread is no session's. Raises Refused for a reply that
+        is too long or finds the inbox full (the author should know it was not
+        heard); a finished session's replies are ignored quietly, since people
+        often discuss a locked prompt in its thread. Deduplicated by `event_id`.
+        """
+        sid = await self.state.threads.lookup(channel_id, thread_ts)
+        if sid is None:
+            return None
+        if len(text) > MAX_INTERJECTION_CHARS:
+            if event_id is not None and not await self.state.dedupe.first_time(event_id):
+                return PushResult.DUPLICATE
+            raise Refused(
+                f"Your reply is {len(text):,} characters; the agents read replies of at most "
+                f"{MAX_INTERJECTION_CHARS:,}. Shorten it and post it again."
+            )
+        person = await self.people.get(user_id)
+        entry = InboxEntry(
+            kind="interjection", author=person.name, user_id=user_id, text=text, source_id=source_id
+        )
+        result = await self.state.inbox.push(sid, entry, event_id=event_id)
+        if result == PushResult.QUEUED:
+            try:
+                await self.client.reactions_add(channel=channel_id, timestamp=source_id, name=EYES)
+            except SlackApiError as e:
+                if e.response.get("error") != "already_reacted":
+                    log.warning("could not add %s to %s: %s", EYES, source_id, e)
+        elif result == PushResult.FULL:
+            raise Refused(
+                "This session has too many unread replies; yours was not queued. "
+                "Post it again after the next turn."
+            )
+        return result
+
+    async def control(self, kind: ControlKind, *, session_id: str, user_id: str) -> str:
+        """Stop, lock the latest draft, or retry a paused session; returns a confirmation.
+
+        Checks who may (settings.controls_allowed) and whether the session's
+        state allows it, then queues the command and a job for the session's
+        next turn, which wakes a paused or idle session. Raises Refused,
+        changing nothing, otherwise.
+        """
+        session = await self.state.sessions.load(session_id)
+        if session is None:
+            raise Refused("This session no longer exists: it expired or was never created.")
+        person = await self.people.get(user_id)
+        if (
+            self.settings.controls_allowed == "starter_or_admin"
+            and session.origin.user_id != user_id
+            and not person.is_admin
+        ):
+            raise Refused(
+                f"Only the person who started this session, or a workspace admin, can {kind} it."
+            )
+        if session.finished:
+            raise Refused(f"This session is already {session.status.value}.")
+        if kind == "lock" and session.latest_draft is None:
+            raise Refused("There is no draft to lock yet.")
+        if kind == "retry" and session.status != SessionStatus.PAUSED:
+            raise Refused(f"The session is {session.status.value}, not paused: nothing to retry.")
+        entry = InboxEntry(kind=kind, author=person.name, user_id=user_id)
+        result = await self.state.inbox.push(session_id, entry)
+        if result == PushResult.FINISHED:
+            raise Refused("This session has just finished.")
+        if result == PushResult.NO_SESSION:
+            raise Refused("This session no longer exists: it expired.")
+        if result == PushResult.FULL:
+            raise Refused("This session has too many unread commands; try again after its turn.")
+        await self.state.queue.enqueue(session_id, session.next_turn)
+        return _CONTROL_DONE[kind]
+
+    # -- the library --------------------------------------------------------------------
+
+    async def recent_prompts(
+        self, channel_id: str, *, limit: int = LIBRARY_LIMIT
+    ) -> list[LibraryEntry]:
+        """The newest locked prompts of a channel, newest first."""
+        return await self.state.library.recent(channel=channel_id, limit=limit)
+
+
+def _post_failure(e: SlackApiError) -> str:
+    error = str(e.response.get("error") or "unknown_error")
+    if error in ("not_in_channel", "channel_not_found", "is_archived"):
+        return (
+            "I can't post in this channel, so nothing was started: invite me with "
+            "`/invite @Sora Copilot` (or use a public channel) and try again."
+        )
+    return f"Slack refused the thread's first message ({error}), so nothing was started."
+
+
+__all__ = [
+    "BadInput",
+    "CommandRequest",
+    "ControlKind",
+    "Invoker",
+    "People",
+    "Person",
+    "Refused",
+    "Sessions",
+    "field_errors",
+    "new_session",
+    "parse_command_text",
+    "parse_rounds",
+    "session_for",
+    "validate_idea",
+    "validate_rounds",
+]

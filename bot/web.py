@@ -1,0 +1,92 @@
+"""The HTTP server of `sora-copilot serve`: Slack's request URL and a health check.
+
+* `POST /slack/events`: slash commands, events and interactivity all arrive
+  here; Bolt's aiohttp adapter functions turn the request into a Bolt request
+  and back (slack_bolt 1.30 ships those functions, not a handler class), and
+  Bolt verifies the signature before anything else looks at the body.
+* `GET /healthz`: 200 `{"ok": true, "redis": "ok"}` while Redis answers a
+  PING, else 503 with the reason, so a load balancer stops sending Slack's
+  requests to a process that could not act on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+from redis.exceptions import RedisError
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot.app import build_app
+from bot.config import Settings
+from bot.sessions import BadInput
+from bot.slack.client import make_client
+from state import State
+
+log = logging.getLogger("sora.web")
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+HEALTH_TIMEOUT_S = 2.0
+MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads are far smaller
+# Tokens Slack refuses for good: starting would only answer every request with an error.
+FATAL_AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
+
+
+def build_web_app(bolt: AsyncApp, *, state: State) -> web.Application:
+    async def slack_events(request: web.Request) -> web.Response:
+        bolt_request = await to_bolt_request(request)
+        bolt_response = await bolt.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+
+    async def healthz(request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(state.redis.ping(), timeout=HEALTH_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as e:
+            reason = f"unreachable: {type(e).__name__}: {e}" if str(e) else "unreachable"
+            return web.json_response({"ok": False, "redis": reason}, status=503)
+        return web.json_response({"ok": True, "redis": "ok"})
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_post(EVENTS_PATH, slack_events)
+    app.router.add_get(HEALTH_PATH, healthz)
+    return app
+
+
+async def check_token(settings: Settings) -> None:
+    """Fail fast on a token Slack refuses; a Slack outage only warns (it may pass)."""
+    try:
+        await make_client(settings).auth_test()
+    except SlackApiError as e:
+        error = str(e.response.get("error"))
+        if error in FATAL_AUTH_ERRORS:
+            raise BadInput(f"Slack refused SLACK_BOT_TOKEN ({error}): check the token.") from e
+        log.warning("auth.test failed (%s); starting anyway", error)
+    except Exception as e:  # no network yet: Slack's requests will tell
+        log.warning("auth.test failed (%s); starting anyway", e)
+
+
+async def serve(*, settings: Settings, state: State, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, then let in-flight listeners finish (drain_seconds)."""
+    await check_token(settings)
+    bolt = build_app(settings=settings, state=state)
+    runner = web.AppRunner(build_web_app(bolt, state=state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("serving %s and %s on %s:%s", EVENTS_PATH, HEALTH_PATH, host, port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    await runner.cleanup()
+    # Listeners go on after their ack (post the root, create the session): let them end.
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=settings.drain_seconds)
+    await state.redis.aclose()

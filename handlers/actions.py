@@ -1,0 +1,51 @@
+"""The thread root's buttons: Stop, Lock latest draft, Retry (their value is the session id).
+
+The listener acks at once, then asks the service; the answer (a refusal, or
+a short confirmation) goes to the person who clicked, as an ephemeral message.
+The root itself changes when the worker applies the command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.sessions import ControlKind, Refused, Sessions
+from bot.slack.blocks import ACTION_LOCK, ACTION_RETRY, ACTION_STOP
+from handlers import tell
+
+CONTROLS: dict[str, ControlKind] = {ACTION_STOP: "stop", ACTION_LOCK: "lock", ACTION_RETRY: "retry"}
+
+
+def register(app: AsyncApp) -> None:
+    for action_id in CONTROLS:
+        app.action(action_id)(on_control)
+
+
+async def on_control(
+    ack: AsyncAck,
+    action: dict[str, Any],
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    respond: AsyncRespond | None,
+    sessions: Sessions,
+) -> None:
+    await ack()
+    user = str((body.get("user") or {})["id"])
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id"
+    )
+    try:
+        text = await sessions.control(
+            CONTROLS[str(action["action_id"])], session_id=str(action["value"]), user_id=user
+        )
+    except Refused as e:
+        text = f":warning: {e}"
+    if channel:
+        await tell(client, channel=str(channel), user=user, text=text, respond=respond)
+    elif respond is not None:
+        await respond(text=text, response_type="ephemeral", replace_original=False)

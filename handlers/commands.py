@@ -1,0 +1,145 @@
+"""`/sora`: start a session, open the new-session modal, or answer help, personas, library.
+
+Slack waits at most 3 s for the acknowledgement, and a slow one shows the user
+an error. So the listener validates first (no I/O), answers bad input in the
+ack itself as an ephemeral message, and acks a good request at once; posting
+the thread root, creating the session and queueing its first turn happen after
+the ack (the app runs with `process_before_response=False`, so Bolt answers
+Slack as soon as `ack()` is called and the listener goes on in the background).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import MAX_ROUNDS, MIN_ROUNDS
+from bot.sessions import BadInput, Invoker, Refused, Sessions, parse_command_text
+from bot.slack.blocks import escape, truncate
+from handlers import plain_text, tell
+from handlers.views import new_session_modal
+from state import LibraryEntry
+
+COMMAND = "/sora"
+EXCERPT_CHARS = 200
+
+
+def register(app: AsyncApp) -> None:
+    app.command(COMMAND)(on_sora)
+
+
+def usage(sessions: Sessions) -> str:
+    s = sessions.settings
+    return "\n".join(
+        [
+            "*Sora Copilot* — a persona and the Sora Copilot write a text-to-video prompt "
+            "together in a thread.",
+            f"• `{COMMAND} <idea>` starts a session here, e.g. "
+            f"`{COMMAND} a lighthouse at dusk persona: a 1970s Italian horror director "
+            "rounds: 4 target: sora-2-pro`",
+            f"   `persona:` a name from `{COMMAND} personas` or a few words of your own "
+            f"(default {s.default_persona}); `rounds:` {MIN_ROUNDS}-{MAX_ROUNDS} "
+            f"(default {s.default_rounds}); `target:` the video model (default "
+            f"{s.default_target}). `persona:` takes the words up to the next option.",
+            f"• `{COMMAND}` alone opens a form.",
+            f"• `{COMMAND} personas` lists the personas; `{COMMAND} library` shows the "
+            "latest locked prompts of this channel.",
+            "Reply in a session's thread and both agents hear you on their next turn. "
+            "The buttons on the thread's first message stop it or lock the latest draft.",
+        ]
+    )
+
+
+def personas_text(sessions: Sessions) -> str:
+    lines = ["*Personas* (use the name after `persona:`, or describe your own):"]
+    for p in sorted(sessions.personas(), key=lambda p: p.name):
+        lines.append(f"• `{p.name}`: *{escape(p.display_name)}*, {escape(p.role)}")
+    return "\n".join(lines)
+
+
+async def library_text(client: AsyncWebClient, entries: list[LibraryEntry]) -> str:
+    if not entries:
+        return "No prompt has been locked in this channel yet. Start one with `/sora <idea>`."
+
+    async def link(entry: LibraryEntry) -> str | None:
+        if not entry.channel_id or not entry.thread_ts:
+            return None
+        try:
+            reply = await client.chat_getPermalink(
+                channel=entry.channel_id, message_ts=entry.thread_ts
+            )
+        except SlackApiError:
+            return None  # the thread was deleted; the prompt is still worth listing
+        return str(reply["permalink"])
+
+    links = await asyncio.gather(*(link(e) for e in entries))
+    lines = [f"*The {len(entries)} latest locked prompts in this channel*"]
+    for entry, url in zip(entries, links, strict=True):
+        draft = entry.locked.draft
+        who = f"<@{entry.user_id}>" if entry.user_id else escape(entry.user_name or "someone")
+        where = f" · <{url}|thread>" if url else ""
+        lines.append(
+            f"• *{escape(draft.title)}* ({escape(draft.target)}, v{draft.version})\n"
+            f"> {escape(truncate(' '.join(draft.prompt_text.split()), EXCERPT_CHARS))}\n"
+            f"   _{escape(entry.persona)}_ · started by {who}{where}"
+        )
+    return "\n".join(lines)
+
+
+async def on_sora(
+    ack: AsyncAck,
+    command: dict[str, Any],
+    client: AsyncWebClient,
+    respond: AsyncRespond | None,
+    sessions: Sessions,
+) -> None:
+    try:
+        request = parse_command_text(plain_text(str(command.get("text") or "")))
+        session = sessions.build(request) if request.kind == "start" else None
+    except BadInput as e:
+        await ack(text=f":warning: {e}", response_type="ephemeral")
+        return
+    if request.kind == "help":
+        await ack(text=usage(sessions), response_type="ephemeral")
+        return
+    if request.kind == "personas":
+        await ack(text=personas_text(sessions), response_type="ephemeral")
+        return
+    await ack()
+
+    invoker = Invoker(
+        channel_id=str(command["channel_id"]),
+        user_id=str(command["user_id"]),
+        team_id=command.get("team_id"),
+        user_name=command.get("user_name"),
+    )
+    if request.kind == "modal":
+        await client.views_open(
+            trigger_id=command["trigger_id"],
+            view=new_session_modal(sessions, channel_id=invoker.channel_id),
+        )
+        return
+    if request.kind == "library":
+        entries = await sessions.recent_prompts(invoker.channel_id)
+        text = await library_text(client, entries)
+        await tell(
+            client, channel=invoker.channel_id, user=invoker.user_id, text=text, respond=respond
+        )
+        return
+    assert session is not None  # kind == "start"
+    try:
+        await sessions.start_session(session, invoker=invoker)
+    except Refused as e:
+        await tell(
+            client,
+            channel=invoker.channel_id,
+            user=invoker.user_id,
+            text=f":warning: {e}",
+            respond=respond,
+        )

@@ -1,0 +1,818 @@
+"""The Slack app end to end over HTTP: signed requests in, Slack calls and Redis state out.
+
+Each test runs the real aiohttp web app (`bot.web`) with the real Bolt app on
+127.0.0.1, against the fake Slack Web API and the real Redis (database 13, a
+key prefix per test). Listeners go on after their ack, so a test waits for
+them to finish (`Harness.settle`) before it looks at what they did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.listener.async_listener_completion_handler import AsyncListenerCompletionHandler
+from slack_bolt.listener.async_listener_start_handler import AsyncListenerStartHandler
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+
+from bot.app import build_app
+from bot.config import MAX_INTERJECTION_CHARS, Settings
+from bot.dialogue.models import Origin, SessionStatus
+from bot.sessions import BadInput, parse_command_text
+from bot.slack.blocks import ACTION_LOCK, ACTION_STOP, METADATA_EVENT, MODAL_CALLBACK
+from bot.web import build_web_app
+from state import LibraryEntry, State
+from tests.fakes.slack_server import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
+from tests.redis_fixtures import agent_turn, locked, make_session
+from tests.slack_signing import (
+    FORM,
+    JSON_TYPE,
+    command_body,
+    event_body,
+    interactive_body,
+    signed_headers,
+)
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+CHANNEL = "C0VIDEO"
+ADA, GRACE, BOSS = "U0ADA", "U0GRACE", "U0BOSS"  # a starter, a colleague, a workspace admin
+IDEA = "a lighthouse at dusk"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- harness --------------------------------------------------------------------------
+
+
+class InFlight:
+    """Counts Bolt listeners still running after their ack, so tests can wait for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def install(self, app: AsyncApp) -> None:
+        tracker = self
+
+        class Started(AsyncListenerStartHandler):
+            async def handle(
+                self, request: AsyncBoltRequest, response: BoltResponse | None
+            ) -> None:
+                tracker.count += 1
+                tracker.idle.clear()
+
+        class Finished(AsyncListenerCompletionHandler):
+            async def handle(
+                self, request: AsyncBoltRequest, response: BoltResponse | None
+            ) -> None:
+                tracker.count -= 1
+                if tracker.count == 0:
+                    tracker.idle.set()
+
+        app.listener_runner.listener_start_handler = Started()
+        app.listener_runner.listener_completion_handler = Finished()
+
+
+class Harness:
+    def __init__(
+        self,
+        *,
+        slack: FakeSlack,
+        state: State,
+        settings: Settings,
+        http: TestClient[web.Request, web.Application],
+    ) -> None:
+        self.slack = slack
+        self.state = state
+        self.settings = settings
+        self.http = http
+        self.in_flight = InFlight()
+        self._events = 0
+
+    async def post(
+        self,
+        body: str,
+        *,
+        content_type: str,
+        secret: str = SECRET,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> ClientResponse:
+        all_headers = signed_headers(secret, body, content_type=content_type, timestamp=timestamp)
+        all_headers.update(headers or {})
+        return await self.http.post("/slack/events", data=body.encode(), headers=all_headers)
+
+    async def command(self, text: str, *, user: str = ADA, channel: str = CHANNEL) -> Any:
+        """Send `/sora text`; the ack's body (JSON, text, or "" for an empty ack)."""
+        resp = await self.post(
+            command_body(
+                token="legacy",
+                team_id=TEAM_ID,
+                team_domain="fake-workspace",
+                channel_id=channel,
+                channel_name="video-ideas",
+                user_id=user,
+                user_name=user.lower(),
+                command="/sora",
+                text=text,
+                api_app_id=APP_ID,
+                trigger_id=f"13345224609.738474920.{time.monotonic_ns()}",
+            ),
+            content_type=FORM,
+        )
+        assert resp.status == 200, await resp.text()
+        raw = await resp.text()
+        return json.loads(raw) if raw.startswith("{") else raw
+
+    def envelope(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        self._events += 1
+        return {
+            "token": "legacy",
+            "team_id": TEAM_ID,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{self._events:08d}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
+        }
+
+    async def event(self, envelope: dict[str, Any], *, retry: int = 0) -> ClientResponse:
+        headers = {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+        return await self.post(
+            event_body(envelope), content_type=JSON_TYPE, headers=headers if retry else None
+        )
+
+    async def click(self, action_id: str, sid: str, *, user: str, root_ts: str) -> ClientResponse:
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+            "api_app_id": APP_ID,
+            "token": "legacy",
+            "team": {"id": TEAM_ID, "domain": "fake-workspace"},
+            "container": {"type": "message", "message_ts": root_ts, "channel_id": CHANNEL},
+            "channel": {"id": CHANNEL, "name": "video-ideas"},
+            "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": "controls",
+                    "value": sid,
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        return await self.post(interactive_body(payload), content_type=FORM)
+
+    async def submit(
+        self, values: dict[str, Any], *, user: str = ADA, channel: str = CHANNEL
+    ) -> Any:
+        payload = {
+            "type": "view_submission",
+            "team": {"id": TEAM_ID, "domain": "fake-workspace"},
+            "user": {
+                "id": user,
+                "username": user.lower(),
+                "name": user.lower(),
+                "team_id": TEAM_ID,
+            },
+            "api_app_id": APP_ID,
+            "token": "legacy",
+            "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+            "view": {
+                "id": "V0MODAL",
+                "type": "modal",
+                "team_id": TEAM_ID,
+                "app_id": APP_ID,
+                "callback_id": MODAL_CALLBACK,
+                "private_metadata": json.dumps({"channel_id": channel}),
+                "state": {"values": values},
+            },
+        }
+        resp = await self.post(interactive_body(payload), content_type=FORM)
+        assert resp.status == 200, await resp.text()
+        raw = await resp.text()
+        return json.loads(raw) if raw.startswith("{") else raw
+
+    async def settle(self) -> None:
+        """Wait until every listener has finished its after-ack work."""
+        await asyncio.wait_for(self.in_flight.idle.wait(), timeout=10)
+
+    async def start(self, text: str = IDEA, *, user: str = ADA) -> tuple[str, str]:
+        """Start a session through `/sora`; its id and its root's ts."""
+        before = {m["ts"] for m in self.roots()}
+        assert await self.command(text, user=user) == ""
+        await self.settle()
+        [root] = [m for m in self.roots() if m["ts"] not in before]
+        sid = await self.state.threads.lookup(CHANNEL, root["ts"])
+        assert sid is not None
+        return sid, root["ts"]
+
+    def roots(self) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in self.slack.messages(CHANNEL)
+            if m.get("metadata", {}).get("event_type") == METADATA_EVENT
+            and m.get("thread_ts", m["ts"]) == m["ts"]
+        ]
+
+    async def keys(self) -> list[str]:
+        return sorted(
+            [k async for k in self.state.redis.scan_iter(match=f"{self.state.keys.prefix}:*")]
+        )
+
+
+def make_settings(slack: FakeSlack, prefix: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "slack_bot_token": slack.token,
+        "slack_signing_secret": SECRET,
+        "slack_api_url": slack.api_url,
+        "redis_prefix": prefix,
+        "max_running_per_user": 3,
+        "max_running_per_team": 50,
+        "controls_allowed": "starter_or_admin",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        fake.seed_channel("video-ideas", CHANNEL)
+        fake.seed_user(ADA, "ada", display_name="Ada")
+        fake.seed_user(GRACE, "grace", display_name="Grace")
+        fake.seed_user(BOSS, "boss", display_name="The Boss", is_admin=True)
+        yield fake
+
+
+HarnessFactory = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def make_harness(
+    slack: FakeSlack, real_state: State, prefix: str
+) -> AsyncIterator[HarnessFactory]:
+    made: list[Harness] = []
+
+    async def make(state: State | None = None, **overrides: Any) -> Harness:
+        settings = make_settings(slack, prefix, **overrides)
+        use = state or real_state
+        if state is None:
+            await use.queue.ensure_group()
+        app = build_app(settings=settings, state=use)
+        http = TestClient(TestServer(build_web_app(app, state=use), host="127.0.0.1"))
+        await http.start_server()
+        harness = Harness(slack=slack, state=use, settings=settings, http=http)
+        harness.in_flight.install(app)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        await harness.settle()
+        await harness.http.close()
+
+
+@pytest.fixture
+async def app(make_harness: HarnessFactory) -> Harness:
+    return await make_harness()
+
+
+# ---- /sora <idea> ---------------------------------------------------------------------
+
+
+async def test_a_signed_sora_command_posts_the_root_and_queues_turn_zero(app: Harness) -> None:
+    # Slack sends what people type with &, < and > as HTML entities.
+    text = f"{IDEA} &amp; fog persona: a 1970s Italian horror director rounds: 4 target: sora-2-pro"
+    assert await app.command(text) == ""  # an empty ack: the thread is the answer
+    await app.settle()
+
+    [root] = app.roots()
+    assert root["user"] == BOT_USER_ID and "Sora Copilot" in root["text"]
+    sid = await app.state.threads.lookup(CHANNEL, root["ts"])
+    assert sid is not None and root["metadata"]["event_payload"] == {"session": sid, "kind": "root"}
+    session = await app.state.sessions.load(sid)
+    assert session is not None
+    assert session.idea == f"{IDEA} & fog"
+    assert session.max_rounds == 4 and session.target.name == "sora-2-pro"
+    assert session.persona.role == "a 1970s Italian horror director"
+    assert session.origin == Origin(
+        surface="slack",
+        channel_id=CHANNEL,
+        thread_ts=root["ts"],
+        user_id=ADA,
+        user_name="Ada",
+        team_id=TEAM_ID,
+    )
+    assert session.status == SessionStatus.RUNNING and session.next_turn == 0
+    stats = await app.state.queue.stats()
+    assert stats.backlog == 1 and stats.dead == 0
+    assert await app.state.running.count_user(ADA) == 1
+
+
+async def test_the_ack_does_not_wait_for_the_thread_root(app: Harness) -> None:
+    await app.command("help")  # the first request checks the token (auth.test) once
+    app.slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    started = time.monotonic()
+    assert await app.command(IDEA) == ""
+    assert time.monotonic() - started < 0.5  # the root waits a second for Slack's rate limit
+    assert app.roots() == []
+    await app.settle()
+    assert len(app.roots()) == 1
+    assert (await app.state.queue.stats()).backlog == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("   persona: director", "The idea is empty"),
+        ("x" * 2001, "The idea is 2001 characters; the limit is 2000."),
+        (f"{IDEA} persona: fonder", "Unknown persona 'fonder'"),
+        (f"{IDEA} rounds: 0", "Rounds must be between 1 and 12, not 0."),
+        (f"{IDEA} rounds: 13", "Rounds must be between 1 and 12, not 13."),
+        (f"{IDEA} rounds: four", "Rounds must be a whole number between 1 and 12"),
+        (f"{IDEA} target: sora-9", "Unknown target 'sora-9'"),
+        (f"{IDEA} target: sora-2 target: generic", "`target:` is given twice"),
+    ],
+)
+async def test_bad_input_is_answered_in_the_ack_and_changes_nothing(
+    app: Harness, text: str, says: str
+) -> None:
+    before = await app.keys()
+    reply = await app.command(text)
+    await app.settle()
+    assert reply["response_type"] == "ephemeral" and says in reply["text"]
+    assert app.slack.calls_to("chat.postMessage") == []
+    assert await app.keys() == before  # no session, no job, no running slot
+    assert await app.state.running.count_user(ADA) == 0
+
+
+async def test_a_fourth_running_session_of_one_person_is_refused(app: Harness) -> None:
+    for i in range(3):
+        await app.start(f"{IDEA}, take {i}")
+    before = await app.keys()
+    assert await app.command(f"{IDEA}, take 4") == ""
+    await app.settle()
+    [refusal] = app.slack.ephemerals(CHANNEL, ADA)
+    assert "You already have 3 sessions running" in refusal["text"]
+    assert len(app.roots()) == 3 and await app.keys() == before
+    assert (await app.state.queue.stats()).backlog == 3
+    await app.start(user=GRACE)  # someone else still may
+
+
+async def test_the_team_cap_refuses_a_session_beyond_it(make_harness: HarnessFactory) -> None:
+    app = await make_harness(max_running_per_team=2)
+    await app.start(user=ADA)
+    await app.start(user=GRACE)
+    assert await app.command(IDEA, user=BOSS) == ""
+    await app.settle()
+    [refusal] = app.slack.ephemerals(CHANNEL, BOSS)
+    assert "This workspace already has 2 sessions running" in refusal["text"]
+    assert len(app.roots()) == 2
+    assert await app.state.running.count_user(BOSS) == 0
+
+
+async def test_a_root_slack_refuses_frees_the_slot_and_starts_nothing(app: Harness) -> None:
+    await app.command("help")
+    before = await app.keys()
+    app.slack.error_next("chat.postMessage", "not_in_channel")
+    assert await app.command(IDEA) == ""
+    await app.settle()
+    [refusal] = app.slack.ephemerals(CHANNEL, ADA)
+    assert "invite me" in refusal["text"]
+    assert app.roots() == [] and await app.keys() == before
+    assert await app.state.running.count_user(ADA) == 0
+
+
+# ---- signatures -----------------------------------------------------------------------
+
+
+async def test_a_forged_signature_gets_401_and_changes_nothing(app: Harness) -> None:
+    before = await app.keys()
+    body = command_body(command="/sora", text=IDEA, user_id=ADA, channel_id=CHANNEL)
+    resp = await app.post(body, content_type=FORM, secret="not-the-signing-secret")
+    assert resp.status == 401
+    await app.settle()
+    assert app.slack.calls == [] and await app.keys() == before
+
+
+async def test_a_stale_timestamp_gets_401_and_changes_nothing(app: Harness) -> None:
+    before = await app.keys()
+    body = command_body(command="/sora", text=IDEA, user_id=ADA, channel_id=CHANNEL)
+    resp = await app.post(body, content_type=FORM, timestamp=int(time.time()) - 6 * 60)
+    assert resp.status == 401
+    await app.settle()
+    assert app.slack.calls == [] and await app.keys() == before
+
+
+async def test_the_url_verification_challenge_is_answered(app: Harness) -> None:
+    body = event_body(
+        {"token": "legacy", "challenge": "3eZbrw1aBm2rZgRNFdxV", "type": "url_verification"}
+    )
+    resp = await app.post(body, content_type=JSON_TYPE)
+    assert resp.status == 200 and await resp.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV"}
+
+
+# ---- replies in the thread ------------------------------------------------------------
+
+
+def reply_event(
+    text: str, ts: str, root_ts: str, *, user: str = GRACE, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "channel": CHANNEL,
+        "channel_type": "channel",
+        "user": user,
+        "team": TEAM_ID,
+        "text": text,
+        "ts": ts,
+        "event_ts": ts,
+        "thread_ts": root_ts,
+        **extra,
+    }
+
+
+async def test_a_thread_reply_is_queued_once_with_eyes_even_when_retried(app: Harness) -> None:
+    sid, root_ts = await app.start()
+    ts = app.slack.seed_message(
+        CHANNEL, "make it foggy &amp; <b>cold</b>", user=GRACE, thread_ts=root_ts
+    )
+    envelope = app.envelope(reply_event("make it foggy &amp; &lt;b&gt;cold&lt;/b&gt;", ts, root_ts))
+    assert (await app.event(envelope)).status == 200
+    await app.settle()
+    assert (await app.event(envelope, retry=1)).status == 200  # Slack's retry of the same event
+    await app.settle()
+
+    [entry] = await app.state.inbox.peek(sid)
+    assert entry.kind == "interjection" and entry.author == "Grace" and entry.user_id == GRACE
+    assert entry.text == "make it foggy & <b>cold</b>" and entry.source_id == ts
+    assert app.slack.reactions(CHANNEL, ts) == {"eyes": [BOT_USER_ID]}
+    assert len(app.slack.calls_to("reactions.add")) == 1
+
+
+async def test_a_reply_also_sent_to_the_channel_is_an_interjection(app: Harness) -> None:
+    sid, root_ts = await app.start()
+    ts = app.slack.seed_message(CHANNEL, "warmer light", user=GRACE, thread_ts=root_ts)
+    event = reply_event("warmer light", ts, root_ts, subtype="thread_broadcast")
+    await app.event(app.envelope(event))
+    await app.settle()
+    assert [e.text for e in await app.state.inbox.peek(sid)] == ["warmer light"]
+    assert app.slack.reactions(CHANNEL, ts) == {"eyes": [BOT_USER_ID]}
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "other bot",
+        "bot_message subtype",
+        "own post",
+        "edit",
+        "deletion",
+        "join",
+        "top level",
+        "not a session thread",
+    ],
+)
+async def test_messages_that_are_not_a_persons_thread_reply_are_ignored(
+    app: Harness, kind: str
+) -> None:
+    sid, root_ts = await app.start()
+    ts = app.slack.seed_message(CHANNEL, "hello", user=GRACE, thread_ts=root_ts)
+    other_root = app.slack.seed_message(CHANNEL, "an unrelated thread", user=GRACE)
+    events = {
+        "other bot": reply_event("beep", ts, root_ts, bot_id="B0OTHER"),
+        "bot_message subtype": reply_event("beep", ts, root_ts, subtype="bot_message"),
+        "own post": reply_event("my own turn", ts, root_ts, user=BOT_USER_ID, bot_id=BOT_ID),
+        "edit": {
+            "type": "message",
+            "subtype": "message_changed",
+            "channel": CHANNEL,
+            "ts": f"{time.time():.6f}",
+            "message": reply_event("edited", ts, root_ts),
+            "previous_message": reply_event("hello", ts, root_ts),
+        },
+        "deletion": {
+            "type": "message",
+            "subtype": "message_deleted",
+            "channel": CHANNEL,
+            "ts": f"{time.time():.6f}",
+            "deleted_ts": ts,
+            "previous_message": reply_event("hello", ts, root_ts),
+        },
+        "join": reply_event("<@U0GRACE> has joined", ts, root_ts, subtype="channel_join"),
+        "top level": reply_event("hello", other_root, other_root) | {"thread_ts": None},
+        "not a session thread": reply_event("hello", ts, other_root),
+    }
+    resp = await app.event(app.envelope(events[kind]))
+    assert resp.status == 200
+    await app.settle()
+    assert await app.state.inbox.size(sid) == 0
+    assert app.slack.calls_to("reactions.add") == []
+    assert app.slack.ephemerals(CHANNEL, GRACE) == []
+
+
+async def test_an_overlong_reply_gets_an_ephemeral_and_is_not_queued(app: Harness) -> None:
+    sid, root_ts = await app.start()
+    text = "y" * (MAX_INTERJECTION_CHARS + 1)
+    ts = app.slack.seed_message(CHANNEL, text, user=GRACE, thread_ts=root_ts)
+    envelope = app.envelope(reply_event(text, ts, root_ts))
+    await app.event(envelope)
+    await app.settle()
+    await app.event(envelope, retry=1)
+    await app.settle()
+    [note] = app.slack.ephemerals(CHANNEL, GRACE)  # once, though Slack sent it twice
+    assert f"at most {MAX_INTERJECTION_CHARS:,}" in note["text"] and note["thread_ts"] == root_ts
+    assert await app.state.inbox.size(sid) == 0
+    assert app.slack.calls_to("reactions.add") == []
+
+
+async def test_a_reply_to_a_finished_session_is_ignored_quietly(app: Harness) -> None:
+    root_ts = app.slack.seed_message(CHANNEL, "an old session's root", user=BOT_USER_ID)
+    origin = Origin(
+        surface="slack", channel_id=CHANNEL, thread_ts=root_ts, user_id=ADA, team_id=TEAM_ID
+    )
+    done = locked(agent_turn(make_session(origin=origin)))
+    await app.state.sessions.create(done)
+    ts = app.slack.seed_message(CHANNEL, "love it", user=GRACE, thread_ts=root_ts)
+    await app.event(app.envelope(reply_event("love it", ts, root_ts)))
+    await app.settle()
+    assert await app.state.inbox.size(done.id) == 0
+    assert app.slack.ephemerals(CHANNEL, GRACE) == [] and app.slack.reactions(CHANNEL, ts) == {}
+
+
+# ---- buttons --------------------------------------------------------------------------
+
+
+async def test_stop_from_someone_else_is_refused_and_changes_nothing(app: Harness) -> None:
+    sid, root_ts = await app.start()
+    before = await app.keys()
+    assert (await app.click(ACTION_STOP, sid, user=GRACE, root_ts=root_ts)).status == 200
+    await app.settle()
+    [refusal] = app.slack.ephemerals(CHANNEL, GRACE)
+    assert "Only the person who started this session, or a workspace admin" in refusal["text"]
+    assert await app.state.inbox.size(sid) == 0 and await app.keys() == before
+    assert (await app.state.queue.stats()).backlog == 1
+
+
+async def test_stop_from_the_starter_queues_a_stop_and_wakes_the_session(app: Harness) -> None:
+    sid, root_ts = await app.start()
+    await app.click(ACTION_STOP, sid, user=ADA, root_ts=root_ts)
+    await app.settle()
+    [entry] = await app.state.inbox.peek(sid)
+    assert entry.kind == "stop" and entry.author == "Ada" and entry.user_id == ADA
+    assert (await app.state.queue.stats()).backlog == 2  # turn 0's job, and the wake-up
+    [note] = app.slack.ephemerals(CHANNEL, ADA)
+    assert note["text"].startswith("Stop requested")
+
+
+async def test_a_workspace_admin_may_stop_anyones_session(app: Harness) -> None:
+    sid, root_ts = await app.start()
+    await app.click(ACTION_STOP, sid, user=BOSS, root_ts=root_ts)
+    await app.settle()
+    [entry] = await app.state.inbox.peek(sid)
+    assert entry.kind == "stop" and entry.author == "The Boss"
+
+
+async def test_anyone_may_stop_when_controls_are_open(make_harness: HarnessFactory) -> None:
+    app = await make_harness(controls_allowed="anyone")
+    sid, root_ts = await app.start()
+    await app.click(ACTION_STOP, sid, user=GRACE, root_ts=root_ts)
+    await app.settle()
+    assert [e.kind for e in await app.state.inbox.peek(sid)] == ["stop"]
+
+
+async def test_lock_without_a_draft_and_stop_on_a_finished_session_are_refused(
+    app: Harness,
+) -> None:
+    sid, root_ts = await app.start()
+    await app.click(ACTION_LOCK, sid, user=ADA, root_ts=root_ts)
+    origin = Origin(
+        surface="slack", channel_id=CHANNEL, thread_ts=root_ts, user_id=ADA, team_id=TEAM_ID
+    )
+    done = locked(agent_turn(make_session(origin=origin)))
+    await app.state.sessions.create(done)
+    await app.click(ACTION_STOP, done.id, user=ADA, root_ts=root_ts)
+    await app.settle()
+    texts = sorted(e["text"] for e in app.slack.ephemerals(CHANNEL, ADA))
+    assert texts == [
+        ":warning: There is no draft to lock yet.",
+        ":warning: This session is already locked.",
+    ]
+    assert await app.state.inbox.size(sid) == 0 and await app.state.inbox.size(done.id) == 0
+
+
+# ---- the modal ------------------------------------------------------------------------
+
+
+async def test_sora_alone_opens_the_new_session_modal(app: Harness) -> None:
+    assert await app.command("") == ""
+    await app.settle()
+    [call] = app.slack.calls_to("views.open")
+    assert call.params["trigger_id"].startswith("13345224609.")
+    [view] = app.slack.views()
+    assert view["callback_id"] == MODAL_CALLBACK
+    assert json.loads(view["private_metadata"]) == {"channel_id": CHANNEL}
+    blocks = {b["block_id"]: b for b in view["blocks"]}
+    assert blocks["idea"]["element"]["multiline"] is True
+    assert blocks["idea"]["element"]["max_length"] == 2000
+    assert {o["value"] for o in blocks["persona"]["element"]["options"]} >= {"director", "founder"}
+    assert {o["value"] for o in blocks["target"]["element"]["options"]} >= {"sora-2", "sora-2-pro"}
+    assert app.roots() == []
+
+
+def modal_values(
+    *,
+    idea: str | None,
+    persona: str | None = "director",
+    free: str | None = None,
+    rounds: str | None = "4",
+    target: str | None = "sora-2",
+) -> dict[str, Any]:
+    def select(action: str, value: str | None) -> dict[str, Any]:
+        option = {"value": value, "text": {"type": "plain_text", "text": value}} if value else None
+        return {action: {"type": "static_select", "selected_option": option}}
+
+    return {
+        "idea": {"idea": {"type": "plain_text_input", "value": idea}},
+        "persona": select("persona", persona),
+        "persona_text": {"persona_text": {"type": "plain_text_input", "value": free}},
+        "rounds": {"rounds": {"type": "number_input", "value": rounds}},
+        "target": select("target", target),
+    }
+
+
+async def test_a_modal_submission_with_bad_fields_gets_field_errors(app: Harness) -> None:
+    before = await app.keys()
+    reply = await app.submit(modal_values(idea="  ", rounds="13", free="fonder"))
+    await app.settle()
+    assert reply["response_action"] == "errors"
+    errors = reply["errors"]
+    assert set(errors) == {"idea", "rounds", "persona_text"}
+    assert "The idea is empty" in errors["idea"] and "not 13" in errors["rounds"]
+    assert app.roots() == [] and await app.keys() == before
+
+
+async def test_a_good_modal_submission_starts_a_session_in_the_commands_channel(
+    app: Harness,
+) -> None:
+    reply = await app.submit(modal_values(idea=IDEA, free="a 1970s Italian horror director"))
+    await app.settle()
+    assert reply == ""  # the modal closes
+    [root] = app.roots()
+    sid = await app.state.threads.lookup(CHANNEL, root["ts"])
+    assert sid is not None
+    session = await app.state.sessions.load(sid)
+    assert session is not None and session.max_rounds == 4
+    assert session.persona.role == "a 1970s Italian horror director"
+    assert session.origin.user_id == ADA and session.origin.thread_ts == root["ts"]
+
+
+# ---- help, personas, library ----------------------------------------------------------
+
+
+async def test_help_and_personas_answer_in_the_ack(app: Harness) -> None:
+    help_reply = await app.command("help")
+    assert help_reply["response_type"] == "ephemeral" and "/sora <idea>" in help_reply["text"]
+    personas = await app.command("personas")
+    assert "Tomás Ferreira" in personas["text"] and "indie film director" in personas["text"]
+    assert "`director`" in personas["text"]
+    await app.settle()
+    assert app.roots() == []
+
+
+async def test_library_lists_the_channels_latest_locked_prompts(app: Harness) -> None:
+    root_ts = app.slack.seed_message(CHANNEL, "an old session's root", user=BOT_USER_ID)
+    here = Origin(
+        surface="slack",
+        channel_id=CHANNEL,
+        thread_ts=root_ts,
+        user_id=ADA,
+        user_name="Ada",
+        team_id=TEAM_ID,
+    )
+    elsewhere = here.model_copy(update={"channel_id": "C0ELSEWHERE"})
+    for origin, idea in ((here, "a lighthouse"), (elsewhere, "a submarine")):
+        session = locked(agent_turn(make_session(origin=origin, idea=idea)))
+        await app.state.library.add(LibraryEntry.from_session(session))
+
+    assert await app.command("library") == ""
+    await app.settle()
+    [listing] = app.slack.ephemerals(CHANNEL, ADA)
+    text = listing["text"]
+    assert "*Threshold.*" in text  # the caption
+    assert "Version 1: a lighthouse keeper on a wet stone stair" in text  # the prompt excerpt
+    assert "Tomás Ferreira" in text and f"<@{ADA}>" in text
+    assert (
+        f"https://fake-workspace.slack.com/archives/{CHANNEL}/p{root_ts.replace('.', '')}" in text
+    )
+    assert text.count("• ") == 1  # the other channel's prompt is not listed
+
+
+# ---- health ---------------------------------------------------------------------------
+
+
+async def test_healthz_is_200_while_redis_answers(app: Harness) -> None:
+    resp = await app.http.get("/healthz")
+    assert resp.status == 200 and await resp.json() == {"ok": True, "redis": "ok"}
+
+
+async def test_healthz_is_503_when_redis_is_unreachable(
+    make_harness: HarnessFactory, prefix: str
+) -> None:
+    nowhere = Redis.from_url(
+        "redis://127.0.0.1:1/0", decode_responses=True, socket_connect_timeout=1
+    )
+    try:
+        app = await make_harness(state=State.create(nowhere, prefix=prefix))
+        resp = await app.http.get("/healthz")
+        body = await resp.json()
+        assert (
+            resp.status == 503 and body["ok"] is False and body["redis"].startswith("unreachable")
+        )
+    finally:
+        await nowhere.aclose()
+
+
+# ---- parsing ---------------------------------------------------------------------------
+
+
+def test_options_may_come_anywhere_and_persona_takes_words_up_to_the_next() -> None:
+    r = parse_command_text(
+        "a lighthouse rounds: 4 at dusk persona: a 1970s Italian horror director target: sora-2-pro"
+    )
+    assert (r.kind, r.idea, r.rounds, r.target) == (
+        "start",
+        "a lighthouse at dusk",
+        "4",
+        "sora-2-pro",
+    )
+    assert r.persona == "a 1970s Italian horror director"
+    assert parse_command_text("  ").kind == "modal"
+    assert parse_command_text("Help").kind == "help"
+    assert parse_command_text("a sniper's xtarget: here").idea == "a sniper's xtarget: here"
+    with pytest.raises(BadInput, match="given twice"):
+        parse_command_text("idea rounds: 3 rounds: 4")
+
+
+# ---- the commands -----------------------------------------------------------------------
+
+
+def cli(
+    *args: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ANTHROPIC_", "SLACK_", "REDIS_URL", "PORT"))
+    }
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=tmp_path,
+        env=base,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["serve"], {}, "sora-copilot serve needs REDIS_URL"),
+        (
+            ["serve"],
+            {"REDIS_URL": "redis://127.0.0.1:6379/13"},
+            "sora-copilot serve needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET",
+        ),
+        (
+            ["serve"],
+            {"REDIS_URL": "redis://127.0.0.1:6379/13", "SLACK_BOT_TOKEN": "xoxb-1"},
+            "sora-copilot serve needs SLACK_SIGNING_SECRET",
+        ),
+        (["dev"], {"SLACK_BOT_TOKEN": "xoxb-1"}, "sora-copilot dev needs SLACK_APP_TOKEN"),
+    ],
+)
+def test_serve_and_dev_refuse_clearly_without_their_settings(
+    tmp_path: Path, args: list[str], env: dict[str, str], says: str
+) -> None:
+    p = cli(*args, tmp_path=tmp_path, env=env)
+    assert p.returncode == 2, p.stderr
+    assert says in p.stderr and "Traceback" not in p.stderr
