@@ -12,20 +12,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.config import (
-    MAX_IDEA_CHARS,
-    MAX_INTERJECTION_CHARS,
-    MAX_ROUNDS,
-    MIN_ROUNDS,
-    Settings,
-    load_settings,
-)
+from pydantic import SecretStr
+
+from bot.config import MAX_INTERJECTION_CHARS, MAX_ROUNDS, MIN_ROUNDS, Settings, load_settings
 from bot.dialogue.engine import Engine, stop
 from bot.dialogue.models import Origin, Session, SessionStatus
-from bot.dialogue.profiles import ProfileError, resolve_persona, resolve_target
 from bot.dialogue.report import render_json, render_markdown
 from bot.llm.base import ChatModel
 from bot.llm.offline import OfflineModel
+from bot.sessions import BadInput, new_session
+from bot.surfaces.base import Surface
 from bot.surfaces.recording import RecordingSurface
 from bot.surfaces.terminal import TerminalSurface
 from bot.worker import Worker, WorkerConfig
@@ -35,43 +31,6 @@ EXIT_OK = 0
 EXIT_NOT_LOCKED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-
-
-class BadInput(Exception):
-    """One clear line for the person at the terminal; exit code 2."""
-
-
-def validate_idea(idea: str) -> str:
-    idea = idea.strip()
-    if not idea:
-        raise BadInput(
-            "The idea is empty: describe the video you want, e.g. "
-            '"a lighthouse keeper finds a message in a bottle".'
-        )
-    if len(idea) > MAX_IDEA_CHARS:
-        raise BadInput(f"The idea is {len(idea)} characters; the limit is {MAX_IDEA_CHARS}.")
-    return idea
-
-
-def validate_rounds(rounds: int) -> int:
-    if not MIN_ROUNDS <= rounds <= MAX_ROUNDS:
-        raise BadInput(f"Rounds must be between {MIN_ROUNDS} and {MAX_ROUNDS}, not {rounds}.")
-    return rounds
-
-
-def new_session(
-    idea: str, *, persona: str, target: str, rounds: int, settings: Settings
-) -> Session:
-    """Validate user input and build a session; BadInput says what is wrong."""
-    try:
-        return Session(
-            idea=validate_idea(idea),
-            persona=resolve_persona(persona, settings.extra_profiles_dir),
-            target=resolve_target(target, settings.extra_profiles_dir),
-            max_rounds=validate_rounds(rounds),
-        )
-    except ProfileError as e:
-        raise BadInput(str(e)) from e
 
 
 def choose_model(settings: Settings, *, offline: bool, err: TextIO) -> ChatModel:
@@ -221,24 +180,32 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "sora-copilot worker needs REDIS_URL: workers and web processes share sessions "
             "through Redis, and an embedded store would be invisible to them."
         )
+    if args.surface == "slack":
+        _require(
+            "worker",
+            {"SLACK_BOT_TOKEN": settings.slack_bot_token},
+            "the worker posts each turn into its Slack thread with the bot token "
+            "(--surface recording records turns in Redis instead, for tests).",
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
     if model.offline and args.offline_latency:
         model = OfflineModel(latency=args.offline_latency)
     engine = Engine(model=model, max_tokens=settings.max_output_tokens)
-    surface = RecordingSurface(state.redis, state.keys)
+    surface: Surface
+    if args.surface == "recording":
+        surface = RecordingSurface(state.redis, state.keys)
+    else:
+        from bot.slack.client import make_client
+        from bot.surfaces.slack import SlackSurface
+
+        surface = SlackSurface(client=make_client(settings), state=state, settings=settings)
     worker = Worker(
         state=state,
         engine=engine,
         surface=surface,
-        config=WorkerConfig(
-            concurrency=args.concurrency or settings.worker_concurrency,
-            lease_ttl_ms=settings.lease_ttl_ms,
-            reclaim_idle_ms=settings.reclaim_idle_ms,
-            reclaim_every_s=settings.reclaim_every_seconds,
-            drain_s=settings.drain_seconds,
-        ),
+        config=WorkerConfig.from_settings(settings, concurrency=args.concurrency),
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -249,6 +216,90 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     )
     await worker.run(stopping)
     sys.stderr.write(f"worker {worker.name} stopped\n")
+    return EXIT_OK
+
+
+def _require(command: str, values: dict[str, SecretStr | None], why: str) -> None:
+    """BadInput naming every setting in `values` that is unset or empty."""
+    missing = [name for name, v in values.items() if v is None or not v.get_secret_value()]
+    if missing:
+        raise BadInput(f"sora-copilot {command} needs {' and '.join(missing)}: {why}")
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.redis_url:
+        raise BadInput(
+            "sora-copilot serve needs REDIS_URL: the web process hands sessions to workers "
+            "through Redis, and an embedded store would be invisible to them."
+        )
+    _require(
+        "serve",
+        {
+            "SLACK_BOT_TOKEN": settings.slack_bot_token,
+            "SLACK_SIGNING_SECRET": settings.slack_signing_secret,
+        },
+        "the bot token (OAuth & Permissions) to call Slack, and the signing secret "
+        "(Basic Information) to check that each request comes from Slack.",
+    )
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    from bot.web import serve
+
+    await serve(settings=settings, state=state, host=args.host, port=args.port or settings.port)
+    return EXIT_OK
+
+
+async def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    _require(
+        "dev",
+        {"SLACK_BOT_TOKEN": settings.slack_bot_token, "SLACK_APP_TOKEN": settings.slack_app_token},
+        "Socket Mode connects with an app-level token (xapp-…, scope connections:write, "
+        "from the app's Basic Information page) and calls Slack with the bot token.",
+    )
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Imported here: `run` and `worker` start without Bolt and the Slack surface.
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    from bot.app import build_app
+    from bot.slack.client import make_client
+    from bot.surfaces.slack import SlackSurface
+    from bot.web import check_token
+
+    client = make_client(settings)
+    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else ""
+    await check_token(settings)
+    try:
+        # The Socket Mode client retries a refused token forever; ask once, and say why.
+        await client.apps_connections_open(app_token=app_token)
+    except SlackApiError as e:
+        raise BadInput(
+            f"Slack refused SLACK_APP_TOKEN ({e.response.get('error')}): it must be an "
+            "app-level token (xapp-…) with connections:write, and Socket Mode must be on."
+        ) from e
+    except OSError as e:
+        raise BadInput(f"Slack is not reachable at {settings.slack_api_url}: {e}") from e
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    app = build_app(settings=settings, state=state, client=client)
+    model = choose_model(settings, offline=args.offline, err=sys.stderr)
+    worker = Worker(
+        state=state,
+        engine=Engine(model=model, max_tokens=settings.max_output_tokens),
+        surface=SlackSurface(client=client, state=state, settings=settings),
+        config=WorkerConfig.from_settings(settings),
+    )
+    handler = AsyncSocketModeHandler(app, app_token)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    # slack_bolt leaves the Socket Mode handler's methods unannotated.
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    sys.stderr.write(f"Socket Mode connected; worker {worker.name} taking jobs. Ctrl-C stops.\n")
+    try:
+        await worker.run(stopping)
+    finally:
+        await handler.close_async()  # type: ignore[no-untyped-call]
     return EXIT_OK
 
 
@@ -276,10 +327,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="out", help="where to write the report (default: out/)")
     work = sub.add_parser("worker", help="take turn jobs from Redis (needs REDIS_URL)")
     work.add_argument("--concurrency", type=int, help="sessions worked on at once")
+    work.add_argument(
+        "--surface",
+        choices=["slack", "recording"],
+        default="slack",
+        help="where turns go: the Slack thread (default), or recorded in Redis (tests)",
+    )
     work.add_argument("--offline", action="store_true", help="use the deterministic offline model")
     work.add_argument(
         "--offline-latency", type=float, default=0.0, help="seconds per offline model call"
     )
+    serve = sub.add_parser(
+        "serve", help="the Slack web process: /slack/events and /healthz (needs REDIS_URL)"
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: PORT, 3000)")
+    dev = sub.add_parser(
+        "dev", help="Socket Mode and a worker in one process, for development (SLACK_APP_TOKEN)"
+    )
+    dev.add_argument("--offline", action="store_true", help="use the deterministic offline model")
     return parser
 
 
@@ -296,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_run(args, settings))
         if args.command == "worker":
             return asyncio.run(_worker(args, settings))
+        if args.command == "serve":
+            return asyncio.run(_serve(args, settings))
+        if args.command == "dev":
+            return asyncio.run(_dev(args, settings))
     except (BadInput, StateUnavailable) as e:
         sys.stderr.write(f"sora-copilot: {e}\n")
         return EXIT_BAD_INPUT

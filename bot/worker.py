@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from bot.config import Settings
 from bot.dialogue.engine import (
     Engine,
     SessionError,
@@ -48,6 +49,16 @@ class WorkerConfig:
     reclaim_every_s: float = 5.0
     block_ms: int = 1_000
     drain_s: float = 20.0  # on shutdown, how long in-flight turns may finish
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, concurrency: int | None = None) -> WorkerConfig:
+        return cls(
+            concurrency=concurrency or settings.worker_concurrency,
+            lease_ttl_ms=settings.lease_ttl_ms,
+            reclaim_idle_ms=settings.reclaim_idle_ms,
+            reclaim_every_s=settings.reclaim_every_seconds,
+            drain_s=settings.drain_seconds,
+        )
 
     @property
     def heartbeat_every_s(self) -> float:

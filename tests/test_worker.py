@@ -247,7 +247,17 @@ def worker_env(prefix: str, **extra: str) -> dict[str, str]:
 
 def spawn_worker(prefix: str, *, latency: float, **extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "worker", "--offline", "--offline-latency", str(latency)],
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "worker",
+            "--surface",
+            "recording",
+            "--offline",
+            "--offline-latency",
+            str(latency),
+        ],
         env=worker_env(prefix, **extra),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -338,7 +348,7 @@ def test_the_worker_refuses_to_start_without_redis_url(tmp_path: Path) -> None:
 def test_an_unreachable_redis_is_a_clear_error_not_a_stack_trace(tmp_path: Path) -> None:
     env = {**os.environ, "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}
     p = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "worker"],
+        [sys.executable, "-m", "bot.cli", "worker", "--surface", "recording"],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -1,0 +1,153 @@
+"""Slash-command acks under load: `python -m bench.slack_ack`.
+
+Starts `sora-copilot serve` as a real process on the real Redis, talking to
+the fake Slack Web API (in this process), then sends 200 `/sora` commands
+signed exactly as Slack signs them, 20 at a time, each from its own user.
+Prints the ack latency (request sent to HTTP response received) p50 / p99, and
+the time from each ack to its root message reaching Slack (the fake's record
+of the chat.postMessage, matched by the idea). No worker runs: this measures
+the web process alone. Targets: p99 ack <= 100 ms; root <= 300 ms after ack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+
+import aiohttp
+
+from state import State, connect
+from tests.fakes.slack_server import FakeSlack
+from tests.slack_signing import FORM, command_body, signed_headers
+
+SECRET = "bench-signing-secret"
+CHANNEL = "C0BENCH"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    async with FakeSlack() as slack:
+        slack.seed_channel("bench", CHANNEL)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SLACK_"))}
+        env.update(
+            REDIS_URL=args.redis_url,
+            REDIS_PREFIX=prefix,
+            SLACK_BOT_TOKEN=slack.token,
+            SLACK_SIGNING_SECRET=SECRET,
+            SLACK_API_URL=slack.api_url,
+            PORT=str(port),
+            MAX_RUNNING_PER_TEAM=str(args.commands + 10),
+        )
+        serve = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "serve",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}/slack/events"
+        acks: dict[str, tuple[float, float]] = {}  # idea -> (sent, acked), epoch seconds
+        try:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(300):
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                gate = asyncio.Semaphore(args.concurrency)
+
+                async def command(i: int) -> None:
+                    idea = f"Bench idea {i}: a lighthouse keeper finds a bottle"
+                    body = command_body(
+                        token="unused",
+                        team_id="T0FAKE",
+                        channel_id=CHANNEL,
+                        channel_name="bench",
+                        user_id=f"U{i:05d}",
+                        user_name=f"user{i}",
+                        command="/sora",
+                        text=idea,
+                        trigger_id=f"{i}.1",
+                        response_url=f"{slack.base_url}/_fake/response",
+                    )
+                    async with gate:
+                        headers = signed_headers(SECRET, body, content_type=FORM)
+                        sent = time.time()
+                        async with http.post(url, data=body.encode(), headers=headers) as r:
+                            await r.read()
+                            assert r.status == 200, r.status
+                        acks[idea] = (sent, time.time())
+
+                # Warm-up: the first request pays for Bolt's lazy auth.test.
+                await command(-1)
+                acks.clear()
+                await asyncio.gather(*(command(i) for i in range(args.commands)))
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    posted = {
+                        c.params.get("text", ""): c.time for c in slack.calls_to("chat.postMessage")
+                    }
+                    roots = {idea: t for idea in acks for text, t in posted.items() if idea in text}
+                    if len(roots) == len(acks):
+                        break
+                    await asyncio.sleep(0.2)
+        finally:
+            serve.terminate()
+            await serve.wait()
+            redis = await connect(args.redis_url)
+            state = State.create(redis, prefix=prefix)
+            keys = [k async for k in redis.scan_iter(match=state.keys.pattern, count=1000)]
+            for i in range(0, len(keys), 500):
+                await redis.delete(*keys[i : i + 500])
+            await redis.aclose()
+    ack_ms = [1000 * (a - s) for s, a in acks.values()]
+    root_ms = [1000 * (roots[idea] - acks[idea][1]) for idea in roots]
+    row = {
+        "commands": len(acks),
+        "concurrency": args.concurrency,
+        "ack_p50_ms": round(_pct(ack_ms, 0.5), 1),
+        "ack_p99_ms": round(_pct(ack_ms, 0.99), 1),
+        "roots_posted": len(roots),
+        "root_after_ack_p50_ms": round(_pct(root_ms, 0.5), 1) if root_ms else None,
+        "root_after_ack_p99_ms": round(_pct(root_ms, 0.99), 1) if root_ms else None,
+    }
+    print(
+        f"{row['commands']} commands, {args.concurrency} at a time: ack p50 "
+        f"{row['ack_p50_ms']} ms, p99 {row['ack_p99_ms']} ms (target <= 100); root message "
+        f"{row['root_after_ack_p50_ms']} ms p50, {row['root_after_ack_p99_ms']} ms p99 after "
+        f"the ack (target <= 300); {row['roots_posted']} roots posted"
+    )
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+    )
+    parser.add_argument("--commands", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=20)
+    asyncio.run(main(parser.parse_args()))
