@@ -46,6 +46,8 @@ async def main(args: argparse.Namespace) -> None:
     port = _free_port()
     async with FakeSlack() as slack:
         slack.seed_channel("bench", CHANNEL)
+        for i in range(-1, args.commands):
+            slack.seed_user(f"U{i:05d}", f"user{i}", display_name=f"User {i}")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SLACK_"))}
         env.update(
             REDIS_URL=args.redis_url,
