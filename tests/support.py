@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -117,3 +119,16 @@ class RecordingSink:
     async def reset(self) -> None:
         self.text = ""
         self.resets += 1
+
+
+async def wait_until(pred: Callable[[], Any], what: str = "condition", within: float = 15.0) -> Any:
+    """Poll `pred` (sync or async) until it returns something truthy; return that."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = pred()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -17,7 +17,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -29,7 +29,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
 from tests.redis_fixtures import REDIS_TEST_URL
 from tests.slack_signing import FORM, JSON_TYPE, command_body, event_body, signed_headers
-from tests.support import copilot, draft_json, persona
+from tests.support import copilot, draft_json, persona, wait_until
 
 SECRET = "e2e-signing-secret"
 CHANNEL, PROMPTS = "C0VIDEO", "C0PROMPTS"
@@ -58,18 +58,6 @@ def scripted_reply(body: dict[str, Any]) -> str:
     if own_turns == 0:
         return persona("Not yet: more storm, and keep the keeper's face in frame.")
     return persona("That is the one.", "approve", latest)
-
-
-async def wait_for(pred: Callable[[], Any], what: str, within: float = 40.0) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -119,7 +107,7 @@ async def app(
                     except aiohttp.ClientError:
                         return False
 
-                await wait_for(healthy, "serve to answer /healthz", within=30)
+                await wait_until(healthy, "serve to answer /healthz", within=30)
             yield slack, claude, url
         finally:
             for p in procs:
@@ -173,7 +161,7 @@ async def test_a_slash_command_becomes_a_pinned_locked_prompt_in_its_thread(
             tops = [m for m in slack.messages(CHANNEL) if m.get("thread_ts") in (None, m["ts"])]
             return tops[0] if tops else None
 
-        root_msg = await wait_for(root, "the thread root")
+        root_msg = await wait_until(root, "the thread root")
         root_ts = root_msg["ts"]
 
         def turn_posts() -> list[dict[str, Any]]:
@@ -184,7 +172,7 @@ async def test_a_slash_command_becomes_a_pinned_locked_prompt_in_its_thread(
                 and (m.get("metadata") or {}).get("event_payload", {}).get("part") == 0
             ]
 
-        await wait_for(lambda: len(turn_posts()) >= 1, "the Copilot's opening")
+        await wait_until(lambda: len(turn_posts()) >= 1, "the Copilot's opening")
         # A teammate replies in the thread.
         human_ts = slack.seed_message(CHANNEL, INTERJECTION, user=TEAMMATE, thread_ts=root_ts)
         event = {
@@ -207,11 +195,11 @@ async def test_a_slash_command_becomes_a_pinned_locked_prompt_in_its_thread(
         requests_before = len(claude.requests)
         assert await post_signed(http, url, event_body(event), JSON_TYPE) == 200
 
-        await wait_for(lambda: slack.pins(CHANNEL), "the locked prompt to be pinned", within=60)
+        await wait_until(lambda: slack.pins(CHANNEL), "the locked prompt to be pinned", within=60)
 
     session_id = await real_state.threads.lookup(CHANNEL, root_ts)
     assert session_id is not None
-    session = await wait_for(
+    session = await wait_until(
         lambda: _locked(real_state, session_id), "the session to be stored as locked"
     )
     assert session.locked is not None and session.locked.reason.value == "approved"

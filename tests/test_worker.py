@@ -23,7 +23,7 @@ from bot.surfaces.recording import RecordingSurface, recorded
 from bot.worker import Worker, WorkerConfig
 from state import InboxEntry, State
 from tests.redis_fixtures import REDIS_TEST_URL
-from tests.support import make_session
+from tests.support import make_session, wait_until
 
 FAST = WorkerConfig(
     concurrency=20,
@@ -55,18 +55,6 @@ async def started(real_state: State) -> AsyncIterator[Callable[..., Worker]]:
     for stopping, _ in running:
         stopping.set()
     await asyncio.gather(*(t for _, t in running), return_exceptions=True)
-
-
-async def wait_until(pred: Callable[[], Any], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = pred()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def finished(state: State, sid: str) -> Session | None:
