@@ -5,9 +5,10 @@ project's retrying Web API client, a middleware that puts `state`, `settings`
 and the `sessions` service into every request's context (so a listener simply
 names them as parameters), and each handler module's listeners.
 
-Bolt runs with `process_before_response=False`: it answers Slack the moment a
-listener calls `ack()` and lets the listener carry on in the background, which
-is how `/sora` acks in milliseconds and posts the thread root afterwards.
+Bolt runs with `process_before_response=True`: Slack gets its answer when a
+listener returns, and each listener acks, hands its slow part to `after_ack`
+(bot.background), and returns at once. That is how `/sora` acks in
+milliseconds and posts the thread root afterwards.
 Bolt's request verification (on by default, and never turned off here)
 answers a forged signature or a timestamp older than five minutes with 401
 before any listener or middleware of ours runs.
@@ -22,6 +23,7 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.background import AfterAck
 from bot.config import Settings
 from bot.sessions import Sessions
 from bot.slack.client import make_client
@@ -37,6 +39,7 @@ def build_app(
     state: State,
     client: AsyncWebClient | None = None,
     sessions: Sessions | None = None,
+    after_ack: AfterAck | None = None,
 ) -> AsyncApp:
     """The app, listeners registered. Needs SLACK_BOT_TOKEN.
 
@@ -54,14 +57,16 @@ def build_app(
         client=client,
         signing_secret=secret,
         request_verification_enabled=True,
-        process_before_response=False,
+        process_before_response=True,
     )
     service = sessions or Sessions(state=state, settings=settings, client=client)
+    background = after_ack or AfterAck()
 
     async def provide(context: AsyncBoltContext, next_: Callable[[], Awaitable[None]]) -> None:
         context["state"] = state
         context["settings"] = settings
         context["sessions"] = service
+        context["after_ack"] = background
         await next_()
 
     app.middleware(provide)

@@ -14,6 +14,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.background import AfterAck
 from bot.sessions import ControlKind, Refused, Sessions
 from bot.slack.blocks import ACTION_LOCK, ACTION_RETRY, ACTION_STOP
 from handlers import tell
@@ -33,8 +34,19 @@ async def on_control(
     client: AsyncWebClient,
     respond: AsyncRespond | None,
     sessions: Sessions,
+    after_ack: AfterAck,
 ) -> None:
     await ack()
+    after_ack(_control(action, body, client, respond, sessions))
+
+
+async def _control(
+    action: dict[str, Any],
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    respond: AsyncRespond | None,
+    sessions: Sessions,
+) -> None:
     user = str((body.get("user") or {})["id"])
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
         "channel_id"

@@ -4,8 +4,7 @@ Slack waits at most 3 s for the acknowledgement, and a slow one shows the user
 an error. So the listener validates first (no I/O), answers bad input in the
 ack itself as an ephemeral message, and acks a good request at once; posting
 the thread root, creating the session and queueing its first turn happen after
-the ack (the app runs with `process_before_response=False`, so Bolt answers
-Slack as soon as `ack()` is called and the listener goes on in the background).
+the ack (handed to `after_ack`, so the listener returns and Bolt answers Slack at once).
 """
 
 from __future__ import annotations
@@ -19,8 +18,17 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.background import AfterAck
 from bot.config import MAX_ROUNDS, MIN_ROUNDS
-from bot.sessions import BadInput, Invoker, Refused, Sessions, parse_command_text
+from bot.dialogue.models import Session
+from bot.sessions import (
+    BadInput,
+    CommandRequest,
+    Invoker,
+    Refused,
+    Sessions,
+    parse_command_text,
+)
 from bot.slack.blocks import escape, truncate
 from handlers import plain_text, tell
 from handlers.views import new_session_modal
@@ -98,6 +106,7 @@ async def on_sora(
     client: AsyncWebClient,
     respond: AsyncRespond | None,
     sessions: Sessions,
+    after_ack: AfterAck,
 ) -> None:
     try:
         request = parse_command_text(plain_text(str(command.get("text") or "")))
@@ -112,7 +121,17 @@ async def on_sora(
         await ack(text=personas_text(sessions), response_type="ephemeral")
         return
     await ack()
+    after_ack(_after_sora(request, session, command, client, respond, sessions))
 
+
+async def _after_sora(
+    request: CommandRequest,
+    session: Session | None,
+    command: dict[str, Any],
+    client: AsyncWebClient,
+    respond: AsyncRespond | None,
+    sessions: Sessions,
+) -> None:
     invoker = Invoker(
         channel_id=str(command["channel_id"]),
         user_id=str(command["user_id"]),

@@ -22,6 +22,7 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.background import AfterAck
 from bot.sessions import Refused, Sessions
 from handlers import plain_text, tell
 
@@ -54,9 +55,15 @@ async def on_message(
     context: AsyncBoltContext,
     client: AsyncWebClient,
     sessions: Sessions,
+    after_ack: AfterAck,
 ) -> None:
-    if not is_human_thread_reply(event, context.bot_user_id):
-        return
+    if is_human_thread_reply(event, context.bot_user_id):
+        after_ack(_interject(body, event, client, sessions))
+
+
+async def _interject(
+    body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, sessions: Sessions
+) -> None:
     channel, thread_ts, user = str(event["channel"]), str(event["thread_ts"]), str(event["user"])
     try:
         await sessions.interject(

@@ -16,8 +16,9 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.background import AfterAck
 from bot.config import MAX_IDEA_CHARS, MAX_ROUNDS, MIN_ROUNDS
-from bot.dialogue.models import Persona, TargetProfile
+from bot.dialogue.models import Persona, Session, TargetProfile
 from bot.dialogue.profiles import FREE_TEXT_MAX_CHARS, targets
 from bot.sessions import BadInput, CommandRequest, Invoker, Refused, Sessions, field_errors
 from bot.slack.blocks import MODAL_CALLBACK, truncate
@@ -157,6 +158,7 @@ async def on_new_session_submitted(
     view: dict[str, Any],
     client: AsyncWebClient,
     sessions: Sessions,
+    after_ack: AfterAck,
 ) -> None:
     values: dict[str, Any] = (view.get("state") or {}).get("values") or {}
     free_text = (_value(values, PERSONA_TEXT) or "").strip()
@@ -185,6 +187,16 @@ async def on_new_session_submitted(
         await ack(response_action="errors", errors={block_for(e.field or IDEA): str(e)})
         return
     await ack()
+    after_ack(_start_from_modal(session, body, view, client, sessions))
+
+
+async def _start_from_modal(
+    session: Session,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    sessions: Sessions,
+) -> None:
     user = body.get("user") or {}
     metadata = json.loads(view.get("private_metadata") or "{}")
     invoker = Invoker(

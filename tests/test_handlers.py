@@ -27,12 +27,15 @@ from slack_bolt.listener.async_listener_completion_handler import AsyncListenerC
 from slack_bolt.listener.async_listener_start_handler import AsyncListenerStartHandler
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import build_app
+from bot.background import AfterAck
 from bot.config import MAX_INTERJECTION_CHARS, Settings
 from bot.dialogue.models import Origin, SessionStatus
 from bot.sessions import BadInput, parse_command_text
 from bot.slack.blocks import ACTION_LOCK, ACTION_STOP, METADATA_EVENT, MODAL_CALLBACK
+from bot.slack.client import close_client
 from bot.web import build_web_app
 from state import LibraryEntry, State
 from tests.fakes.slack_server import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
@@ -100,6 +103,7 @@ class Harness:
         self.settings = settings
         self.http = http
         self.in_flight = InFlight()
+        self.after_ack = AfterAck()
         self._events = 0
 
     async def post(
@@ -209,8 +213,9 @@ class Harness:
         return json.loads(raw) if raw.startswith("{") else raw
 
     async def settle(self) -> None:
-        """Wait until every listener has finished its after-ack work."""
+        """Wait until every listener and the work it handed off after its ack are done."""
         await asyncio.wait_for(self.in_flight.idle.wait(), timeout=10)
+        await asyncio.wait_for(self.after_ack.idle(), timeout=10)
 
     async def start(self, text: str = IDEA, *, user: str = ADA) -> tuple[str, str]:
         """Start a session through `/sora`; its id and its root's ts."""
@@ -274,18 +279,24 @@ async def make_harness(
         use = state or real_state
         if state is None:
             await use.queue.ensure_group()
-        app = build_app(settings=settings, state=use)
+        after_ack = AfterAck()
+        app = build_app(settings=settings, state=use, after_ack=after_ack)
         http = TestClient(TestServer(build_web_app(app, state=use), host="127.0.0.1"))
         await http.start_server()
         harness = Harness(slack=slack, state=use, settings=settings, http=http)
+        harness.after_ack = after_ack
         harness.in_flight.install(app)
         made.append(harness)
+        clients.append(app.client)
         return harness
 
+    clients: list[AsyncWebClient] = []
     yield make
     for harness in made:
         await harness.settle()
         await harness.http.close()
+    for client in clients:
+        await close_client(client)
 
 
 @pytest.fixture
@@ -395,7 +406,9 @@ async def test_a_root_slack_refuses_frees_the_slot_and_starts_nothing(app: Harne
     await app.settle()
     [refusal] = app.slack.ephemerals(CHANNEL, ADA)
     assert "invite me" in refusal["text"]
-    assert app.roots() == [] and await app.keys() == before
+    # The attempted post spent a rate-limit token (a short-lived bucket); nothing else changed.
+    after = [k for k in await app.keys() if ":ratelimit:" not in k]
+    assert app.roots() == [] and after == before
     assert await app.state.running.count_user(ADA) == 0
 
 
