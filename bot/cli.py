@@ -193,14 +193,16 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if model.offline and args.offline_latency:
         model = OfflineModel(latency=args.offline_latency)
     engine = Engine(model=model, max_tokens=settings.max_output_tokens)
+    from bot.slack.client import close_client, make_client
+
+    client = make_client(settings)
     surface: Surface
     if args.surface == "recording":
         surface = RecordingSurface(state.redis, state.keys)
     else:
-        from bot.slack.client import make_client
         from bot.surfaces.slack import SlackSurface
 
-        surface = SlackSurface(client=make_client(settings), state=state, settings=settings)
+        surface = SlackSurface(client=client, state=state, settings=settings)
     worker = Worker(
         state=state,
         engine=engine,
@@ -214,7 +216,10 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     sys.stderr.write(
         f"worker {worker.name} taking jobs (concurrency {worker.config.concurrency})\n"
     )
-    await worker.run(stopping)
+    try:
+        await worker.run(stopping)
+    finally:
+        await close_client(client)
     sys.stderr.write(f"worker {worker.name} stopped\n")
     return EXIT_OK
 
@@ -262,7 +267,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from slack_sdk.errors import SlackApiError
 
     from bot.app import build_app
-    from bot.slack.client import make_client
+    from bot.slack.client import close_client, make_client
     from bot.surfaces.slack import SlackSurface
     from bot.web import check_token
 
@@ -300,6 +305,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         await worker.run(stopping)
     finally:
         await handler.close_async()  # type: ignore[no-untyped-call]
+        await close_client(client)
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 from bot.app import build_app
 from bot.config import Settings
 from bot.sessions import BadInput
-from bot.slack.client import make_client
+from bot.slack.client import close_client, make_client
 from state import State
 
 log = logging.getLogger("sora.web")
@@ -59,8 +59,9 @@ def build_web_app(bolt: AsyncApp, *, state: State) -> web.Application:
 
 async def check_token(settings: Settings) -> None:
     """Fail fast on a token Slack refuses; a Slack outage only warns (it may pass)."""
+    client = make_client(settings)
     try:
-        await make_client(settings).auth_test()
+        await client.auth_test()
     except SlackApiError as e:
         error = str(e.response.get("error"))
         if error in FATAL_AUTH_ERRORS:
@@ -68,12 +69,15 @@ async def check_token(settings: Settings) -> None:
         log.warning("auth.test failed (%s); starting anyway", error)
     except Exception as e:  # no network yet: Slack's requests will tell
         log.warning("auth.test failed (%s); starting anyway", e)
+    finally:
+        await close_client(client)
 
 
 async def serve(*, settings: Settings, state: State, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then let in-flight listeners finish (drain_seconds)."""
     await check_token(settings)
-    bolt = build_app(settings=settings, state=state)
+    client = make_client(settings)
+    bolt = build_app(settings=settings, state=state, client=client)
     runner = web.AppRunner(build_web_app(bolt, state=state), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -89,4 +93,5 @@ async def serve(*, settings: Settings, state: State, host: str, port: int) -> No
     others = asyncio.all_tasks() - {asyncio.current_task()}
     if others:
         await asyncio.wait(others, timeout=settings.drain_seconds)
+    await close_client(client)
     await state.redis.aclose()

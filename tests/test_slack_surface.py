@@ -40,7 +40,7 @@ from bot.slack.blocks import (
     root_text,
     split_markdown,
 )
-from bot.slack.client import make_client
+from bot.slack.client import close_client, make_client
 from bot.surfaces.slack import SlackSurface
 from bot.worker import Worker, WorkerConfig
 from state import PostRateLimiter, State
@@ -167,6 +167,7 @@ async def rig(real_state: State) -> AsyncIterator[Rig]:
         )
         client = make_client(settings, sleep=clock.sleep)
         yield Rig(slack=slack, state=state, limiter=limiter, clock=clock, client=client)
+        await close_client(client)
         assert slack.internal_errors == []
 
 

@@ -1,6 +1,8 @@
 """The Slack Web API client every process uses, with the retries Slack asks for.
 
-`SLACK_API_URL` points it at Slack, a proxy, or the tests' fake server. A 429
+`SLACK_API_URL` points it at Slack, a proxy, or the tests' fake server. It
+keeps one aiohttp session, so calls reuse their connections: without one,
+slack_sdk opens a new session and TCP connection for every API call. A 429
 is retried after its full `Retry-After` (slack_sdk's own handler reads only
 the header's first digit, so "30" would wait 3 s); 500/503 and dropped
 connections are retried with backoff. A call that still fails raises, and the
@@ -13,6 +15,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -29,6 +32,7 @@ from bot.config import Settings
 RATE_LIMIT_RETRIES = 5
 SERVER_ERROR_RETRIES = 3
 MAX_RETRY_AFTER_S = 60.0
+HTTP_TIMEOUT_S = 30.0
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -77,10 +81,21 @@ def retry_after_seconds(response: HttpResponse | None) -> float:
 
 
 def make_client(settings: Settings, *, sleep: Sleep = asyncio.sleep) -> AsyncWebClient:
+    """The client; with a running event loop, one that reuses its connections.
+
+    Close it with `close_client` when the process stops.
+    """
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    session = None
+    try:
+        asyncio.get_running_loop()
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+    except RuntimeError:
+        pass  # no loop yet: slack_sdk makes a session per call
     return AsyncWebClient(
         token=token,
         base_url=settings.slack_api_url,
+        session=session,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             RetryAfterHandler(sleep=sleep),
@@ -90,3 +105,8 @@ def make_client(settings: Settings, *, sleep: Sleep = asyncio.sleep) -> AsyncWeb
             ),
         ],
     )
+
+
+async def close_client(client: AsyncWebClient) -> None:
+    if client.session is not None and not client.session.closed:
+        await client.session.close()
