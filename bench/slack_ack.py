@@ -1,8 +1,10 @@
 """Slash-command acks under load: `python -m bench.slack_ack`.
 
 Starts `sora-copilot serve` as a real process on the real Redis, talking to
-the fake Slack Web API (in this process), then sends 200 `/sora` commands
-signed exactly as Slack signs them, 20 at a time, each from its own user.
+the fake Slack Web API (a process of its own), then sends 200 `/sora` commands
+signed exactly as Slack signs them, 20 at a time, each from its own user and
+channel (Slack, and the app's shared limiter, allow about one post a second
+per channel, so 200 roots in one channel would take minutes by design).
 Prints the ack latency (request sent to HTTP response received) p50 / p99, and
 the time from each ack to its root message reaching Slack (the fake's record
 of the chat.postMessage, matched by the idea). No worker runs: this measures
@@ -23,11 +25,10 @@ import uuid
 import aiohttp
 
 from state import State, connect
-from tests.fakes.slack_server import FakeSlack
+from tests.fakes.slack_server import DEFAULT_TOKEN
 from tests.slack_signing import FORM, command_body, signed_headers
 
 SECRET = "bench-signing-secret"
-CHANNEL = "C0BENCH"
 
 
 def _free_port() -> int:
@@ -44,87 +45,112 @@ def _pct(values: list[float], q: float) -> float:
 async def main(args: argparse.Namespace) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     port = _free_port()
-    async with FakeSlack() as slack:
-        slack.seed_channel("bench", CHANNEL)
-        for i in range(-1, args.commands):
-            slack.seed_user(f"U{i:05d}", f"user{i}", display_name=f"User {i}")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SLACK_"))}
-        env.update(
-            REDIS_URL=args.redis_url,
-            REDIS_PREFIX=prefix,
-            SLACK_BOT_TOKEN=slack.token,
-            SLACK_SIGNING_SECRET=SECRET,
-            SLACK_API_URL=slack.api_url,
-            PORT=str(port),
-            MAX_RUNNING_PER_TEAM=str(args.commands + 10),
-        )
-        serve = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "serve",
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}/slack/events"
-        acks: dict[str, tuple[float, float]] = {}  # idea -> (sent, acked), epoch seconds
-        try:
-            async with aiohttp.ClientSession() as http:
-                for _ in range(300):
-                    try:
-                        async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                gate = asyncio.Semaphore(args.concurrency)
+    # The fake Slack runs in a process of its own, so that serving serve's Web API
+    # calls does not compete with this process sending the commands.
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.slack_server",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    serve: asyncio.subprocess.Process | None = None
+    acks: dict[str, tuple[float, float]] = {}  # idea -> (sent, acked), epoch seconds
+    roots: dict[str, float] = {}
+    try:
+        assert fake.stdout is not None
+        api_url = (await fake.stdout.readline()).decode().strip()
+        base = api_url.removesuffix("/api/")
+        async with aiohttp.ClientSession() as http:
+            seed = {
+                "channels": [
+                    {"name": f"bench-{i}", "id": f"C{i + 1:05d}"} for i in range(-1, args.commands)
+                ],
+                "users": [
+                    {"id": f"U{i:05d}", "name": f"user{i}", "display_name": f"User {i}"}
+                    for i in range(-1, args.commands)
+                ],
+            }
+            async with http.post(f"{base}/_fake/seed", json=seed) as r:
+                assert r.status == 200, await r.text()
+            env = {
+                k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SLACK_"))
+            }
+            env.update(
+                REDIS_URL=args.redis_url,
+                REDIS_PREFIX=prefix,
+                SLACK_BOT_TOKEN=DEFAULT_TOKEN,
+                SLACK_SIGNING_SECRET=SECRET,
+                SLACK_API_URL=api_url,
+                PORT=str(port),
+                MAX_RUNNING_PER_TEAM=str(args.commands + 10),
+            )
+            serve = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "serve",
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            url = f"http://127.0.0.1:{port}/slack/events"
+            for _ in range(300):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            gate = asyncio.Semaphore(args.concurrency)
 
-                async def command(i: int) -> None:
-                    idea = f"Bench idea {i}: a lighthouse keeper finds a bottle"
-                    body = command_body(
-                        token="unused",
-                        team_id="T0FAKE",
-                        channel_id=CHANNEL,
-                        channel_name="bench",
-                        user_id=f"U{i:05d}",
-                        user_name=f"user{i}",
-                        command="/sora",
-                        text=idea,
-                        trigger_id=f"{i}.1",
-                        response_url=f"{slack.base_url}/_fake/response",
-                    )
-                    async with gate:
-                        headers = signed_headers(SECRET, body, content_type=FORM)
-                        sent = time.time()
-                        async with http.post(url, data=body.encode(), headers=headers) as r:
-                            await r.read()
-                            assert r.status == 200, r.status
-                        acks[idea] = (sent, time.time())
+            async def command(i: int) -> None:
+                idea = f"Bench idea {i}: a lighthouse keeper finds a bottle"
+                body = command_body(
+                    token="unused",
+                    team_id="T0FAKE",
+                    channel_id=f"C{i + 1:05d}",
+                    channel_name=f"bench-{i}",
+                    user_id=f"U{i:05d}",
+                    user_name=f"user{i}",
+                    command="/sora",
+                    text=idea,
+                    trigger_id=f"{i}.1",
+                    response_url=f"{base}/_fake/response",
+                )
+                async with gate:
+                    headers = signed_headers(SECRET, body, content_type=FORM)
+                    sent = time.time()
+                    async with http.post(url, data=body.encode(), headers=headers) as r:
+                        await r.read()
+                        assert r.status == 200, r.status
+                    acks[idea] = (sent, time.time())
 
-                # Warm-up: the first request pays for Bolt's lazy auth.test.
-                await command(-1)
-                acks.clear()
-                await asyncio.gather(*(command(i) for i in range(args.commands)))
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    posted = {
-                        c.params.get("text", ""): c.time for c in slack.calls_to("chat.postMessage")
-                    }
-                    roots = {idea: t for idea in acks for text, t in posted.items() if idea in text}
-                    if len(roots) == len(acks):
-                        break
-                    await asyncio.sleep(0.2)
-        finally:
-            serve.terminate()
-            await serve.wait()
-            redis = await connect(args.redis_url)
-            state = State.create(redis, prefix=prefix)
-            keys = [k async for k in redis.scan_iter(match=state.keys.pattern, count=1000)]
-            for i in range(0, len(keys), 500):
-                await redis.delete(*keys[i : i + 500])
-            await redis.aclose()
+            # Warm-up: the first request pays for Bolt's lazy auth.test.
+            await command(-1)
+            acks.clear()
+            await asyncio.gather(*(command(i) for i in range(args.commands)))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(roots) < len(acks):
+                await asyncio.sleep(0.5)
+                async with http.get(f"{base}/_fake/calls?method=chat.postMessage") as r:
+                    calls = await r.json()
+                posted = {c["params"].get("text", ""): c["time"] for c in calls}
+                roots = {idea: t for idea in acks for text, t in posted.items() if idea in text}
+    finally:
+        for proc in (serve, fake):
+            if proc is not None and proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+        redis = await connect(args.redis_url)
+        state = State.create(redis, prefix=prefix)
+        keys = [k async for k in redis.scan_iter(match=state.keys.pattern, count=1000)]
+        for i in range(0, len(keys), 500):
+            await redis.delete(*keys[i : i + 500])
+        await redis.aclose()
     ack_ms = [1000 * (a - s) for s, a in acks.values()]
     root_ms = [1000 * (roots[idea] - acks[idea][1]) for idea in roots]
     row = {

@@ -350,15 +350,17 @@ class Sessions:
             raise Refused(await self._cap_message(invoker))
         channel, root_ts, created = invoker.channel_id, None, False
         try:
-            person = await self.people.get(invoker.user_id)
-            name = person.name if person.name != invoker.user_id else invoker.user_name
+            # The root names the starter as <@id>; their display name (users.info) is
+            # only for the transcript, so it is looked up after the root is out.
             session.origin = Origin(
                 surface="slack",
                 channel_id=invoker.channel_id,
                 user_id=invoker.user_id,
-                user_name=name or invoker.user_id,
+                user_name=invoker.user_name or invoker.user_id,
                 team_id=invoker.team_id,
             )
+            # Slack allows about one post a second per channel for the whole app.
+            await self.state.ratelimit.wait(invoker.channel_id)
             reply = await self.client.chat_postMessage(
                 channel=invoker.channel_id,
                 text=root_text(session),
@@ -371,8 +373,14 @@ class Sessions:
                 unfurl_media=False,
             )
             channel, root_ts = str(reply["channel"]), str(reply["ts"])
+            person = await self.people.get(invoker.user_id)
+            name = person.name if person.name != invoker.user_id else invoker.user_name
             session.origin = session.origin.model_copy(
-                update={"channel_id": channel, "thread_ts": root_ts}
+                update={
+                    "channel_id": channel,
+                    "thread_ts": root_ts,
+                    "user_name": name or invoker.user_id,
+                }
             )
             await self.state.sessions.create(session, enqueue=True)
             created = True
