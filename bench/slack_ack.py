@@ -37,6 +37,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (Linux /proc), to see which side is the bottleneck."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -59,6 +65,7 @@ async def main(args: argparse.Namespace) -> None:
     serve: asyncio.subprocess.Process | None = None
     acks: dict[str, tuple[float, float]] = {}  # idea -> (sent, acked), epoch seconds
     roots: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     try:
         assert fake.stdout is not None
         api_url = (await fake.stdout.readline()).decode().strip()
@@ -140,6 +147,7 @@ async def main(args: argparse.Namespace) -> None:
                     calls = await r.json()
                 posted = {c["params"].get("text", ""): c["time"] for c in calls}
                 roots = {idea: t for idea in acks for text, t in posted.items() if idea in text}
+        cpu = {"serve": _cpu_s(serve.pid), "fake_slack": _cpu_s(fake.pid)}
     finally:
         for proc in (serve, fake):
             if proc is not None and proc.returncode is None:
@@ -161,12 +169,13 @@ async def main(args: argparse.Namespace) -> None:
         "roots_posted": len(roots),
         "root_after_ack_p50_ms": round(_pct(root_ms, 0.5), 1) if root_ms else None,
         "root_after_ack_p99_ms": round(_pct(root_ms, 0.99), 1) if root_ms else None,
+        "cpu_s": cpu,
     }
     print(
         f"{row['commands']} commands, {args.concurrency} at a time: ack p50 "
         f"{row['ack_p50_ms']} ms, p99 {row['ack_p99_ms']} ms (target <= 100); root message "
         f"{row['root_after_ack_p50_ms']} ms p50, {row['root_after_ack_p99_ms']} ms p99 after "
-        f"the ack (target <= 300); {row['roots_posted']} roots posted"
+        f"the ack (target <= 300); {row['roots_posted']} roots posted; CPU seconds {cpu}"
     )
     print(json.dumps(row))
 
