@@ -195,13 +195,14 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     engine = Engine(model=model, max_tokens=settings.max_output_tokens)
     from bot.slack.client import close_client, make_client
 
-    client = make_client(settings)
+    client = None  # only the Slack surface talks to Slack
     surface: Surface
     if args.surface == "recording":
         surface = RecordingSurface(state.redis, state.keys)
     else:
         from bot.surfaces.slack import SlackSurface
 
+        client = make_client(settings)
         surface = SlackSurface(client=client, state=state, settings=settings)
     worker = Worker(
         state=state,
@@ -219,7 +220,8 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await worker.run(stopping)
     finally:
-        await close_client(client)
+        if client is not None:
+            await close_client(client)
     sys.stderr.write(f"worker {worker.name} stopped\n")
     return EXIT_OK
 

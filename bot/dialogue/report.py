@@ -101,19 +101,14 @@ def render_parts(d: Draft) -> str:
     )
 
 
-def _turn_heading(t: Turn, session: Session) -> str:
-    if t.speaker == Speaker.HUMAN:
-        who = f"{t.author} (interjection)"
-    elif t.speaker == Speaker.PERSONA:
-        who = t.author
-    else:
-        who = t.author
+def _turn_heading(t: Turn) -> str:
+    who = f"{t.author} (interjection)" if t.speaker == Speaker.HUMAN else t.author
     label = "Opening" if t.round == 0 else f"Round {t.round}"
     return f"### {label} · {who}"
 
 
 def _render_turn(t: Turn, session: Session) -> str:
-    out = [_turn_heading(t, session), "", t.text]
+    out = [_turn_heading(t), "", t.text]
     if t.draft is not None:
         d = t.draft
         out += [
