@@ -15,6 +15,7 @@ from state import (
     is_embedded,
     redact,
 )
+from state.connection import DRIVER_INFO
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 from tests.redis_fixtures import REDIS_TEST_URL, agent_turn, locked, make_session
 
@@ -77,6 +78,22 @@ async def test_connect_with_a_url_checks_the_server_is_there() -> None:
     try:
         assert not is_embedded(redis)
         assert await redis.ping()
+    finally:
+        await redis.aclose()
+
+
+async def test_new_connections_share_one_driver_info_and_still_name_the_library() -> None:
+    """A burst that grows the pool must not re-read package metadata per connection."""
+    redis = await connect(REDIS_TEST_URL)
+    try:
+        pool = redis.connection_pool
+        conns = [await pool.get_connection() for _ in range(3)]
+        try:
+            assert all(c.driver_info is DRIVER_INFO for c in conns)
+        finally:
+            for c in conns:
+                await pool.release(c)
+        assert DRIVER_INFO.formatted_name == "redis-py"  # what CLIENT SETINFO still sends
     finally:
         await redis.aclose()
 
