@@ -12,6 +12,7 @@ worker leaves its turn in the queue.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 
@@ -80,6 +81,24 @@ def retry_after_seconds(response: HttpResponse | None) -> float:
     return 1.0
 
 
+SDK_LOGGER = "slack_sdk.web.async_client"
+
+
+def sdk_logger() -> logging.Logger:
+    """slack_sdk's logger, with an explicit level: the effective one when first asked.
+
+    slack_sdk decides whether to build its debug lines with `logger.level <= DEBUG`,
+    not `isEnabledFor`, so a logger left at NOTSET (0) formats every request's
+    params and every response's headers and body on every call, only for the
+    lines to be dropped: a fifth of the CPU of posting a message. Configure
+    logging before the first client is made, as the CLI does.
+    """
+    log = logging.getLogger(SDK_LOGGER)
+    if log.level == logging.NOTSET:
+        log.setLevel(log.getEffectiveLevel())
+    return log
+
+
 def make_client(settings: Settings, *, sleep: Sleep = asyncio.sleep) -> AsyncWebClient:
     """The client; with a running event loop, one that reuses its connections.
 
@@ -96,6 +115,7 @@ def make_client(settings: Settings, *, sleep: Sleep = asyncio.sleep) -> AsyncWeb
         token=token,
         base_url=settings.slack_api_url,
         session=session,
+        logger=sdk_logger(),
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             RetryAfterHandler(sleep=sleep),
