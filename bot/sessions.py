@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 from redis.exceptions import RedisError
@@ -30,6 +28,7 @@ from bot.config import MAX_IDEA_CHARS, MAX_INTERJECTION_CHARS, MAX_ROUNDS, MIN_R
 from bot.dialogue.models import Origin, Persona, Session, SessionStatus
 from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
 from bot.slack.blocks import METADATA_EVENT, root_blocks, root_text
+from bot.slack.people import People
 from state import InboxEntry, LibraryEntry, PushResult, State
 
 log = logging.getLogger("sora.sessions")
@@ -45,8 +44,6 @@ SUBCOMMANDS: dict[str, CommandKind] = {
     "library": "library",
 }
 LIBRARY_LIMIT = 5
-PEOPLE_TTL_S = 300.0  # a renamed user or a new admin shows within five minutes
-PEOPLE_MAX = 5_000
 EYES = "eyes"
 
 # An option starts at a word boundary ("persona:" inside "xpersona:" is idea text).
@@ -220,67 +217,6 @@ def session_for(request: CommandRequest, settings: Settings) -> Session:
     )
 
 
-# ---- people ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Person:
-    id: str
-    name: str  # display name, as the transcript shows it
-    is_admin: bool  # workspace admin or owner
-
-
-class People:
-    """Slack users by id (users.info), cached briefly: names for the transcript, admin bits.
-
-    A lookup that fails gives the id as the name and no admin rights, so an
-    outage can never grant a permission.
-    """
-
-    def __init__(
-        self,
-        client: AsyncWebClient,
-        *,
-        ttl_s: float = PEOPLE_TTL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._client = client
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._cache: dict[str, tuple[float, Person]] = {}
-
-    async def get(self, user_id: str) -> Person:
-        now = self._clock()
-        hit = self._cache.get(user_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        try:
-            reply = await self._client.users_info(user=user_id)
-        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as e:
-            log.warning("users.info %s failed: %s", user_id, e)
-            return Person(id=user_id, name=user_id, is_admin=False)
-        person = person_from(reply.get("user") or {}, user_id)
-        if len(self._cache) >= PEOPLE_MAX:
-            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            if len(self._cache) >= PEOPLE_MAX:
-                self._cache.clear()
-        self._cache[user_id] = (now + self._ttl_s, person)
-        return person
-
-
-def person_from(user: dict[str, Any], user_id: str) -> Person:
-    profile = user.get("profile") or {}
-    name = (
-        profile.get("display_name")
-        or profile.get("real_name")
-        or user.get("real_name")
-        or user.get("name")
-        or user_id
-    )
-    admin = any(user.get(k) for k in ("is_admin", "is_owner", "is_primary_owner"))
-    return Person(id=user_id, name=str(name), is_admin=bool(admin))
-
-
 # ---- the service ----------------------------------------------------------------------
 
 
@@ -350,8 +286,10 @@ class Sessions:
             raise Refused(await self._cap_message(invoker))
         channel, root_ts, created = invoker.channel_id, None, False
         try:
-            # The root names the starter as <@id>; their display name (users.info) is
-            # only for the transcript, so it is looked up after the root is out.
+            # The root names the starter as <@id>. The name stored here is the one
+            # the command carried (their handle); the worker replaces it with their
+            # display name (users.info) at the lock, the first place a name is shown,
+            # so starting a session costs one Slack call, not two.
             session.origin = Origin(
                 surface="slack",
                 channel_id=invoker.channel_id,
@@ -373,14 +311,8 @@ class Sessions:
                 unfurl_media=False,
             )
             channel, root_ts = str(reply["channel"]), str(reply["ts"])
-            person = await self.people.get(invoker.user_id)
-            name = person.name if person.name != invoker.user_id else invoker.user_name
             session.origin = session.origin.model_copy(
-                update={
-                    "channel_id": channel,
-                    "thread_ts": root_ts,
-                    "user_name": name or invoker.user_id,
-                }
+                update={"channel_id": channel, "thread_ts": root_ts}
             )
             await self.state.sessions.create(session, enqueue=True)
             created = True
@@ -533,8 +465,6 @@ __all__ = [
     "CommandRequest",
     "ControlKind",
     "Invoker",
-    "People",
-    "Person",
     "Refused",
     "Sessions",
     "field_errors",

@@ -52,6 +52,7 @@ from tests.slack_signing import (
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0VIDEO"
 ADA, GRACE, BOSS = "U0ADA", "U0GRACE", "U0BOSS"  # a starter, a colleague, a workspace admin
+HANDLES = {ADA: "ada", GRACE: "grace", BOSS: "boss"}  # the user_name a command carries
 IDEA = "a lighthouse at dusk"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,7 +130,7 @@ class Harness:
                 channel_id=channel,
                 channel_name="video-ideas",
                 user_id=user,
-                user_name=user.lower(),
+                user_name=HANDLES.get(user, user.lower()),
                 command="/sora",
                 text=text,
                 api_app_id=APP_ID,
@@ -327,10 +328,11 @@ async def test_a_signed_sora_command_posts_the_root_and_queues_turn_zero(app: Ha
         channel_id=CHANNEL,
         thread_ts=root["ts"],
         user_id=ADA,
-        user_name="Ada",
+        user_name="ada",  # the command's handle; the worker looks up "Ada" at the lock
         team_id=TEAM_ID,
     )
     assert session.status == SessionStatus.RUNNING and session.next_turn == 0
+    assert app.slack.calls_to("users.info") == []  # one Slack call to start: the root
     stats = await app.state.queue.stats()
     assert stats.backlog == 1 and stats.dead == 0
     assert await app.state.running.count_user(ADA) == 1

@@ -156,7 +156,7 @@ async def rig(real_state: State) -> AsyncIterator[Rig]:
     async with FakeSlack() as slack:
         slack.seed_channel("sora", CHANNEL)
         slack.seed_channel("sora-prompts", PROMPTS)
-        slack.seed_user(ALICE, "alice")
+        slack.seed_user(ALICE, "alice", display_name="Alice Liddell")
         limiter = CountingLimiter(real_state)
         state = dataclasses.replace(real_state, ratelimit=limiter)
         clock = FakeClock()
@@ -521,6 +521,10 @@ async def test_lock_pins_the_prompt_cross_posts_it_uploads_the_report_and_shows_
     link = await rig.client.chat_getPermalink(channel=CHANNEL, message_ts=session.origin.thread_ts)
     assert fence(escape(prompt)) in block_texts(cross)
     assert link["permalink"] in block_texts(cross) and "thread_ts" not in cross
+    # /sora stored the starter's handle; the lock, the first place a name shows, looks
+    # up their display name, for the cross-post and (saved with the session) the library.
+    assert "started by Alice Liddell" in block_texts(cross)
+    assert session.origin.user_name == "Alice Liddell"
 
     [report] = rig.slack.files()
     assert report["name"] == f"sora-session-{session.id}.md"
@@ -552,6 +556,18 @@ async def test_lock_pins_the_prompt_cross_posts_it_uploads_the_report_and_shows_
     assert len(rig.thread(session)) == len(thread)
     assert len(rig.slack.messages(PROMPTS)) == 1
     assert rig.slack.pins(CHANNEL) == [reply["ts"]] and len(rig.slack.files()) == 1
+
+
+async def test_a_failed_name_lookup_at_the_lock_keeps_the_handle(rig: Rig) -> None:
+    session = await rig.session()
+    rig.slack.error_next("users.info", "user_not_found")
+    await run_turns(
+        Engine(model=OfflineModel()), session, rig.surface("auto", prompts_channel=PROMPTS)
+    )
+    assert session.status == SessionStatus.LOCKED
+    [cross] = tagged(rig.slack.messages(PROMPTS), TURN_CROSSPOST)
+    assert "started by alice" in block_texts(cross)
+    assert session.origin.user_name == "alice"
 
 
 async def test_a_429_storm_delays_posts_but_loses_none(rig: Rig) -> None:

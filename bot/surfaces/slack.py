@@ -58,6 +58,7 @@ from bot.slack.blocks import (
     truncate,
     turn_parts,
 )
+from bot.slack.people import People
 from state import State
 
 log = logging.getLogger("sora.slack")
@@ -114,12 +115,14 @@ class SlackSurface:
         settings: Settings,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        people: People | None = None,
     ):
         self.client = client
         self.state = state
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+        self.people = people or People(client)
         # Channels where chat streaming failed to start: they get post-then-update.
         self.no_stream: set[str] = set()
         self._live: dict[str, _TurnMessage] = {}  # session id -> the turn being written
@@ -203,6 +206,7 @@ class SlackSurface:
             posted=ledger.get(TURN_LOCKED, {}),
         )
         await self._pin(where.channel, reply[0])
+        await self._name_starter(session)
         if self.settings.prompts_channel and not ledger.get(TURN_CROSSPOST):
             await self._cross_post(session, where, self.settings.prompts_channel)
         if not ledger.get(TURN_REPORT):
@@ -379,6 +383,20 @@ class SlackSurface:
         except SlackApiError as e:
             if slack_error(e) != "already_pinned":
                 log.warning("cannot pin %s in %s: %s", ts, channel, e)
+
+    async def _name_starter(self, session: Session) -> None:
+        """Put the starter's display name in the session, for the cross-post and the library.
+
+        `/sora` stores the handle its payload carries and leaves this Slack call
+        out of the ack's path; the lock is the first place a name is shown. The
+        worker saves the session after this step. A failed lookup keeps the handle.
+        """
+        origin = session.origin
+        if not origin.user_id:
+            return
+        person = await self.people.get(origin.user_id)
+        if person.name != origin.user_id:
+            session.origin = origin.model_copy(update={"user_name": person.name})
 
     async def _cross_post(self, session: Session, where: _Thread, channel: str) -> None:
         try:
