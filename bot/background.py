@@ -2,12 +2,25 @@
 
 The app runs Bolt with `process_before_response=True`: Slack gets its answer
 the moment a listener returns. A listener acks, passes its slow part (posting
-the thread root, a Redis write, an ephemeral reply) to `AfterAck`, and returns.
-(With `process_before_response=False`, Bolt's runner instead polls for the ack
-every 10 ms, so each ack took 10 ms or more, and far more on a busy loop.)
+the thread root, a Redis write, an ephemeral reply) to `AfterAck.submit`, and
+returns. (With `process_before_response=False`, Bolt's runner instead polls for
+the ack every 10 ms, so each ack took 10 ms or more, and far more on a busy loop.)
 
 Tasks are kept until they finish, so none is garbage-collected half-way, and a
 failure is logged rather than lost; `idle()` lets tests wait for them.
+
+At most `limit` pieces of work are in progress at once. When that many are,
+`submit` waits, before the listener returns and so before Slack sees the ack,
+until one finishes: at most `max_wait_s`, well inside Slack's 3 s, after which
+the work is taken anyway and waits its turn. Without that bound a burst of
+commands was acked faster than its roots could be posted: work piled up behind
+the acks (each ack is a fraction of the work it hands off), every root in the
+pile went out late, each extra task opened another Redis and Slack connection,
+and the loop, sharing itself evenly among them all, finished each only when it
+had nearly finished every one. Bounded, what is acked is done promptly, in
+arrival order, and a process that is behind says so by acking later: a load
+balancer sends its requests elsewhere, and Slack's own timeout, rather than a
+silent backlog, is the limit a user can meet.
 """
 
 from __future__ import annotations
@@ -19,24 +32,54 @@ from typing import Any
 
 log = logging.getLogger("sora.handlers")
 
+DEFAULT_LIMIT = 16
+DEFAULT_MAX_WAIT_S = 1.0
+
 
 class AfterAck:
-    def __init__(self) -> None:
+    def __init__(self, limit: int = DEFAULT_LIMIT, max_wait_s: float = DEFAULT_MAX_WAIT_S) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if max_wait_s < 0:
+            raise ValueError("max_wait_s must not be negative")
+        self.limit = limit
+        self.max_wait_s = max_wait_s
+        # A permit per piece of work in progress; asyncio's Semaphore serves its
+        # waiters first come, first served.
+        self._permits = asyncio.Semaphore(limit)
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def __call__(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._run(work))
+    @property
+    def in_progress(self) -> int:
+        """Pieces of work handed off and not yet finished."""
+        return len(self._tasks)
+
+    async def submit(self, work: Coroutine[Any, Any, None]) -> None:
+        """Take `work`, first waiting (at most `max_wait_s`) while `limit` are in progress."""
+        try:
+            await asyncio.wait_for(self._permits.acquire(), self.max_wait_s)
+            permit = True
+        except TimeoutError:
+            log.warning(
+                "%d pieces of work in progress after Slack acks; taking one more anyway",
+                len(self._tasks),
+            )
+            permit = False
+        task = asyncio.create_task(self._run(work, permit))
         self._tasks.add(task)
         self._idle.clear()
         task.add_done_callback(self._done)
 
-    async def _run(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _run(self, work: Coroutine[Any, Any, None], permit: bool) -> None:
         try:
             await work
         except Exception:
             log.exception("work after a Slack ack failed")
+        finally:
+            if permit:
+                self._permits.release()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -37,7 +37,7 @@ async def on_control(
     after_ack: AfterAck,
 ) -> None:
     await ack()
-    after_ack(_control(action, body, client, respond, sessions))
+    await after_ack.submit(_control(action, body, client, respond, sessions))
 
 
 async def _control(

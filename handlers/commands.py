@@ -4,7 +4,7 @@ Slack waits at most 3 s for the acknowledgement, and a slow one shows the user
 an error. So the listener validates first (no I/O), answers bad input in the
 ack itself as an ephemeral message, and acks a good request at once; posting
 the thread root, creating the session and queueing its first turn happen after
-the ack (handed to `after_ack`, so the listener returns and Bolt answers Slack at once).
+the ack (handed to `after_ack.submit`, so the listener returns and Bolt answers Slack).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ async def on_sora(
         await ack(text=personas_text(sessions), response_type="ephemeral")
         return
     await ack()
-    after_ack(_after_sora(request, session, command, client, respond, sessions))
+    await after_ack.submit(_after_sora(request, session, command, client, respond, sessions))
 
 
 async def _after_sora(

@@ -58,7 +58,7 @@ async def on_message(
     after_ack: AfterAck,
 ) -> None:
     if is_human_thread_reply(event, context.bot_user_id):
-        after_ack(_interject(body, event, client, sessions))
+        await after_ack.submit(_interject(body, event, client, sessions))
 
 
 async def _interject(

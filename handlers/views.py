@@ -187,7 +187,7 @@ async def on_new_session_submitted(
         await ack(response_action="errors", errors={block_for(e.field or IDEA): str(e)})
         return
     await ack()
-    after_ack(_start_from_modal(session, body, view, client, sessions))
+    await after_ack.submit(_start_from_modal(session, body, view, client, sessions))
 
 
 async def _start_from_modal(
