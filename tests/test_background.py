@@ -66,6 +66,7 @@ async def test_a_submitter_waits_at_most_max_wait_then_the_work_is_taken_anyway(
     gate.release.set()
     await asyncio.wait_for(after_ack.idle(), timeout=5)
     # The overflow held no permit, so the limit is whole again afterwards.
+    after_ack.max_wait_s = 30
     second = Gate()
     await asyncio.wait_for(after_ack.submit(second.work(2)), timeout=0.5)
     waiting = asyncio.create_task(after_ack.submit(second.work(3)))
