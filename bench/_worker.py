@@ -25,7 +25,7 @@ from bot.llm.offline import OfflineModel
 from bot.surfaces.recording import RecordingSurface
 from bot.worker import Worker, WorkerConfig
 from state import State
-from state.connection import MAX_CONNECTIONS
+from state.connection import DRIVER_INFO, MAX_CONNECTIONS
 
 ROUND_TRIPS = 0
 
@@ -43,6 +43,7 @@ async def main(args: argparse.Namespace) -> None:
         decode_responses=True,
         connection_class=CountingConnection,
         max_connections=MAX_CONNECTIONS,
+        driver_info=DRIVER_INFO,  # as `state.connect` builds production clients
     )
     state = State.create(redis, prefix=args.prefix)
     worker = Worker(
