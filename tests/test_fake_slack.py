@@ -421,3 +421,59 @@ async def test_standalone_process_and_http_api() -> None:
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_socket_mode_with_slack_sdks_own_client(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    """slack_sdk's Socket Mode client connects, gets envelopes and acknowledges them."""
+    from slack_sdk.socket_mode.aiohttp import SocketModeClient
+    from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+    from slack_sdk.socket_mode.request import SocketModeRequest
+    from slack_sdk.socket_mode.response import SocketModeResponse
+
+    # Only the app-level token opens a connection, and it opens nothing else.
+    assert (await slack_error(client.apps_connections_open(app_token=slack.token))).response[
+        "error"
+    ] == "not_allowed_token_type"
+    with pytest.raises(SlackApiError, match="not_allowed_token_type"):
+        await AsyncWebClient(token=slack.app_token, base_url=slack.api_url).auth_test()
+
+    got: list[SocketModeRequest] = []
+
+    async def on_request(sm: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
+        got.append(req)
+        payload = {"text": "pong"} if req.type == "slash_commands" else None
+        await sm.send_socket_mode_response(
+            SocketModeResponse(envelope_id=req.envelope_id, payload=payload)
+        )
+
+    sm = SocketModeClient(app_token=slack.app_token, web_client=client)
+    sm.socket_mode_request_listeners.append(on_request)  # type: ignore[arg-type]
+    await sm.connect()  # type: ignore[no-untyped-call]
+    try:
+        await slack.wait_socket(within=10)
+        assert slack.hellos == 1
+        command = await slack.socket_send("slash_commands", {"command": "/sora", "text": "ping"})
+        assert (await slack.socket_ack(command))["payload"] == {"text": "pong"}
+        event = await slack.socket_send("events_api", {"type": "event_callback"})
+        assert await slack.socket_ack(event) == {"envelope_id": event}
+        assert [(r.type, r.accepts_response_payload) for r in got] == [
+            ("slash_commands", True),
+            ("events_api", False),
+        ]
+        assert got[0].payload == {"command": "/sora", "text": "ping"}
+    finally:
+        await sm.close()  # type: ignore[no-untyped-call]
+    # A connection URL is good once.
+    url = (
+        await AsyncWebClient(token=slack.app_token, base_url=slack.api_url).apps_connections_open(
+            app_token=slack.app_token
+        )
+    )["url"]
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url) as ws:
+            assert (await ws.receive_json())["type"] == "hello"
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            async with http.ws_connect(url):
+                pass

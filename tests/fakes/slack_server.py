@@ -59,11 +59,20 @@ Slack behaviours it imitates:
   server, the bytes are POSTed there (answer ``text/plain`` ``OK - <size>``), and
   ``files.completeUploadExternal`` shares the files into the channel or thread as one message.
 
+* Socket Mode: ``apps.connections.open`` (app-level token only; a bot token gets
+  ``not_allowed_token_type``) answers a one-use ``ws://`` URL on this server; a client that
+  connects gets Slack's ``hello``, then whatever envelopes a test pushes with
+  :meth:`FakeSlack.socket_send` (``slash_commands``, ``events_api``, ``interactive``), and
+  its acknowledgements (``{"envelope_id", "payload"?}``) are kept for
+  :meth:`FakeSlack.socket_ack`.
+
 What it does not imitate:
 
 * Only the methods in :attr:`FakeSlack.METHODS`; anything else answers ``unknown_method``.
-* No events: Slack's Events API / Socket Mode pushes (message events, interactivity
-  payloads) are not sent; tests feed those to the app themselves.
+* No events over HTTP: Slack's Events API and interactivity requests are not sent to the
+  app's request URL; tests sign and send those themselves. Socket Mode envelopes go out only
+  when a test pushes them, and Slack's redelivery of unacknowledged envelopes and its
+  periodic ``disconnect`` (refresh) are not imitated.
 * Scopes, channel membership of the bot, archived channels, Enterprise Grid, and Slack's
   exact validation wording are not modelled; block validation checks only the limits above.
   Lengths are counted in Python characters.
@@ -87,13 +96,14 @@ import re
 import secrets
 import signal
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Handler as AiohttpHandler
 
 JSON = dict[str, Any]
@@ -106,6 +116,10 @@ BOT_ID = "B0BOT"
 BOT_NAME = "sora-copilot"
 APP_ID = "A0FAKE"
 DEFAULT_TOKEN = "xoxb-fake-bot-token"
+DEFAULT_APP_TOKEN = "xapp-1-A0FAKE-1-fake-app-token"
+SOCKET_PATH = "/link/"
+# Methods that take the app-level token (xapp-…) and nothing else.
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 UPLOAD_METHOD = "upload"  # the name under which POSTs of file bytes are recorded and faulted
 
 MAX_TEXT_CHARS = 40_000
@@ -469,6 +483,7 @@ class FakeSlack:
         "views.update",
         "files.getUploadURLExternal",
         "files.completeUploadExternal",
+        "apps.connections.open",
     )
 
     def __init__(
@@ -476,6 +491,7 @@ class FakeSlack:
         *,
         token: str = DEFAULT_TOKEN,
         tokens: Iterable[str] = (),
+        app_token: str = DEFAULT_APP_TOKEN,
         host: str = "127.0.0.1",
         port: int = 0,
         auto_create_channels: bool = True,
@@ -487,6 +503,7 @@ class FakeSlack:
         Args:
             token: the bot token the fake accepts (also :attr:`token`).
             tokens: further accepted tokens; any other gives ``invalid_auth``.
+            app_token: the app-level token ``apps.connections.open`` accepts (Socket Mode).
             host, port: where to listen; port 0 picks a free one.
             auto_create_channels: create a channel the first time a method names it;
                 when off, only seeded channels exist and others give ``channel_not_found``.
@@ -497,6 +514,13 @@ class FakeSlack:
         """
         self.token = token
         self.tokens = {token, *tokens}
+        self.app_token = app_token
+        self._tickets: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_opened = asyncio.Event()
+        self._acks: dict[str, JSON] = {}
+        self._ack_waiters: dict[str, asyncio.Event] = {}
+        self.hellos = 0  # Socket Mode connections greeted so far
         self.host = host
         self.port = port
         self.auto_create_channels = auto_create_channels
@@ -530,6 +554,7 @@ class FakeSlack:
             "views.update": self._views_update,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
+            "apps.connections.open": self._apps_connections_open,
         }
         self._reset_state()
         self.set_rate_limit(post_rate_limit)
@@ -568,6 +593,8 @@ class FakeSlack:
         self.port = int(address[1])
 
     async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"server stopping")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -851,6 +878,7 @@ class FakeSlack:
           "messages": [{"channel", "text", "user", "thread_ts"?}]}``; answers the ids/ts.
         * ``POST /_fake/reset`` - :meth:`reset`.
         * ``GET /_fake/files/{file_id}`` - an uploaded file's bytes, no auth.
+        * ``GET /link/?ticket=…`` - the Socket Mode WebSocket (``apps.connections.open``).
         """
         app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._guard])
         app.router.add_route("*", "/api/{method}", self._api)
@@ -864,6 +892,7 @@ class FakeSlack:
         app.router.add_post("/_fake/seed", self._http_seed)
         app.router.add_post("/_fake/reset", self._http_reset)
         app.router.add_get("/_fake/files/{file_id}", self._http_file)
+        app.router.add_get(SOCKET_PATH, self._socket)
         return app
 
     @web.middleware
@@ -923,8 +952,13 @@ class FakeSlack:
                 raise SlackError("unknown_method", req_method=method)
             if token is None:
                 raise SlackError("not_authed")
-            if token not in self.tokens:
-                raise SlackError("invalid_auth")
+            if method in APP_TOKEN_METHODS:
+                if token != self.app_token:
+                    known = token in self.tokens
+                    raise SlackError("not_allowed_token_type" if known else "invalid_auth")
+            elif token not in self.tokens:
+                known = token == self.app_token
+                raise SlackError("not_allowed_token_type" if known else "invalid_auth")
             self._check_rate_limit(method, call.params)
             body: JSON = {"ok": True, **handler(call.params, token)}
         except _RateLimited as limited:
@@ -1601,6 +1635,98 @@ class FakeSlack:
         updated = self._view_object(view, current["id"], current)
         self._views[current["id"]] = updated
         return {"view": copy.deepcopy(updated)}
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    def _apps_connections_open(self, params: JSON, token: str | None) -> JSON:
+        ticket = secrets.token_urlsafe(16)
+        self._tickets.add(ticket)
+        return {"url": f"ws://{self.host}:{self.port}{SOCKET_PATH}?ticket={ticket}&app_id={APP_ID}"}
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            return web.Response(status=401, text="invalid or used ticket")
+        self._tickets.discard(ticket)  # Slack's URLs are good for one connection
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        self.hellos += 1
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self._sockets),
+                "debug_info": {"host": "applink-fake", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": APP_ID},
+            }
+        )
+        self._socket_opened.set()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except json.JSONDecodeError:
+                    self.internal_errors.append(f"socket: not JSON: {msg.data[:200]!r}")
+                    continue
+                envelope_id = data.get("envelope_id") if isinstance(data, dict) else None
+                if not envelope_id:
+                    continue
+                self._acks[envelope_id] = data
+                waiter = self._ack_waiters.pop(envelope_id, None)
+                if waiter is not None:
+                    waiter.set()
+        finally:
+            self._sockets.remove(ws)
+            if not self._sockets:
+                self._socket_opened.clear()
+        return ws
+
+    @property
+    def socket_connected(self) -> bool:
+        return bool(self._sockets)
+
+    async def wait_socket(self, within: float = 30.0) -> None:
+        """Wait until a Socket Mode client is connected (and greeted)."""
+        await asyncio.wait_for(self._socket_opened.wait(), within)
+
+    async def socket_send(
+        self,
+        kind: str,
+        payload: JSON,
+        *,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int = 0,
+    ) -> str:
+        """Push an envelope (``slash_commands``, ``events_api``, ``interactive``) to the
+        newest connection, as Slack does to one of an app's connections; its envelope id."""
+        if not self._sockets:
+            raise RuntimeError("no Socket Mode client is connected")
+        envelope_id = str(uuid.uuid4())
+        envelope: JSON = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": (
+                kind != "events_api"
+                if accepts_response_payload is None
+                else accepts_response_payload
+            ),
+        }
+        if kind == "events_api":
+            envelope["retry_attempt"] = retry_attempt
+            envelope["retry_reason"] = "timeout" if retry_attempt else ""
+        self._ack_waiters[envelope_id] = asyncio.Event()
+        await self._sockets[-1].send_json(envelope)
+        return envelope_id
+
+    async def socket_ack(self, envelope_id: str, within: float = 10.0) -> JSON:
+        """The client's acknowledgement of an envelope: ``{"envelope_id", "payload"?}``."""
+        if envelope_id not in self._acks:
+            waiter = self._ack_waiters.setdefault(envelope_id, asyncio.Event())
+            await asyncio.wait_for(waiter.wait(), within)
+        return self._acks[envelope_id]
 
     # ------------------------------------------------------------------ methods: files
 
