@@ -48,3 +48,34 @@ def interactive_body(payload: dict[str, Any]) -> str:
 def event_body(envelope: dict[str, Any]) -> str:
     """An Events API request: the envelope as JSON."""
     return json.dumps(envelope)
+
+
+def thread_reply_event(
+    *,
+    channel: str,
+    user: str,
+    text: str,
+    ts: str,
+    thread_ts: str,
+    event_id: str,
+    team_id: str = "T0FAKE",
+    api_app_id: str = "A0FAKE",
+) -> dict[str, Any]:
+    """The Events API `event_callback` Slack sends for a person's reply in a thread."""
+    return {
+        "token": "unused",
+        "team_id": team_id,
+        "api_app_id": api_app_id,
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(time.time()),
+        "event": {
+            "type": "message",
+            "channel": channel,
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "thread_ts": thread_ts,
+            "channel_type": "channel",
+        },
+    }

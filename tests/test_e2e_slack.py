@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,7 +27,14 @@ from state import State
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.slack_server import FakeSlack
 from tests.redis_fixtures import REDIS_TEST_URL
-from tests.slack_signing import FORM, JSON_TYPE, command_body, event_body, signed_headers
+from tests.slack_signing import (
+    FORM,
+    JSON_TYPE,
+    command_body,
+    event_body,
+    signed_headers,
+    thread_reply_event,
+)
 from tests.support import copilot, draft_json, persona, wait_until
 
 SECRET = "e2e-signing-secret"
@@ -175,23 +181,14 @@ async def test_a_slash_command_becomes_a_pinned_locked_prompt_in_its_thread(
         await wait_until(lambda: len(turn_posts()) >= 1, "the Copilot's opening")
         # A teammate replies in the thread.
         human_ts = slack.seed_message(CHANNEL, INTERJECTION, user=TEAMMATE, thread_ts=root_ts)
-        event = {
-            "token": "unused",
-            "team_id": "T0FAKE",
-            "api_app_id": "A0FAKE",
-            "type": "event_callback",
-            "event_id": "Ev0INTERJECT",
-            "event_time": int(time.time()),
-            "event": {
-                "type": "message",
-                "channel": CHANNEL,
-                "user": TEAMMATE,
-                "text": INTERJECTION,
-                "ts": human_ts,
-                "thread_ts": root_ts,
-                "channel_type": "channel",
-            },
-        }
+        event = thread_reply_event(
+            channel=CHANNEL,
+            user=TEAMMATE,
+            text=INTERJECTION,
+            ts=human_ts,
+            thread_ts=root_ts,
+            event_id="Ev0INTERJECT",
+        )
         requests_before = len(claude.requests)
         assert await post_signed(http, url, event_body(event), JSON_TYPE) == 200
 
