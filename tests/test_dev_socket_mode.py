@@ -143,7 +143,13 @@ async def test_dev_runs_a_session_over_socket_mode_on_the_embedded_store(
     )
     assert await slack.socket_ack(reply) == {"envelope_id": reply}
 
-    await wait_until(lambda: slack.pins(CHANNEL), "the locked prompt to be pinned", within=60)
+    # Showing Locked on the root is the lock's last step: pin, cross-post and report come first.
+    await wait_until(
+        lambda: "Locked" in json.dumps(slack.message(CHANNEL, root_ts), ensure_ascii=False),
+        "the root to show Locked",
+        within=60,
+    )
+    assert len(slack.pins(CHANNEL)) == 1
     names = [p.get("username") for p in turn_posts()]
     assert names[:2] == ["Sora Copilot", "Tomás Ferreira"]
     assert all(n in ("Sora Copilot", "Tomás Ferreira") for n in names)
@@ -154,8 +160,7 @@ async def test_dev_runs_a_session_over_socket_mode_on_the_embedded_store(
     assert any(INTERJECTION in json.dumps(b, ensure_ascii=False) for b in claude.requests)
     [cross] = slack.messages(PROMPTS)
     assert "started by Ana" in json.dumps(cross, ensure_ascii=False)
-    await wait_until(lambda: len(slack.files()) == 1, "the report upload")
-    assert "Locked" in json.dumps(slack.message(CHANNEL, root_ts), ensure_ascii=False)
+    assert len(slack.files()) == 1  # the report
 
     # SIGTERM: the process stops cleanly and says nothing alarming.
     proc.terminate()
