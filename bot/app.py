@@ -7,8 +7,8 @@ names them as parameters), and each handler module's listeners.
 
 Bolt runs with `process_before_response=True`: Slack gets its answer when a
 listener returns, and each listener acks, hands its slow part to `after_ack`
-(bot.background), and returns at once. That is how `/sora` acks in
-milliseconds and posts the thread root afterwards.
+(bot.background), and returns. That is how `/sora` acks in milliseconds and
+posts the thread root afterwards.
 Bolt's request verification (on by default, and never turned off here)
 answers a forged signature or a timestamp older than five minutes with 401
 before any listener or middleware of ours runs.
@@ -16,11 +16,13 @@ before any listener or middleware of ours runs.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.logger import messages as bolt_messages
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import AfterAck
@@ -31,6 +33,25 @@ from handlers import actions, commands, messages, views
 from state import State
 
 APP_NAME = "sora-copilot"
+
+
+class _NoTokenSkippedWarning(logging.Filter):
+    """Drops Bolt's "`token` will be unused" warning, which is about us, and wrong.
+
+    Bolt reads SLACK_BOT_TOKEN from the environment whatever it is given, then
+    warns that the token is unused because a client came too. The client is
+    ours and carries that same token; the line would only send an operator
+    looking for a misconfiguration that is not there.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != bolt_messages.warning_client_prioritized_and_token_skipped()
+
+
+def _quiet_token_warning() -> None:
+    bolt_log = logging.getLogger(f"slack_bolt.{AsyncApp.__name__}")
+    if not any(isinstance(f, _NoTokenSkippedWarning) for f in bolt_log.filters):
+        bolt_log.addFilter(_NoTokenSkippedWarning())
 
 
 def build_app(
@@ -52,6 +73,7 @@ def build_app(
     secret = (
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     ) or secrets.token_hex(32)
+    _quiet_token_warning()
     app = AsyncApp(
         name=APP_NAME,
         client=client,
