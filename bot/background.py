@@ -34,6 +34,7 @@ log = logging.getLogger("sora.handlers")
 
 DEFAULT_LIMIT = 16
 DEFAULT_MAX_WAIT_S = 1.0
+OVERFLOW_LOG_EVERY_S = 10.0  # under sustained overload, one warning line per this many seconds
 
 
 class AfterAck:
@@ -47,6 +48,8 @@ class AfterAck:
         # A permit per piece of work in progress; asyncio's Semaphore serves its
         # waiters first come, first served.
         self._permits = asyncio.Semaphore(limit)
+        self._overflows = 0  # taken without room since the last warning
+        self._warned_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -59,18 +62,33 @@ class AfterAck:
     async def submit(self, work: Coroutine[Any, Any, None]) -> None:
         """Take `work`, first waiting (at most `max_wait_s`) while `limit` are in progress."""
         try:
-            await asyncio.wait_for(self._permits.acquire(), self.max_wait_s)
+            if self._permits.locked():  # no room, or others already waiting for it
+                await asyncio.wait_for(self._permits.acquire(), self.max_wait_s)
+            else:
+                await self._permits.acquire()  # returns at once
             permit = True
         except TimeoutError:
-            log.warning(
-                "%d pieces of work in progress after Slack acks; taking one more anyway",
-                len(self._tasks),
-            )
+            self._overflowed()
             permit = False
         task = asyncio.create_task(self._run(work, permit))
         self._tasks.add(task)
         self._idle.clear()
         task.add_done_callback(self._done)
+
+    def _overflowed(self) -> None:
+        self._overflows += 1
+        now = asyncio.get_running_loop().time()
+        if self._warned_at is not None and now - self._warned_at < OVERFLOW_LOG_EVERY_S:
+            return
+        log.warning(
+            "overloaded: %d handed off after Slack acks and still in progress (limit %d); "
+            "%d taken anyway after waiting %.1f s for room. Add web processes if this persists.",
+            len(self._tasks),
+            self.limit,
+            self._overflows,
+            self.max_wait_s,
+        )
+        self._overflows, self._warned_at = 0, now
 
     async def _run(self, work: Coroutine[Any, Any, None], permit: bool) -> None:
         try:

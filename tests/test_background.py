@@ -62,7 +62,7 @@ async def test_a_submitter_waits_at_most_max_wait_then_the_work_is_taken_anyway(
     await asyncio.wait_for(after_ack.submit(gate.work(1)), timeout=1)
     await asyncio.sleep(0)
     assert gate.started == [0, 1] and after_ack.in_progress == 2
-    assert "taking one more anyway" in caplog.text
+    assert "overloaded: 1 handed off after Slack acks and still in progress" in caplog.text
     gate.release.set()
     await asyncio.wait_for(after_ack.idle(), timeout=5)
     # The overflow held no permit, so the limit is whole again afterwards.
@@ -74,6 +74,24 @@ async def test_a_submitter_waits_at_most_max_wait_then_the_work_is_taken_anyway(
     assert not waiting.done()
     second.release.set()
     await asyncio.wait_for(waiting, timeout=5)
+    await asyncio.wait_for(after_ack.idle(), timeout=5)
+
+
+async def test_sustained_overload_logs_one_warning_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    after_ack, gate = AfterAck(limit=1, max_wait_s=0), Gate()
+    for i in range(6):
+        await after_ack.submit(gate.work(i))  # the first takes the room; five overflow
+    warnings = [r for r in caplog.records if "overloaded" in r.getMessage()]
+    assert len(warnings) == 1  # not one line per request
+    assert "overloaded: 1 handed off" in warnings[0].getMessage()
+    assert "; 1 taken anyway" in warnings[0].getMessage()
+    after_ack._warned_at = -1e9  # the interval has passed
+    await after_ack.submit(gate.work(6))
+    later = [r.getMessage() for r in caplog.records if "overloaded" in r.getMessage()]
+    assert len(later) == 2 and "; 5 taken anyway" in later[1]  # the four held back, and this one
+    gate.release.set()
     await asyncio.wait_for(after_ack.idle(), timeout=5)
 
 
