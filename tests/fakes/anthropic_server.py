@@ -69,16 +69,16 @@ import asyncio
 import hashlib
 import json
 import re
-import signal
 import traceback
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer, serve_until_signalled
 
 JSON = dict[str, Any]
 Responder = Callable[[JSON], str]
@@ -344,7 +344,7 @@ def validate(body: Any) -> str | None:
 # ---- the server ------------------------------------------------------------------------------
 
 
-class FakeAnthropic:
+class FakeAnthropic(LoopbackServer):
     """The fake Messages API: scripted replies, recorded requests, injected faults."""
 
     def __init__(
@@ -385,33 +385,8 @@ class FakeAnthropic:
         self._truncations = 0
         self._mid_stream_errors: deque[str] = deque()
         self._cache: set[str] = set()
-        self._runner: web.AppRunner | None = None
 
     # ---- lifecycle
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self._build_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:
@@ -774,16 +749,7 @@ async def _serve(args: argparse.Namespace) -> None:
         min_cache_tokens=args.min_cache_tokens,
     )
     fake.responder = RESPONDERS[args.mode]
-    await fake.start()
-    print(fake.base_url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await fake.stop()
+    await serve_until_signalled(fake, lambda: fake.base_url)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

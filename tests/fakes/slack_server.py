@@ -94,17 +94,17 @@ import json
 import mimetypes
 import re
 import secrets
-import signal
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Handler as AiohttpHandler
+
+from tests.fakes.loopback import LoopbackServer, serve_until_signalled
 
 JSON = dict[str, Any]
 
@@ -454,7 +454,7 @@ def _in_range(ts: str, params: JSON) -> bool:
 Handler = Callable[[JSON, str | None], JSON]
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     """An in-memory Slack workspace behind a real HTTP server on 127.0.0.1.
 
     Use ``async with FakeSlack() as slack`` (or :meth:`start`/:meth:`stop`). State is plain
@@ -527,7 +527,6 @@ class FakeSlack:
         self.stream_ttl = stream_ttl
         self.calls: list[Call] = []
         self.internal_errors: list[str] = []  # exceptions inside the fake itself (a fake bug)
-        self._runner: web.AppRunner | None = None
         self._faults: dict[str, deque[Fault]] = {}
         self._rate_limit: int | None = None
         self._rate_methods: frozenset[str] = frozenset({"chat.postMessage"})
@@ -583,33 +582,9 @@ class FakeSlack:
         self._faults.clear()
         self._rate_windows.clear()
 
-    async def start(self) -> None:
-        app = self._build_app()
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        address = self._runner.addresses[0]
-        self.port = int(address[1])
-
-    async def stop(self) -> None:
+    async def _before_stop(self) -> None:
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"server stopping")
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:
@@ -1831,16 +1806,7 @@ async def _serve(args: argparse.Namespace) -> None:
         post_rate_limit=args.rate_limit,
         stream_ttl=args.stream_ttl,
     )
-    await slack.start()
-    print(slack.api_url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await slack.stop()
+    await serve_until_signalled(slack, lambda: slack.api_url)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
