@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bot.dialogue.models import Session, Usage
@@ -132,3 +136,24 @@ async def wait_until(pred: Callable[[], Any], what: str = "condition", within: f
             return value
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# Settings a developer's shell may hold that would change what the CLI does under test.
+_CLI_ENV_DROPPED = ("ANTHROPIC_", "SLACK_", "REDIS_URL", "PORT")
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """`sora-copilot <args>` as a process in `cwd`, without the caller's Anthropic, Slack,
+    Redis and port settings, plus `env`; stdout and stderr as bytes."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(_CLI_ENV_DROPPED)}
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=cwd,
+        env=base,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )

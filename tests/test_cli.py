@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
+from tests.support import run_cli
 
 
 def cli(
     *args: str, tmp_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "REDIS_URL"))}
-    base.update({"LANG": "C", "LC_ALL": "C", "PYTHONIOENCODING": ""})
-    base.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        cwd=tmp_path,
-        env=base,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
+    # A terminal that declares no UTF-8: the CLI must still write UTF-8.
+    return run_cli(
+        *args, cwd=tmp_path, env={"LANG": "C", "LC_ALL": "C", "PYTHONIOENCODING": "", **(env or {})}
     )
 
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -48,6 +45,7 @@ from tests.slack_signing import (
     interactive_body,
     signed_headers,
 )
+from tests.support import run_cli
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0VIDEO"
@@ -788,26 +786,6 @@ def test_options_may_come_anywhere_and_persona_takes_words_up_to_the_next() -> N
 # ---- the commands -----------------------------------------------------------------------
 
 
-def cli(
-    *args: str, tmp_path: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ANTHROPIC_", "SLACK_", "REDIS_URL", "PORT"))
-    }
-    base.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        cwd=tmp_path,
-        env=base,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [
@@ -828,6 +806,7 @@ def cli(
 def test_serve_and_dev_refuse_clearly_without_their_settings(
     tmp_path: Path, args: list[str], env: dict[str, str], says: str
 ) -> None:
-    p = cli(*args, tmp_path=tmp_path, env=env)
-    assert p.returncode == 2, p.stderr
-    assert says in p.stderr and "Traceback" not in p.stderr
+    p = run_cli(*args, cwd=tmp_path, env=env)
+    err = p.stderr.decode()
+    assert p.returncode == 2, err
+    assert says in err and "Traceback" not in err

@@ -23,7 +23,7 @@ from bot.surfaces.recording import RecordingSurface, recorded
 from bot.worker import Worker, WorkerConfig
 from state import InboxEntry, State
 from tests.redis_fixtures import REDIS_TEST_URL
-from tests.support import make_session, wait_until
+from tests.support import make_session, run_cli, wait_until
 
 FAST = WorkerConfig(
     concurrency=20,
@@ -319,33 +319,25 @@ async def _pending(state: State, n: int) -> bool:
 
 
 def test_the_worker_refuses_to_start_without_redis_url(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    p = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "worker"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    p = run_cli("worker", cwd=tmp_path)
+    err = p.stderr.decode()
     assert p.returncode == 2
-    assert "sora-copilot worker needs REDIS_URL" in p.stderr
-    assert "Traceback" not in p.stderr
+    assert "sora-copilot worker needs REDIS_URL" in err
+    assert "Traceback" not in err
 
 
 def test_an_unreachable_redis_is_a_clear_error_not_a_stack_trace(tmp_path: Path) -> None:
-    env = {**os.environ, "REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}
-    p = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "worker", "--surface", "recording"],
-        env=env,
+    p = run_cli(
+        "worker",
+        "--surface",
+        "recording",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        env={"REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"},
     )
+    err = p.stderr.decode()
     assert p.returncode == 2
-    assert "Redis is not reachable at redis://:***@127.0.0.1:1/0" in p.stderr
-    assert "hunter2" not in p.stderr and "Traceback" not in p.stderr
+    assert "Redis is not reachable at redis://:***@127.0.0.1:1/0" in err
+    assert "hunter2" not in err and "Traceback" not in err
 
 
 async def test_hundreds_of_turns_in_flight_do_not_exhaust_the_redis_pool(prefix: str) -> None:
