@@ -14,6 +14,7 @@ the builders makes pytest warn that it cannot rewrite this module.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -68,14 +69,21 @@ def prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-async def real_redis(prefix: str) -> AsyncIterator[Redis]:
+@contextlib.asynccontextmanager
+async def _real_under(prefix: str) -> AsyncIterator[Redis]:
+    """A client of the real test database; the test's keys are deleted afterwards."""
     client = await real_client()
     try:
         yield client
     finally:
         await delete_prefix(client, prefix)
         await client.aclose()
+
+
+@pytest.fixture
+async def real_redis(prefix: str) -> AsyncIterator[Redis]:
+    async with _real_under(prefix) as client:
+        yield client
 
 
 @pytest.fixture(params=BACKENDS)
@@ -86,12 +94,8 @@ async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[
         yield client
         await client.aclose()
         return
-    client = await real_client()
-    try:
+    async with _real_under(prefix) as client:
         yield client
-    finally:
-        await delete_prefix(client, prefix)
-        await client.aclose()
 
 
 @pytest.fixture

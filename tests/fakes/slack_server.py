@@ -1658,10 +1658,6 @@ class FakeSlack(LoopbackServer):
                 self._socket_opened.clear()
         return ws
 
-    @property
-    def socket_connected(self) -> bool:
-        return bool(self._sockets)
-
     async def wait_socket(self, within: float = 30.0) -> None:
         """Wait until a Socket Mode client is connected (and greeted)."""
         await asyncio.wait_for(self._socket_opened.wait(), within)
