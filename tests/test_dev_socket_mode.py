@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.slack_server import APP_ID, TEAM_ID, FakeSlack
 from tests.slack_signing import thread_reply_event
 from tests.support import wait_until
-from tests.test_e2e_slack import scripted_reply
+from tests.test_e2e_slack import app_env, seed_workspace
 
 CHANNEL, PROMPTS = "C0DEV", "C0DEVPROMPTS"
 STARTER, TEAMMATE = "U0ANA", "U0BO"
@@ -51,25 +50,8 @@ def command(text: str) -> dict[str, Any]:
 @pytest.fixture
 async def dev() -> AsyncIterator[tuple[FakeSlack, FakeAnthropic, asyncio.subprocess.Process]]:
     async with FakeSlack() as slack, FakeAnthropic(chunk_delay=0.01) as claude:
-        slack.seed_channel("dev", CHANNEL)
-        slack.seed_channel("prompts", PROMPTS)
-        slack.seed_user(STARTER, "ana", display_name="Ana")
-        slack.seed_user(TEAMMATE, "bo", display_name="Bo")
-        claude.responder = scripted_reply
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("ANTHROPIC_", "SLACK_", "REDIS_"))
-        }
-        env.update(
-            SLACK_BOT_TOKEN=slack.token,
-            SLACK_APP_TOKEN=slack.app_token,
-            SLACK_API_URL=slack.api_url,
-            ANTHROPIC_API_KEY=claude.api_key,
-            ANTHROPIC_BASE_URL=claude.base_url,
-            PROMPTS_CHANNEL=PROMPTS,
-            SLACK_STREAMING="auto",
-        )
+        seed_workspace(slack, claude, channel=CHANNEL, prompts=PROMPTS)
+        env = app_env(slack, claude, prompts=PROMPTS, SLACK_APP_TOKEN=slack.app_token)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

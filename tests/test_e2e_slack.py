@@ -66,29 +66,50 @@ def scripted_reply(body: dict[str, Any]) -> str:
     return persona("That is the one.", "approve", latest)
 
 
+def seed_workspace(slack: FakeSlack, claude: FakeAnthropic, *, channel: str, prompts: str) -> None:
+    """The channel the team works in, the prompts channel, two people, the scripted agents."""
+    slack.seed_channel("video", channel)
+    slack.seed_channel("prompts", prompts)
+    slack.seed_user(STARTER, "ana", display_name="Ana")
+    slack.seed_user(TEAMMATE, "bo", display_name="Bo")
+    claude.responder = scripted_reply
+
+
+def app_env(
+    slack: FakeSlack, claude: FakeAnthropic, *, prompts: str, **extra: str
+) -> dict[str, str]:
+    """The environment of an app process pointed at the fakes: none of the caller's
+    Anthropic, Slack or Redis settings, streaming on, and `extra`."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SLACK_", "REDIS_"))
+    }
+    env.update(
+        SLACK_BOT_TOKEN=slack.token,
+        SLACK_API_URL=slack.api_url,
+        ANTHROPIC_API_KEY=claude.api_key,
+        ANTHROPIC_BASE_URL=claude.base_url,
+        PROMPTS_CHANNEL=prompts,
+        SLACK_STREAMING="auto",
+        **extra,
+    )
+    return env
+
+
 @pytest.fixture
 async def app(
     real_state: State, prefix: str
 ) -> AsyncIterator[tuple[FakeSlack, FakeAnthropic, str]]:
     async with FakeSlack() as slack, FakeAnthropic(chunk_delay=0.01) as claude:
-        slack.seed_channel("video", CHANNEL)
-        slack.seed_channel("prompts", PROMPTS)
-        slack.seed_user(STARTER, "ana", display_name="Ana")
-        slack.seed_user(TEAMMATE, "bo", display_name="Bo")
-        claude.responder = scripted_reply
+        seed_workspace(slack, claude, channel=CHANNEL, prompts=PROMPTS)
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SLACK_"))}
-        env.update(
+        env = app_env(
+            slack,
+            claude,
+            prompts=PROMPTS,
             REDIS_URL=REDIS_TEST_URL,
             REDIS_PREFIX=prefix,
-            SLACK_BOT_TOKEN=slack.token,
             SLACK_SIGNING_SECRET=SECRET,
-            SLACK_API_URL=slack.api_url,
-            ANTHROPIC_API_KEY=claude.api_key,
-            ANTHROPIC_BASE_URL=claude.base_url,
-            PROMPTS_CHANNEL=PROMPTS,
             PORT=str(port),
-            SLACK_STREAMING="auto",
         )
         procs = [
             await asyncio.create_subprocess_exec(
