@@ -404,8 +404,13 @@ class Sessions:
             )
         return result
 
-    async def control(self, kind: ControlKind, *, session_id: str, user_id: str) -> str:
-        """Stop, lock the latest draft, or retry a paused session; returns a confirmation.
+    async def control(
+        self, kind: ControlKind, *, session_id: str, user_id: str, version: int | None = None
+    ) -> str:
+        """Stop, lock a draft, or retry a paused session; returns a confirmation.
+
+        A lock takes the draft `version` the person saw on the button they pressed
+        (None: the latest, for buttons that carry none).
 
         Checks who may (settings.controls_allowed) and whether the session's
         state allows it, then queues the command and a job for the session's
@@ -428,9 +433,20 @@ class Sessions:
             raise Refused(f"This session is already {session.status.value}.")
         if kind == "lock" and session.latest_draft is None:
             raise Refused("There is no draft to lock yet.")
+        if (
+            kind == "lock"
+            and version is not None
+            and version not in {d.version for d in session.drafts}
+        ):
+            raise Refused(f"There is no draft v{version} to lock.")
         if kind == "retry" and session.status != SessionStatus.PAUSED:
             raise Refused(f"The session is {session.status.value}, not paused: nothing to retry.")
-        entry = InboxEntry(kind=kind, author=person.name, user_id=user_id)
+        entry = InboxEntry(
+            kind=kind,
+            author=person.name,
+            user_id=user_id,
+            version=version if kind == "lock" else None,
+        )
         result = await self.state.inbox.push(session_id, entry)
         if result == PushResult.FINISHED:
             raise Refused("This session has just finished.")
@@ -439,6 +455,8 @@ class Sessions:
         if result == PushResult.FULL:
             raise Refused("This session has too many unread commands; try again after its turn.")
         await self.state.queue.enqueue(session_id, session.next_turn)
+        if kind == "lock" and version is not None:
+            return f"Lock requested: draft v{version} is locked before the next turn."
         return _CONTROL_DONE[kind]
 
     # -- the library --------------------------------------------------------------------

@@ -230,7 +230,7 @@ class Worker:
                 elif e.kind == "stop":
                     stop(session, by=e.author)
                 elif e.kind == "lock":
-                    lock(session, by=e.author, reason=LockReason.HUMAN, at=e.at)
+                    lock(session, by=e.author, reason=LockReason.HUMAN, at=e.at, version=e.version)
                 elif e.kind == "retry":
                     resume(session)
             except SessionError as err:

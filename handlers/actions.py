@@ -1,6 +1,8 @@
-"""The thread root's buttons: Stop, Lock latest draft, Retry (their value is the session id).
+"""The thread root's buttons: Stop, Lock draft vN, Retry (their value names the session).
 
-The listener acks at once, then asks the service; the answer (a refusal, or
+Lock's value also carries the draft version its root showed (`control_target`
+reads it back): that version is locked, even if a turn in flight writes a
+newer one. The listener acks at once, then asks the service; the answer (a refusal, or
 a short confirmation) goes to the person who clicked, as an ephemeral message.
 The root itself changes when the worker applies the command.
 """
@@ -16,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import AfterAck
 from bot.sessions import ControlKind, Refused, Sessions
-from bot.slack.blocks import ACTION_LOCK, ACTION_RETRY, ACTION_STOP
+from bot.slack.blocks import ACTION_LOCK, ACTION_RETRY, ACTION_STOP, control_target
 from handlers import tell
 
 CONTROLS: dict[str, ControlKind] = {ACTION_STOP: "stop", ACTION_LOCK: "lock", ACTION_RETRY: "retry"}
@@ -51,9 +53,10 @@ async def _control(
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
         "channel_id"
     )
+    session_id, version = control_target(str(action["value"]))
     try:
         text = await sessions.control(
-            CONTROLS[str(action["action_id"])], session_id=str(action["value"]), user_id=user
+            CONTROLS[str(action["action_id"])], session_id=session_id, user_id=user, version=version
         )
     except Refused as e:
         text = f":warning: {e}"

@@ -36,6 +36,7 @@ class InboxEntry(BaseModel):
     user_id: str | None = None
     text: str = ""  # the interjection; empty for commands
     source_id: str | None = None  # e.g. the Slack message ts, for dedupe and 👀
+    version: int | None = None  # a lock: the draft version pressed (None: the latest)
     at: datetime = Field(default_factory=utcnow)
 
 

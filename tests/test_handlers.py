@@ -9,7 +9,9 @@ them to finish (`Harness.settle`) before it looks at what they did.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,11 +31,24 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import build_app
 from bot.background import AfterAck
 from bot.config import MAX_INTERJECTION_CHARS, Settings
-from bot.dialogue.models import Origin, SessionStatus
+from bot.dialogue.engine import Engine
+from bot.dialogue.models import LockReason, Origin, Session, SessionStatus
+from bot.llm.base import ModelReply, ModelRequest
+from bot.llm.offline import OfflineModel
 from bot.sessions import BadInput, parse_command_text
-from bot.slack.blocks import ACTION_LOCK, ACTION_STOP, METADATA_EVENT, MODAL_CALLBACK
-from bot.slack.client import close_client
+from bot.slack.blocks import (
+    ACTION_LOCK,
+    ACTION_STOP,
+    METADATA_EVENT,
+    MODAL_CALLBACK,
+    control_target,
+    lock_value,
+    root_blocks,
+)
+from bot.slack.client import close_client, make_client
+from bot.surfaces.slack import SlackSurface
 from bot.web import build_web_app
+from bot.worker import Worker, WorkerConfig
 from state import LibraryEntry, State
 from tests.fakes.slack_server import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
 from tests.redis_fixtures import agent_turn, locked, make_session
@@ -45,7 +60,7 @@ from tests.slack_signing import (
     interactive_body,
     signed_headers,
 )
-from tests.support import run_cli
+from tests.support import run_cli, wait_until
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0VIDEO"
@@ -810,3 +825,137 @@ def test_serve_and_dev_refuse_clearly_without_their_settings(
     err = p.stderr.decode()
     assert p.returncode == 2, err
     assert says in err and "Traceback" not in err
+
+
+# ---- the thread as everyone sees it: a worker in this process --------------------------
+
+
+class GatedModel(OfflineModel):
+    """The offline model, held before its call number `hold_at` (0-based) until released."""
+
+    def __init__(self, hold_at: int) -> None:
+        super().__init__()
+        self.hold_at = hold_at
+        self.calls = 0
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def complete(self, request: ModelRequest, on_text: Any = None) -> ModelReply:
+        n, self.calls = self.calls, self.calls + 1
+        if n == self.hold_at:
+            self.holding.set()
+            await self.release.wait()
+        return await super().complete(request, on_text)
+
+
+@contextlib.asynccontextmanager
+async def worker_for(app: Harness, model: OfflineModel) -> AsyncIterator[Worker]:
+    """A worker showing sessions in the fake Slack, as `sora-copilot worker` does."""
+    client = make_client(app.settings)
+    worker = Worker(
+        state=app.state,
+        engine=Engine(model=model),
+        surface=SlackSurface(client=client, state=app.state, settings=app.settings),
+        config=WorkerConfig(concurrency=4, block_ms=50, drain_s=0.5, reclaim_every_s=0.2),
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(worker.run(stopping))
+    try:
+        yield worker
+    finally:
+        stopping.set()
+        await task
+        await close_client(client)
+
+
+async def _finished(state: State, sid: str) -> Session | None:
+    s = await state.sessions.load(sid)
+    return s if s is not None and s.finished else None
+
+
+async def test_lock_pressed_during_a_copilot_turn_locks_the_version_that_was_pressed(
+    app: Harness,
+) -> None:
+    # Calls 0 and 1 are the Copilot's opening (v1) and the persona's push-back; the
+    # Copilot's next turn (call 2, which writes v2) is held while Ada presses Lock.
+    model = GatedModel(hold_at=2)
+    sid, root_ts = await app.start()
+    async with worker_for(app, model):
+        await asyncio.wait_for(model.holding.wait(), timeout=30)
+        on_screen = await app.state.sessions.load(sid)
+        assert on_screen is not None and on_screen.latest_draft is not None
+        assert on_screen.latest_draft.version == 1
+        [lock] = [
+            e
+            for b in root_blocks(on_screen)
+            if b["type"] == "actions"
+            for e in b["elements"]
+            if e["action_id"] == ACTION_LOCK
+        ]
+        assert lock["text"]["text"] == "Lock draft v1"
+        await app.click(ACTION_LOCK, lock["value"], user=ADA, root_ts=root_ts)
+        await app.settle()
+        [note] = app.slack.ephemerals(CHANNEL, ADA)
+        assert note["text"] == "Lock requested: draft v1 is locked before the next turn."
+        model.release.set()
+        done = await wait_until(lambda: _finished(app.state, sid), "the lock", within=30)
+    assert done.locked is not None and done.locked.reason == LockReason.HUMAN
+    assert done.locked.draft.version == 1 and done.locked.locked_by == "Ada"
+    assert [d.version for d in done.drafts] == [1, 2]  # v2 was written and shown, not locked
+    assert done.locked.draft == done.drafts[0]
+    [pinned] = app.slack.pins(CHANNEL)
+    shown = json.dumps(app.slack.message(CHANNEL, pinned), ensure_ascii=False)
+    assert "Locked v1 (pressed by Ada)." in shown
+    assert "v2, written after Lock was pressed, is not locked." in shown
+    assert done.drafts[0].prompt_text in shown
+
+
+def test_a_lock_button_value_names_its_session_and_version() -> None:
+    assert control_target(lock_value("abc123", 7)) == ("abc123", 7)
+    assert control_target("abc123") == ("abc123", None)  # Stop, Retry, older Lock buttons
+
+
+# What pings people in Slack text: a broadcast, a user, a user group.
+LIVE_MENTION = re.compile(
+    r"<!(?:channel|here|everyone)(?:\|[^>]*)?>|<@[UW][A-Z0-9]+(?:\|[^>]*)?>|<!subteam\^[^>]*>"
+)
+PINGS = "<!channel> <!here> <!everyone> <@U0BOSS> <!subteam^S0TEAM|@video>"
+
+
+async def test_nothing_a_person_typed_can_ping_anyone_in_any_message_or_file(
+    make_harness: HarnessFactory, slack: FakeSlack
+) -> None:
+    """Idea, free-text persona, an interjection and its author's name all carry live
+    mention syntax; every message and file the app sends Slack is swept for it."""
+    slack.seed_channel("prompts", "C0PROMPTS")
+    slack.seed_user("U0MAL", "mal", display_name=f"Mal {PINGS}")
+    app = await make_harness(prompts_channel="C0PROMPTS", default_rounds=2)
+    sid, root_ts = await app.start(f"a festival {PINGS} persona: a director who shouts {PINGS}")
+    ts = slack.seed_message(CHANNEL, f"louder {PINGS}", user="U0MAL", thread_ts=root_ts)
+    await app.event(app.envelope(reply_event(f"louder {PINGS}", ts, root_ts, user="U0MAL")))
+    await app.settle()
+    async with worker_for(app, OfflineModel()):
+        await wait_until(lambda: _finished(app.state, sid), "the session to end", within=60)
+        await wait_until(lambda: slack.files(), "the report", within=30)
+    done = await app.state.sessions.load(sid)
+    assert done is not None and done.locked is not None
+    assert any(t.author.startswith("Mal") for t in done.interjections)
+    assert slack.messages("C0PROMPTS"), "the cross-post is part of the sweep"
+    starter = f"*Started by:* <@{ADA}>"  # the one mention the app means to make
+    swept = 0
+    for call in slack.calls:
+        if call.method.startswith(("chat.", "files.")):
+            sent = json.dumps(call.params, ensure_ascii=False).replace(starter, "")
+            assert not LIVE_MENTION.findall(sent), (call.method, LIVE_MENTION.findall(sent))
+            swept += 1
+    for f in slack.files():
+        content = slack.file_content(f["id"]).decode("utf-8")
+        assert not LIVE_MENTION.findall(content + json.dumps(f, ensure_ascii=False))
+    assert swept >= 10
+    # Escaped, what was typed still reads as typed.
+    [root_post] = [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if c.params.get("text", "").startswith("Sora Copilot session")
+    ]
+    assert "&lt;!channel&gt;" in root_post.params["text"]

@@ -245,15 +245,29 @@ def no_progress_streak(session: Session) -> int:
 
 
 def lock(
-    session: Session, *, by: str, reason: LockReason, at: datetime | None = None
+    session: Session,
+    *,
+    by: str,
+    reason: LockReason,
+    at: datetime | None = None,
+    version: int | None = None,
 ) -> LockedPrompt:
-    """Lock the latest draft, byte for byte. Nobody speaks after this."""
+    """Lock a draft, byte for byte: `version`, or the latest. Nobody speaks after this.
+
+    A person's Lock carries the version they saw: a turn in flight when they
+    pressed it may since have written a newer one, which stays unlocked.
+    """
     if session.finished:
         raise SessionError(f"The session is already {session.status.value}.")
-    latest = session.latest_draft
-    if latest is None:
-        raise SessionError("There is no draft to lock yet.")
-    locked = LockedPrompt(draft=latest, locked_by=by, locked_at=at or utcnow(), reason=reason)
+    if version is None:
+        chosen = session.latest_draft
+        if chosen is None:
+            raise SessionError("There is no draft to lock yet.")
+    else:
+        chosen = next((d for d in session.drafts if d.version == version), None)
+        if chosen is None:
+            raise SessionError(f"There is no draft v{version} to lock.")
+    locked = LockedPrompt(draft=chosen, locked_by=by, locked_at=at or utcnow(), reason=reason)
     session.locked = locked
     session.status = SessionStatus.LOCKED
     session.error = None

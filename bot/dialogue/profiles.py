@@ -99,7 +99,10 @@ def resolve_persona(spec: str, extra_dir: str | None = None) -> Persona:
             f"A free-text persona is at most {FREE_TEXT_MAX_CHARS} characters "
             f"(this one has {len(spec)})."
         )
-    display = spec[0].upper() + spec[1:]
+    # The display name is also the Slack username of the persona's posts, which is
+    # plain text that no escaping reaches: angle brackets become look-alikes there,
+    # so `<!channel>` typed in a persona can never become a mention.
+    display = (spec[0].upper() + spec[1:]).replace("<", "‹").replace(">", "›")
     if len(display) > 60:
         display = display[:59].rstrip() + "…"
     return Persona(

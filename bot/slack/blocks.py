@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.dialogue.models import Draft, Session, SessionStatus, Turn
-from bot.dialogue.report import LOCK_REASONS, fence, metadata, render_parts
+from bot.dialogue.models import Draft, LockReason, Session, SessionStatus, Turn
+from bot.dialogue.report import LOCK_REASONS, fence, metadata, render_markdown, render_parts
 
 # Slack's limits (one place for each).
 MARKDOWN_BLOCK_MAX_CHARS = 12_000  # markdown blocks of one message, together
@@ -28,6 +28,7 @@ STREAM_UPDATE_MIN_INTERVAL_S = 1.0  # post-then-update fallback: at most one upd
 ACTION_STOP = "sora_stop"
 ACTION_LOCK = "sora_lock"
 ACTION_RETRY = "sora_retry"
+_VERSION_SEP = ":v"  # in the Lock button's value, between the session id and the version
 MODAL_CALLBACK = "sora_new_session"
 METADATA_EVENT = "sora_turn"  # message metadata tag of every post the app makes
 
@@ -42,6 +43,19 @@ STATUS_LABELS = {
 def escape(text: str) -> str:
     """Escape Slack's control characters so text shows as written and pings no one."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# Where Slack's mention syntax starts: `<!channel>`, `<!here>`, `<@U…>`, `<#C…>`, `<!subteam^…>`.
+_MENTION_START = re.compile(r"<(?=[!@#])")
+
+
+def defuse(text: str) -> str:
+    """Plain text that no escaping reaches (file titles and contents), with no mention syntax.
+
+    Slack's `&lt;` escaping is for mrkdwn; a file shows its text as it is. So only
+    the `<` that would open a mention becomes a look-alike, and the rest reads as typed.
+    """
+    return _MENTION_START.sub("‹", text)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -61,8 +75,23 @@ def _button(text: str, action_id: str, session_id: str, style: str | None = None
 
 
 def root_text(session: Session) -> str:
-    """Notification text of the root message."""
-    return truncate(f"Sora Copilot session: {session.idea}", 300)
+    """Notification text of the root message: escaped, since notifications use it."""
+    return _safe_prefix(f"Sora Copilot session: {escape(session.idea)}", 300)
+
+
+def lock_value(session_id: str, version: int) -> str:
+    """The Lock button's value: the session and the draft version on screen."""
+    return f"{session_id}{_VERSION_SEP}{version}"
+
+
+def control_target(value: str) -> tuple[str, int | None]:
+    """A control button's value read back: the session id, and the draft version a Lock
+    button carries (None for Stop and Retry, and for Lock buttons rendered before the
+    version was carried)."""
+    sid, sep, version = value.rpartition(_VERSION_SEP)
+    if sep and sid and version.isdigit():
+        return sid, int(version)
+    return value, None
 
 
 def root_blocks(session: Session) -> list[dict[str, Any]]:
@@ -97,8 +126,13 @@ def root_blocks(session: Session) -> list[dict[str, Any]]:
     ]
     buttons: list[dict[str, Any]] = []
     if session.status in (SessionStatus.RUNNING, SessionStatus.PAUSED):
-        if session.latest_draft is not None:
-            buttons.append(_button("Lock latest draft", ACTION_LOCK, session.id, "primary"))
+        latest = session.latest_draft
+        if latest is not None:
+            # The button names and carries the version on screen: that one is locked,
+            # whatever the turn in flight when it is pressed goes on to write.
+            lock = _button(f"Lock draft v{latest.version}", ACTION_LOCK, session.id, "primary")
+            lock["value"] = lock_value(session.id, latest.version)
+            buttons.append(lock)
         buttons.append(_button("Stop", ACTION_STOP, session.id, "danger"))
     if session.status == SessionStatus.PAUSED:
         buttons.append(_button("Retry", ACTION_RETRY, session.id))
@@ -132,6 +166,16 @@ def message_metadata(session_id: str, turn: int, part: int) -> dict[str, Any]:
 
 def report_filename(session: Session) -> str:
     return f"sora-session-{session.id}.md"
+
+
+def report_title(session: Session) -> str:
+    title = session.locked.draft.title if session.locked else "Sora Copilot session"
+    return defuse(f"Session report: {title}")
+
+
+def report_content(session: Session) -> bytes:
+    """The session report as uploaded to the thread: Markdown, UTF-8, pinging no one."""
+    return defuse(render_markdown(session)).encode("utf-8")
 
 
 # ---- splitting Markdown into messages -------------------------------------------------------
@@ -365,7 +409,7 @@ def locked_markdown(session: Session) -> str:
     models = ", ".join(m["models"]) or "none"
     lines = [
         f":lock: **Locked prompt: v{d.version} {escape(d.title)}**",
-        f"Locked by {escape(locked.locked_by)}: {LOCK_REASONS[locked.reason]}.",
+        _lock_line(session),
         "",
         f"**Caption**: {escape(d.title)} · **Duration**: {d.duration_seconds} s · "
         f"**Size**: {escape(d.size)} · **Target**: {escape(d.target)}",
@@ -391,6 +435,21 @@ def locked_markdown(session: Session) -> str:
         f"- **Lock reason**: {m['lock_reason']}",
     ]
     return "\n".join(lines)
+
+
+def _lock_line(session: Session) -> str:
+    """Who locked which version, and why; a newer draft than the locked one is named as such."""
+    locked = session.locked
+    assert locked is not None
+    v = locked.draft.version
+    if locked.reason != LockReason.HUMAN:
+        return f"Locked by {escape(locked.locked_by)}: {LOCK_REASONS[locked.reason]}."
+    line = f"Locked v{v} (pressed by {escape(locked.locked_by)})."
+    newer = [f"v{d.version}" for d in session.drafts if d.version > v]
+    if newer:
+        verb = "is" if len(newer) == 1 else "are"
+        line += f" {', '.join(newer)}, written after Lock was pressed, {verb} not locked."
+    return line
 
 
 def locked_parts(session: Session) -> list[MessagePart]:

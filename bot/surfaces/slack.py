@@ -32,7 +32,6 @@ from bot.config import Settings
 from bot.dialogue.agents import COPILOT_ICON
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker, Turn
-from bot.dialogue.report import render_markdown
 from bot.slack.blocks import (
     MARKDOWN_BLOCK_MAX_CHARS,
     METADATA_EVENT,
@@ -51,7 +50,9 @@ from bot.slack.blocks import (
     message_metadata,
     paused_part,
     preview_part,
+    report_content,
     report_filename,
+    report_title,
     root_blocks,
     root_text,
     stopped_part,
@@ -419,13 +420,12 @@ class SlackSurface:
     async def _upload_report(self, session: Session, where: _Thread) -> None:
         # The upload ends in a message in the thread: it takes a post token too.
         await self.state.ratelimit.wait(where.channel)
-        title = session.locked.draft.title if session.locked else "Sora Copilot session"
         response = await self.client.files_upload_v2(
             channel=where.channel,
             thread_ts=where.ts,
-            content=render_markdown(session).encode("utf-8"),
+            content=report_content(session),
             filename=report_filename(session),
-            title=f"Session report: {title}",
+            title=report_title(session),
         )
         files = response.get("files") or []
         file_id = str(files[0]["id"]) if files else str((response.get("file") or {})["id"])
