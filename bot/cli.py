@@ -18,6 +18,7 @@ from bot.config import MAX_INTERJECTION_CHARS, MAX_ROUNDS, MIN_ROUNDS, Settings,
 from bot.dialogue.engine import Engine, stop
 from bot.dialogue.models import Origin, Session, SessionStatus
 from bot.dialogue.report import render_json, render_markdown
+from bot.driver import make_engine
 from bot.llm.base import ChatModel
 from bot.llm.offline import OfflineModel
 from bot.sessions import BadInput, new_session
@@ -135,7 +136,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     )
     session.origin = Origin(surface="terminal", user_name=_user_name())
     model = choose_model(settings, offline=args.offline, err=err)
-    engine = Engine(model=model, max_tokens=settings.max_output_tokens)
+    engine = make_engine(model, settings)
     # Terminal sessions get keys of their own, so the Slack app's workers never take them.
     state = await open_state(settings, prefix=f"{settings.redis_prefix}-terminal", err=err)
     interactive = sys.stdin.isatty()
@@ -192,7 +193,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
     if model.offline and args.offline_latency:
         model = OfflineModel(latency=args.offline_latency)
-    engine = Engine(model=model, max_tokens=settings.max_output_tokens)
+    engine = make_engine(model, settings)
     from bot.slack.client import close_client, make_client
 
     client = None  # only the Slack surface talks to Slack
@@ -291,7 +292,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
     worker = Worker(
         state=state,
-        engine=Engine(model=model, max_tokens=settings.max_output_tokens),
+        engine=make_engine(model, settings),
         surface=SlackSurface(client=client, state=state, settings=settings),
         config=WorkerConfig.from_settings(settings),
     )

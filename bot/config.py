@@ -24,7 +24,21 @@ class Settings(BaseSettings):
     anthropic_model: str = DEFAULT_MODEL
     anthropic_max_retries: int = 2
     anthropic_timeout_seconds: float = 120.0
-    max_output_tokens: int = 4096
+    # Thinking counts toward max_tokens. The longest legal reply (a 6,000-character message,
+    # a prompt of up to 6,000 characters and its parts, as JSON) is about 5,000 tokens; the
+    # rest is room for thinking. A reply cut at the limit is retried once with twice this.
+    max_output_tokens: int = Field(16_000, ge=256)
+    # output_config.effort: how hard the model thinks (low, medium, high, xhigh, max); empty
+    # for the model's own default (high on Sonnet 5.5). A turn is a short structured reply.
+    anthropic_effort: Literal["low", "medium", "high", "xhigh", "max"] | None = "low"
+    # off: the least thinking the model accepts (disabled, between_tools on Sonnet 5.5, or
+    # adaptive on models whose thinking is always on); adaptive: the model decides.
+    anthropic_thinking: Literal["off", "adaptive"] = "off"
+    # An overload or server error that outlasts the SDK's retries: the turn is retried with
+    # exponential backoff and jitter (base doubling up to cap) for this long before it pauses.
+    outage_retry_seconds: float = Field(120.0, ge=0)
+    outage_backoff_base_seconds: float = Field(2.0, gt=0)
+    outage_backoff_cap_seconds: float = Field(30.0, gt=0)
 
     # Dialogue
     default_persona: str = "founder"

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.config import Settings
 from bot.dialogue.agents import COPILOT_NAME
-from bot.dialogue.engine import Engine, TurnFailed, TurnResult
+from bot.dialogue.engine import Engine, OutagePolicy, TurnFailed, TurnResult
 from bot.dialogue.models import Session, Speaker
+from bot.llm.base import ChatModel
 from bot.surfaces.base import Surface
+
+
+def make_engine(model: ChatModel, settings: Settings) -> Engine:
+    """The engine with the configured output budget and outage policy."""
+    return Engine(
+        model=model,
+        max_tokens=settings.max_output_tokens,
+        outage=OutagePolicy(
+            window_seconds=settings.outage_retry_seconds,
+            base_seconds=settings.outage_backoff_base_seconds,
+            cap_seconds=settings.outage_backoff_cap_seconds,
+        ),
+    )
 
 
 async def drive_turn(
@@ -31,8 +46,12 @@ async def drive_turn(
         posted=posted or {},
         redo=redo,
     )
+
+    async def waiting(seconds: float, reason: str) -> None:
+        await surface.model_waiting(session, seconds, reason)
+
     try:
-        result = await engine.take_turn(session, sink)
+        result = await engine.take_turn(session, sink, on_wait=waiting)
     except TurnFailed:
         await surface.session_paused(session)
         return None

@@ -21,6 +21,7 @@ import pytest
 from bot.config import Settings
 from bot.dialogue.agents import reply_schema
 from bot.dialogue.models import Usage
+from bot.dialogue.profiles import resolve_target
 from bot.llm.anthropic_model import AnthropicModel
 from bot.llm.base import Message, ModelError, ModelRequest
 from bot.llm.prices import estimate_cost, price_for
@@ -29,7 +30,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 MODEL = "claude-sonnet-5-5"
 SERVED = "claude-sonnet-5-5-20260815"
 SYSTEM = "You are the Sora Copilot. You write prompts for text-to-video models. " * 8
-SCHEMA = reply_schema("persona")
+SCHEMA = reply_schema("persona", resolve_target("sora-2"))
 REPLY = json.dumps(
     {
         "message": "Closer. Keep the lamp's sweep, lose the drone shot; I want it handheld.",
@@ -399,12 +400,34 @@ def test_the_price_of_a_dated_served_model_is_the_price_of_its_base_id() -> None
         cache_write_tokens=1_000_000,
     )
 
-    assert estimate_cost("claude-sonnet-5-5-20260815", usage) == pytest.approx(2 + 10 + 2.5 + 0.2)
+    assert estimate_cost("claude-sonnet-5-5-20260815", usage) == pytest.approx(2 + 10 + 2.5 + 0.1)
     assert estimate_cost("claude-sonnet-4-5-20250929", usage) == pytest.approx(3 + 15 + 3.75 + 0.3)
     # Longest prefix: Opus 5.5 is not priced as Opus 5.
     assert estimate_cost("claude-opus-5-5-20261001", usage) == pytest.approx(4 + 20 + 5 + 0.2)
     assert estimate_cost("claude-opus-5-20260101", usage) == pytest.approx(5 + 25 + 6.25 + 0.5)
     assert estimate_cost("offline-deterministic", usage) == 0.0
+
+
+def test_the_default_model_and_every_configurable_sdk_model_have_a_price() -> None:
+    from typing import get_args
+
+    from anthropic.types import ModelParam
+
+    from bot.config import DEFAULT_MODEL
+    from bot.llm.prices import UNPRICED
+
+    assert price_for(DEFAULT_MODEL) is not None
+    assert price_for(Settings().anthropic_model) is not None
+    listed = [m for arg in get_args(ModelParam) for m in get_args(arg)]
+    assert "claude-haiku-5-5" in listed
+    missing = [m for m in listed if m not in UNPRICED and price_for(m) is None]
+    assert missing == []
+
+
+def test_todays_prices_sonnet_5_5_cache_reads_and_haiku_5_5() -> None:
+    sonnet, haiku = price_for("claude-sonnet-5-5"), price_for("claude-haiku-5-5")
+    assert sonnet is not None and sonnet.cache_read == 0.10
+    assert haiku is not None and (haiku.input, haiku.output) == (0.10, 0.50)
 
 
 def test_an_unknown_model_has_no_price() -> None:

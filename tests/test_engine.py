@@ -8,6 +8,7 @@ import pytest
 
 from bot.dialogue.engine import (
     Engine,
+    OutagePolicy,
     SessionError,
     TurnFailed,
     add_interjection,
@@ -182,26 +183,113 @@ async def test_a_second_invalid_reply_pauses_the_session_and_retry_resumes_it() 
     assert len(session.turns) == 1 and session.error is None
 
 
-async def test_a_truncated_reply_pauses_without_a_repair_call() -> None:
+async def test_a_truncated_reply_is_retried_once_with_twice_the_budget_then_pauses() -> None:
     cut = ModelReply(text='{"message": "Hi th', stop_reason="max_tokens", usage=Usage(), model="m")
-    model = ScriptedModel([cut])
+    model = ScriptedModel([cut, cut])
     session = make_session()
+    sink = RecordingSink()
     with pytest.raises(TurnFailed) as failed:
-        await Engine(model=model, max_tokens=64).take_turn(session)
+        await Engine(model=model, max_tokens=64).take_turn(session, sink)
     assert failed.value.kind == "truncated"
-    assert len(model.requests) == 1
+    assert [r.max_tokens for r in model.requests] == [64, 128]  # no repair call
+    assert sink.resets == 1  # the cut text is void before the second try
     assert session.status == SessionStatus.PAUSED and session.turns == []
-    assert "64 tokens" in (session.error or "")
+    assert "128 tokens" in (session.error or "")
 
 
-async def test_an_api_error_that_outlived_retries_pauses_the_session() -> None:
-    model = ScriptedModel([ModelError("Anthropic API overloaded (529)", status=529)])
+async def test_a_truncated_reply_then_a_whole_one_completes_the_turn() -> None:
+    cut = ModelReply(text='{"message": "Hi th', stop_reason="max_tokens", usage=Usage(), model="m")
+    model = ScriptedModel([cut, copilot("Hi", draft_json(1))])
+    session = make_session()
+    await Engine(model=model, max_tokens=64).take_turn(session)
+    assert [r.max_tokens for r in model.requests] == [64, 128]
+    assert session.turns[0].draft is not None
+
+
+async def test_a_refusal_is_its_own_failure_and_never_repaired() -> None:
+    refused = ModelReply(
+        text="", stop_reason="refusal", usage=Usage(), model="m", refusal="policy category bio"
+    )
+    model = ScriptedModel([refused])
     session = make_session()
     with pytest.raises(TurnFailed) as failed:
         await Engine(model=model).take_turn(session)
+    assert failed.value.kind == "refused"
+    assert len(model.requests) == 1
+    assert session.error == "Claude declined this turn: policy category bio"
+    assert session.status == SessionStatus.PAUSED and session.turns == []
+
+
+async def test_a_blank_reply_is_repaired_without_sending_the_blank_text_back() -> None:
+    model = ScriptedModel(["  \n", copilot("Hi", draft_json(1))])
+    session = make_session()
+    await Engine(model=model).take_turn(session)
+    repair = model.requests[1].messages
+    assert all(m.content.strip() for m in repair)
+    assert len(repair) == len(model.requests[0].messages)  # no assistant message added
+    assert "was not accepted" in repair[-1].content
+
+
+class FakeClock:
+    """Sleeps that only advance a counter, and the engine's waits as (seconds, why)."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+        self.told: list[tuple[float, str]] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+    async def on_wait(self, seconds: float, why: str) -> None:
+        self.told.append((seconds, why))
+
+
+def overload() -> ModelError:
+    return ModelError("Anthropic API overloaded (529)", status=529)
+
+
+async def test_an_outage_shorter_than_the_window_is_waited_out_with_backoff() -> None:
+    clock = FakeClock()
+    model = ScriptedModel([overload(), overload(), overload(), copilot("Hi", draft_json(1))])
+    engine = Engine(
+        model=model,
+        outage=OutagePolicy(window_seconds=60, base_seconds=2, cap_seconds=5),
+        sleep=clock.sleep,
+        jitter=lambda: 1.0,
+    )
+    session = make_session()
+    sink = RecordingSink()
+    await engine.take_turn(session, sink, on_wait=clock.on_wait)
+    assert session.status == SessionStatus.RUNNING and len(session.turns) == 1
+    assert clock.slept == [2, 4, 5]  # doubling, capped
+    assert [s for s, _ in clock.told] == clock.slept
+    assert "529" in clock.told[0][1]
+    assert sink.resets == 3
+
+
+def test_the_backoff_has_jitter_between_half_and_all_of_the_step() -> None:
+    policy = OutagePolicy(window_seconds=60, base_seconds=2, cap_seconds=30)
+    assert policy.delay(3, 0.0) == 8 and policy.delay(3, 1.0) == 16
+    assert policy.delay(10, 0.5) == 22.5  # capped at 30
+
+
+async def test_an_api_error_that_outlived_the_window_pauses_the_session() -> None:
+    model = ScriptedModel([overload()])
+    session = make_session()
+    with pytest.raises(TurnFailed) as failed:
+        await Engine(model=model, outage=OutagePolicy(window_seconds=0)).take_turn(session)
     assert failed.value.kind == "api"
     assert session.status == SessionStatus.PAUSED
     assert "529" in (session.error or "")
+
+
+async def test_a_non_retryable_error_pauses_at_once() -> None:
+    clock = FakeClock()
+    model = ScriptedModel([ModelError("Anthropic API rejected the API key (401)", retryable=False)])
+    engine = Engine(model=model, sleep=clock.sleep)
+    with pytest.raises(TurnFailed):
+        await engine.take_turn(make_session(), on_wait=clock.on_wait)
+    assert clock.slept == [] and clock.told == []
 
 
 async def test_the_round_limit_locks_the_copilots_final_draft() -> None:

@@ -15,8 +15,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.dialogue.models import Draft, PromptParts, Session, Speaker, Turn, Verdict
-from bot.llm.base import Message, ModelRequest
+from bot.dialogue.models import (
+    Draft,
+    PromptParts,
+    Session,
+    Speaker,
+    TargetProfile,
+    Turn,
+    Verdict,
+)
+from bot.llm.base import Message, ModelRequest, is_blank
 
 AgentKind = Literal["persona", "copilot"]
 COPILOT_NAME = "Sora Copilot"
@@ -35,7 +43,9 @@ class _Strict(BaseModel):
 class PartsOut(_Strict):
     subject: str = Field(description="Who or what the shot is about.")
     setting: str = Field(description="Where and when.")
-    action_beats: list[str] = Field(description="What happens, in order, one beat each.")
+    action_beats: list[str] = Field(
+        description="What happens, in order, one beat each.", min_length=1
+    )
     camera: str = Field(description="Lens, framing and movement.")
     lighting_palette: str = Field(description="Light sources, quality and colour palette.")
     sound: str = Field(description="Ambient sound, effects, music or dialogue.")
@@ -46,8 +56,9 @@ class PartsOut(_Strict):
 class DraftOut(_Strict):
     title: str = Field(description="A short caption for the draft, not the prompt.")
     prompt_text: str = Field(description="The complete prompt to paste into the video model.")
+    # Their legal values are enums in the schema built per target (`reply_schema`).
     duration_seconds: int
-    size: str = Field(description="Resolution or aspect ratio legal for the target.")
+    size: str
     parts: PartsOut
 
 
@@ -58,7 +69,9 @@ class CopilotReply(_Strict):
 
 class VerdictOut(_Strict):
     decision: Literal["revise", "approve"]
-    version: int | None = Field(description="The draft version approved; null when revising.")
+    version: int | None = Field(
+        description="The version number of the latest draft when approving; null when revising."
+    )
 
 
 class PersonaReply(_Strict):
@@ -66,15 +79,77 @@ class PersonaReply(_Strict):
     verdict: VerdictOut
 
 
-_SCHEMAS: dict[str, dict[str, Any]] = {
-    "copilot": CopilotReply.model_json_schema(),
-    "persona": PersonaReply.model_json_schema(),
-}
+# What structured outputs enforce (the API's grammar; the SDK's `transform_schema` in
+# anthropic/lib/_parse/_transform.py keeps exactly these): type, enum, const, anyOf, $ref,
+# required, additionalProperties false, and minItems of 0 or 1. Length and range limits are
+# not enforced: as the SDK does, they are written into the description as `{key: value}`,
+# which the model reads, and checked again in code (`parse_copilot`).
+def _hint(description: str, **limits: int) -> str:
+    return description + "\n\n{" + ", ".join(f"{k}: {v}" for k, v in limits.items()) + "}"
 
 
-def reply_schema(agent: AgentKind) -> dict[str, Any]:
-    # Generated once: schema generation costs milliseconds, and the schema never changes.
-    return _SCHEMAS[agent]
+def _size_meaning(size: str) -> str:
+    """'1280x720' -> 'landscape, 1280 pixels wide by 720 high'; '9:16' -> 'portrait'."""
+    for sep, unit in (("x", " pixels"), (":", "")):
+        w, _, h = size.partition(sep)
+        if w.isdigit() and h.isdigit() and int(w) and int(h):
+            shape = "square" if w == h else "landscape" if int(w) > int(h) else "portrait"
+            if unit:
+                return f"{shape}, {w}{unit} wide by {h} high"
+            return f"{shape}, aspect ratio {w}:{h}"
+    return "as the target names it"
+
+
+def _copilot_schema(target: TargetProfile) -> dict[str, Any]:
+    schema = CopilotReply.model_json_schema()
+    draft = schema["$defs"]["DraftOut"]["properties"]
+    draft["title"]["description"] = _hint(draft["title"]["description"], maxLength=MAX_TITLE_CHARS)
+    draft["prompt_text"]["description"] = _hint(
+        f"The complete prompt to paste into {target.model_name}: every part woven into plain "
+        "sentences. Never the caption.",
+        minLength=target.prompt_min_chars,
+        maxLength=target.prompt_max_chars,
+    )
+    seconds = ", ".join(str(d) for d in target.durations)
+    draft["duration_seconds"] = {
+        "description": f"Clip length in seconds; {target.model_name} makes {seconds}.",
+        **({"enum": list(target.durations)} if target.durations else {"type": "integer"}),
+    }
+    meanings = "; ".join(f"{s}: {_size_meaning(s)}" for s in target.sizes)
+    draft["size"] = {
+        "description": f"Frame size for {target.model_name}. {meanings}.",
+        **({"enum": list(target.sizes)} if target.sizes else {"type": "string"}),
+    }
+    schema["properties"]["message"]["description"] = _hint(
+        schema["properties"]["message"]["description"], maxLength=MAX_MESSAGE_CHARS
+    )
+    return schema
+
+
+def _persona_schema() -> dict[str, Any]:
+    schema = PersonaReply.model_json_schema()
+    schema["properties"]["message"]["description"] = _hint(
+        schema["properties"]["message"]["description"], maxLength=MAX_MESSAGE_CHARS
+    )
+    return schema
+
+
+_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def reply_schema(agent: AgentKind, target: TargetProfile) -> dict[str, Any]:
+    """The reply schema of `agent` for `target`, built once per target and reused.
+
+    The same schema object for every request of a session keeps each agent's requests an
+    identical prefix for the prompt cache. The key is the target's content, so an edited
+    profile file (a new size) gets a new schema.
+    """
+    key = (agent, target.model_dump_json())
+    schema = _SCHEMAS.get(key)
+    if schema is None:
+        schema = _copilot_schema(target) if agent == "copilot" else _persona_schema()
+        _SCHEMAS[key] = schema
+    return schema
 
 
 # ---- system prompts --------------------------------------------------------------------
@@ -269,23 +344,25 @@ def build_request(session: Session, *, max_tokens: int) -> ModelRequest:
         agent=agent,
         system=system,
         messages=build_messages(session, agent),
-        schema=reply_schema(agent),
+        schema=reply_schema(agent, session.target),
         max_tokens=max_tokens,
         brief=brief,
     )
 
 
 def repair_messages(request: ModelRequest, bad_reply: str, error: str) -> list[Message]:
-    """The original conversation plus the invalid reply and the validation error."""
-    return [
-        *request.messages,
-        Message("assistant", bad_reply),
-        Message(
-            "user",
-            "Your reply was not accepted: "
-            f"{error}\nSend the whole reply again as JSON that fixes this.",
-        ),
-    ]
+    """The original conversation plus the invalid reply and the validation error.
+
+    A blank reply is never sent back (the API rejects a whitespace-only text block): the
+    error is added to the last user message instead, and the model answers it again.
+    """
+    note = (
+        f"Your reply was not accepted: {error}\nSend the whole reply again as JSON that fixes this."
+    )
+    if is_blank(bad_reply):
+        *before, last = request.messages
+        return [*before, Message(last.role, f"{last.content}\n\n{note}")]
+    return [*request.messages, Message("assistant", bad_reply), Message("user", note)]
 
 
 # ---- validation -------------------------------------------------------------------------

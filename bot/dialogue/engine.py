@@ -5,13 +5,25 @@ agent's request from the transcript, streams the reply's message to a sink,
 validates the structured reply (one repair call on a bad one), appends the
 turn, and decides whether the session locks. A failed turn leaves the
 transcript as it was and the session paused, so Retry resumes exactly there.
+
+What a model call can end in, and what the engine does:
+- an overload, rate limit, server error or broken stream that outlasted the client's own
+  retries: the call is made again with exponential backoff and jitter for up to
+  `OutagePolicy.window_seconds`, telling `on_wait` how long each wait is; then it pauses;
+- `stop_reason: "max_tokens"`: the call is made once more with twice the budget;
+- `stop_reason: "refusal"`: the turn fails at once (kind "refused"), never repaired;
+- an invalid reply: one repair call quoting the error (never built from a blank reply).
+Every repeat resets the sink first, so the turn's message is written again in the same
+place, never posted twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -43,7 +55,26 @@ class TurnFailed(Exception):
 
     def __init__(self, message: str, *, kind: str):
         super().__init__(message)
-        self.kind = kind  # "invalid" | "truncated" | "api"
+        self.kind = kind  # "invalid" | "truncated" | "refused" | "api"
+
+
+WaitCallback = Callable[[float, str], Awaitable[None]]
+"""Told `(seconds, why)` before the engine waits out an outage and calls the model again."""
+
+
+@dataclass(frozen=True)
+class OutagePolicy:
+    """How long a retryable model failure is waited out before the session pauses."""
+
+    window_seconds: float = 120.0
+    base_seconds: float = 2.0
+    cap_seconds: float = 30.0
+
+    def delay(self, attempt: int, jitter: float) -> float:
+        """The wait before retry `attempt` (0-based): doubling from base up to cap, with
+        "equal jitter" (half fixed, half random) so many sessions do not retry in step."""
+        ceiling: float = min(self.cap_seconds, self.base_seconds * 2.0**attempt)
+        return ceiling / 2 + ceiling / 2 * jitter
 
 
 class TurnSink(Protocol):
@@ -69,16 +100,28 @@ class Engine:
         self,
         *,
         model: ChatModel,
-        max_tokens: int = 4096,
+        max_tokens: int = 16_000,
         clock: Callable[[], datetime] = utcnow,
+        outage: OutagePolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
     ):
         self.model = model
         self.max_tokens = max_tokens
         self.clock = clock
+        self.outage = outage or OutagePolicy()
+        self.sleep = sleep
+        self.jitter = jitter
 
-    async def take_turn(self, session: Session, sink: TurnSink | None = None) -> TurnResult:
+    async def take_turn(
+        self,
+        session: Session,
+        sink: TurnSink | None = None,
+        on_wait: WaitCallback | None = None,
+    ) -> TurnResult:
         """Advance `session` by one agent turn, in place.
 
+        `on_wait` hears of each wait for an outage to pass (see OutagePolicy).
         Raises TurnFailed (session paused, transcript unchanged) or SessionError.
         """
         started = time.perf_counter()
@@ -88,25 +131,63 @@ class Engine:
         model_seconds = 0.0
         usage = Usage()
 
-        async def call(req: ModelRequest) -> ModelReply:
-            nonlocal model_seconds, usage
+        async def attempt(req: ModelRequest) -> ModelReply:
+            nonlocal model_seconds
             decoder = _Streamer(sink)
             t0 = time.perf_counter()
             try:
-                reply = await self.model.complete(req, decoder.feed)
-            except ModelError as e:
-                raise self._fail(session, f"The model call failed: {e}", "api") from e
+                return await self.model.complete(req, decoder.feed)
             finally:
                 model_seconds += time.perf_counter() - t0 - decoder.sink_seconds
-            usage = usage + reply.usage
-            if reply.stop_reason == "max_tokens":
-                raise self._fail(
-                    session,
-                    "The reply was cut off at the output token limit "
-                    f"({req.max_tokens} tokens) before it was complete.",
-                    "truncated",
-                )
-            return reply
+
+        async def call(req: ModelRequest) -> ModelReply:
+            nonlocal usage, model_seconds
+            outage_started: float | None = None
+            waits = 0
+            widened = False
+            while True:
+                try:
+                    reply = await attempt(req)
+                except ModelError as e:
+                    if not e.retryable:
+                        raise self._fail(session, f"The model call failed: {e}", "api") from e
+                    now = time.monotonic()
+                    outage_started = now if outage_started is None else outage_started
+                    delay = self.outage.delay(waits, self.jitter())
+                    waited = now - outage_started
+                    if waited + delay > self.outage.window_seconds:
+                        after = f" (still failing after {waited:.0f} s of retries)" if waits else ""
+                        raise self._fail(
+                            session, f"The model call failed: {e}{after}", "api"
+                        ) from e
+                    waits += 1
+                    if sink is not None:
+                        await sink.reset()
+                    if on_wait is not None:
+                        await on_wait(delay, str(e))
+                    slept = time.perf_counter()
+                    await self.sleep(delay)
+                    model_seconds += time.perf_counter() - slept  # waiting on the model
+                    continue
+                usage = usage + reply.usage
+                if reply.stop_reason == "refusal":
+                    why = (reply.refusal or "").strip() or "no reason was given"
+                    raise self._fail(session, f"Claude declined this turn: {why}", "refused")
+                if reply.stop_reason == "max_tokens":
+                    if not widened:
+                        # Thinking and text share the budget; one more try with twice it.
+                        widened = True
+                        req = dataclasses.replace(req, max_tokens=req.max_tokens * 2)
+                        if sink is not None:
+                            await sink.reset()
+                        continue
+                    raise self._fail(
+                        session,
+                        "The reply was cut off at the output token limit "
+                        f"({req.max_tokens} tokens) before it was complete.",
+                        "truncated",
+                    )
+                return reply
 
         reply = await call(request)
         try:

@@ -10,7 +10,10 @@ and the result into a :class:`ModelReply`:
   block of the last user message carries the second one. An agent's next request is its
   previous one plus new turns, so everything up to the old breakpoint is read from the cache
   and only the new turns are written. Nothing time-dependent goes into a request;
-* the reply records the model the response names (a dated id), not the configured alias;
+* thinking and effort are set on purpose (``thinking_param``, ``effort_for``): thinking tokens
+  count toward ``max_tokens``, and the 5.x models think by default at their default effort;
+* the reply records the model the response names (a dated id), not the configured alias, the
+  thinking tokens the usage reports, and a refusal's explanation;
 * the SDK retries 429/529/5xx and connection failures (``max_retries``); whatever survives,
   and an ``error`` event in the middle of a stream, becomes a :class:`ModelError`. No SDK
   exception leaves this module.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import anthropic
 import httpx2
@@ -29,6 +33,7 @@ from anthropic.types import (
     MessageParam,
     OutputConfigParam,
     TextBlockParam,
+    ThinkingConfigParam,
     UserMessageParam,
 )
 
@@ -70,6 +75,66 @@ _WHAT_WENT_WRONG: dict[int, str] = {
 }
 
 
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+ThinkingMode = Literal["off", "adaptive"]
+
+# What each model accepts for `thinking`, from Anthropic's model pages (read 2026-11-25):
+# - thinking is always on (`disabled` and `enabled` are a 400; omit it or send `adaptive`):
+#   Opus 5.5 and Fable 5.1 (platform.claude.com/docs/en/models/opus-5-5/whats-new-opus-5-5),
+#   Fable 5 / Mythos 5 / Mythos preview ("only support adaptive thinking", Bedrock's adaptive
+#   thinking page), and Fable 5.2 (always on, effort defaults to high);
+# - Sonnet 5.5 refuses `disabled` with a 400 and takes `between_tools` as its lowest setting,
+#   which without tools answers with text only, as `disabled` did; it is a 400 at effort xhigh
+#   or max (platform.claude.com/docs/en/models/sonnet-5-5/whats-new-sonnet-5-5);
+# - Opus 5 and Haiku 5.5 accept `disabled` only at effort high or below;
+# - Sonnet 4.5, Opus 4.5 and Haiku 4.5 have no adaptive thinking (extended thinking, off unless
+#   enabled), and Sonnet 4.5 and Haiku 4.5 take no effort parameter.
+ALWAYS_THINKING = ("claude-opus-5-5", "claude-fable-5", "claude-mythos-5", "claude-mythos-preview")
+BETWEEN_TOOLS_IS_OFF = ("claude-sonnet-5-5",)
+DISABLED_UP_TO_HIGH = ("claude-opus-5", "claude-haiku-5-5")
+NO_ADAPTIVE = ("claude-sonnet-4-5", "claude-opus-4-5", "claude-haiku-4-5")
+NO_EFFORT = ("claude-sonnet-4-5", "claude-haiku-4-5")
+_ABOVE_HIGH = ("xhigh", "max")
+
+
+def _in_family(model: str, families: Sequence[str]) -> bool:
+    """`model` is one of `families` or a dated/numbered id of one ("claude-fable-5-1")."""
+    return any(model == f or model.startswith(f + "-") for f in families)
+
+
+def _is(model: str, families: Sequence[str]) -> bool:
+    # "claude-opus-5" must not claim "claude-opus-5-5": an exact id or a dated one (8 digits).
+    return any(
+        model == f or (model.startswith(f + "-") and model[len(f) + 1 :].isdigit())
+        for f in families
+    )
+
+
+def thinking_param(
+    model: str, mode: ThinkingMode, effort: Effort | None
+) -> ThinkingConfigParam | None:
+    """The `thinking` value for `model`, or None to leave the field out."""
+    if _is(model, NO_ADAPTIVE):
+        return None  # thinking is off unless enabled with a budget
+    if mode == "adaptive":
+        return {"type": "adaptive"}
+    if _in_family(model, ALWAYS_THINKING):
+        return None  # cannot be turned off: a low effort keeps it short
+    above_high = effort in _ABOVE_HIGH
+    if _is(model, BETWEEN_TOOLS_IS_OFF):
+        return None if above_high else {"type": "between_tools"}
+    if _is(model, DISABLED_UP_TO_HIGH) and above_high:
+        return None
+    return {"type": "disabled"}
+
+
+def effort_for(model: str, effort: Effort | None) -> Effort | None:
+    """The `output_config.effort` to send, or None where the model takes none."""
+    if effort is None or _is(model, NO_EFFORT):
+        return None
+    return effort
+
+
 def is_retryable_status(status: int) -> bool:
     """Whether the same request may succeed later (the SDK's own retry policy)."""
     return status in (408, 409, 429) or status >= 500
@@ -87,9 +152,13 @@ class AnthropicModel:
         max_retries: int = 2,
         timeout: float = 120.0,
         http_client: httpx2.AsyncClient | None = None,
+        effort: Effort | None = None,
+        thinking: ThinkingMode = "adaptive",
     ) -> None:
         self.model = model
         self.max_retries = max_retries
+        self.effort = effort_for(model, effort)
+        self.thinking = thinking_param(model, thinking, effort)
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url,
@@ -108,6 +177,8 @@ class AnthropicModel:
             base_url=settings.anthropic_base_url,
             max_retries=settings.anthropic_max_retries,
             timeout=settings.anthropic_timeout_seconds,
+            effort=settings.anthropic_effort,
+            thinking=settings.anthropic_thinking,
         )
 
     @property
@@ -124,6 +195,8 @@ class AnthropicModel:
         output_config: OutputConfigParam = {
             "format": {"type": "json_schema", "schema": request.schema}
         }
+        if self.effort is not None:
+            output_config["effort"] = self.effort
         system = system_blocks(request.system)
         # Set when `on_text` itself fails, so its exception is re-raised as it is and not
         # mistaken for a failure of the API (a sink may use httpx2 too).
@@ -136,6 +209,7 @@ class AnthropicModel:
                 messages=message_params(request.messages),
                 output_config=output_config,
                 system=system if system else anthropic.omit,
+                thinking=self.thinking if self.thinking is not None else anthropic.omit,
             ) as stream:
                 async for event in stream:
                     if event.type == "text":
@@ -166,9 +240,20 @@ class AnthropicModel:
             output_tokens=u.output_tokens,
             cache_read_tokens=u.cache_read_input_tokens or 0,
             cache_write_tokens=u.cache_creation_input_tokens or 0,
+            thinking_tokens=u.output_tokens_details.thinking_tokens
+            if u.output_tokens_details is not None
+            else 0,
         )
+        refusal = None
+        if message.stop_reason == "refusal":
+            details = message.stop_details
+            refusal = (details.explanation or details.category) if details else None
         return ModelReply(
-            text=text, stop_reason=message.stop_reason, usage=usage, model=message.model
+            text=text,
+            stop_reason=message.stop_reason,
+            usage=usage,
+            model=message.model,
+            refusal=refusal,
         )
 
 

@@ -43,6 +43,8 @@ class ModelReply:
     stop_reason: str | None
     usage: Usage
     model: str
+    # With stop_reason "refusal": why, as the API explains it (stop_details), if it does.
+    refusal: str | None = None
 
 
 class ModelError(Exception):
@@ -52,6 +54,11 @@ class ModelError(Exception):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+
+
+def is_blank(text: str) -> bool:
+    """Empty or whitespace only: the API rejects such a text block, so none is ever sent."""
+    return not text.strip()
 
 
 class ChatModel(Protocol):

@@ -27,26 +27,46 @@ class Price:
     cache_read: float
 
 
+# Anthropic's published prices (https://platform.claude.com/docs/en/about-claude/pricing and
+# each model's page, e.g. .../models/sonnet-5-5/overview), read 2026-11-25. The Sonnet 5.5
+# cache-read cut to $0.10 (0.05x input) took effect 2026-10-07. Haiku 5.5 has two bands by
+# prompt length; the table holds the band for prompts up to 100,000 tokens, which every
+# request of a session stays under (a prompt is a few thousand tokens).
+_FABLE_5_2 = Price(input=8.0, output=40.0, cache_write=10.0, cache_read=0.20)
+_FABLE_5_1 = Price(input=10.0, output=50.0, cache_write=12.50, cache_read=0.25)
+_FABLE_5 = Price(input=10.0, output=50.0, cache_write=12.50, cache_read=1.0)
+_OPUS_5_5 = Price(input=4.0, output=20.0, cache_write=5.0, cache_read=0.20)
+_OPUS = Price(input=5.0, output=25.0, cache_write=6.25, cache_read=0.50)  # Opus 4.5 to 5
+_SONNET_5_5 = Price(input=2.0, output=10.0, cache_write=2.50, cache_read=0.10)
 _SONNET_5 = Price(input=2.0, output=10.0, cache_write=2.50, cache_read=0.20)
 _SONNET_4 = Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30)
+_HAIKU_5_5 = Price(input=0.10, output=0.50, cache_write=0.125, cache_read=0.01)
 _HAIKU_4_5 = Price(input=1.0, output=5.0, cache_write=1.25, cache_read=0.10)
-_OPUS = Price(input=5.0, output=25.0, cache_write=6.25, cache_read=0.50)
-_OPUS_5_5 = Price(input=4.0, output=20.0, cache_write=5.0, cache_read=0.20)
 _FREE = Price(input=0.0, output=0.0, cache_write=0.0, cache_read=0.0)
+UNPRICED = frozenset({"claude-mythos-preview"})
 
+# Every id in the SDK's model list (anthropic.types.ModelParam) a user may configure; a test
+# checks that none is missing. Mythos models share their Fable twin's prices. Not here:
+# claude-mythos-preview, an invitation-only preview without a published price (see UNPRICED).
 PRICES: dict[str, Price] = {
-    "claude-sonnet-5-5": _SONNET_5,
-    "claude-sonnet-5": _SONNET_5,
-    "claude-sonnet-4-6": _SONNET_4,
-    "claude-sonnet-4-5": _SONNET_4,
-    "claude-sonnet-4-5-20250929": _SONNET_4,
-    "claude-haiku-4-5": _HAIKU_4_5,
+    "claude-fable-5-2": _FABLE_5_2,
+    "claude-mythos-5-2": _FABLE_5_2,
+    "claude-fable-5-1": _FABLE_5_1,
+    "claude-mythos-5-1": _FABLE_5_1,
+    "claude-fable-5": _FABLE_5,
+    "claude-mythos-5": _FABLE_5,
     "claude-opus-5-5": _OPUS_5_5,
     "claude-opus-5": _OPUS,
     "claude-opus-4-8": _OPUS,
     "claude-opus-4-7": _OPUS,
     "claude-opus-4-6": _OPUS,
     "claude-opus-4-5": _OPUS,
+    "claude-sonnet-5-5": _SONNET_5_5,
+    "claude-sonnet-5": _SONNET_5,
+    "claude-sonnet-4-6": _SONNET_4,
+    "claude-sonnet-4-5": _SONNET_4,
+    "claude-haiku-5-5": _HAIKU_5_5,
+    "claude-haiku-4-5": _HAIKU_4_5,
 }
 
 

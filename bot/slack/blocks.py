@@ -94,8 +94,11 @@ def control_target(value: str) -> tuple[str, int | None]:
     return value, None
 
 
-def root_blocks(session: Session) -> list[dict[str, Any]]:
-    """The thread root: idea, persona, who started it, status, round, tokens, controls."""
+def root_blocks(session: Session, notice: str | None = None) -> list[dict[str, Any]]:
+    """The thread root: idea, persona, who started it, status, round, tokens, controls.
+
+    `notice` is a passing state shown after the status ("Claude is overloaded; ...").
+    """
     o = session.origin
     starter = f"<@{o.user_id}>" if o.user_id else escape(o.user_name or "someone")
     status = STATUS_LABELS[session.status]
@@ -103,6 +106,8 @@ def root_blocks(session: Session) -> list[dict[str, Any]]:
         status += f" (v{session.locked.draft.version}, {session.locked.reason.value})"
     if session.status == SessionStatus.PAUSED and session.error:
         status += f": {escape(truncate(session.error, 300))}"
+    if notice:
+        status += f" ({escape(notice)})"
     usage = session.usage
     fields = [
         f"*Persona:* {escape(session.persona.display_name)}",

@@ -7,11 +7,17 @@ engine streams the message into it; the driver then reports what happened.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Protocol
 
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker, Turn
+
+
+def waiting_notice(seconds: float) -> str:
+    """What a surface shows while the engine waits out an outage before calling Claude again."""
+    return f"Claude is overloaded; retrying in {max(math.ceil(seconds), 1)} s"
 
 
 class Surface(Protocol):
@@ -36,6 +42,11 @@ class Surface(Protocol):
         ...
 
     async def turn_finished(self, session: Session, turn: Turn) -> None: ...
+
+    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
+        """Claude failed past its client's retries (`reason`); the turn is tried again in
+        `seconds`. Shown as `waiting_notice(seconds)`; the turn's sink is reused after."""
+        ...
 
     async def interjection_heard(self, session: Session, turn: Turn) -> None: ...
 

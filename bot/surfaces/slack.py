@@ -60,6 +60,7 @@ from bot.slack.blocks import (
     turn_parts,
 )
 from bot.slack.people import People
+from bot.surfaces.base import waiting_notice
 from state import State
 
 log = logging.getLogger("sora.slack")
@@ -214,6 +215,9 @@ class SlackSurface:
             await self._upload_report(session, where)
         await self.update_root(session)
 
+    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
+        await self.update_root(session, notice=waiting_notice(seconds))
+
     async def session_paused(self, session: Session) -> None:
         where = _thread(session)
         failed_turn = session.next_turn
@@ -313,14 +317,18 @@ class SlackSurface:
             cutoff = now - STREAM_UPDATE_MIN_INTERVAL_S
             self._updated = {k: v for k, v in self._updated.items() if v > cutoff}
 
-    async def update_root(self, session: Session) -> None:
+    async def update_root(self, session: Session, notice: str | None = None) -> None:
         """Show the session's round, tokens, status and buttons on the thread root.
+
+        `notice`: a passing state to show with the status (an outage being waited out).
 
         Best effort: the next change updates it again, and the root may not be the
         app's to edit (a session started from someone's message).
         """
         where = _thread(session)
-        part = MessagePart(tail=tuple(root_blocks(session)), fallback=root_text(session))
+        part = MessagePart(
+            tail=tuple(root_blocks(session, notice=notice)), fallback=root_text(session)
+        )
         try:
             await self.update(where.channel, where.ts, part)
         except SlackApiError as e:

@@ -8,6 +8,7 @@ from typing import TextIO
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker, Turn
 from bot.dialogue.report import LOCK_REASONS, fence
+from bot.surfaces.base import waiting_notice
 
 
 class _PrintSink:
@@ -71,6 +72,9 @@ class TerminalSurface:
             + fence(d.prompt_text)
             + "\n"
         )
+
+    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
+        self._say(f"\n.. {waiting_notice(seconds)} ({reason})\n")
 
     async def session_paused(self, session: Session) -> None:
         self._say(f"\n!! The session is paused: {session.error}\n")
