@@ -64,7 +64,9 @@ class Chunks:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(chunk_chars=8) as server:
+    # Every prefix caches, so the cache mechanics show on small prompts; the real minimums
+    # have their own tests below.
+    async with FakeAnthropic(chunk_chars=8, min_cache_tokens=0) as server:
         yield server
         assert not server.internal_errors, server.internal_errors
 
@@ -172,7 +174,12 @@ async def test_request_caches_the_system_prompt_asks_for_the_schema_and_streams(
     assert sent["system"] == [
         {"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}
     ]
-    assert sent["output_config"] == {"format": {"type": "json_schema", "schema": SCHEMA}}
+    assert sent["output_config"] == {
+        "format": {"type": "json_schema", "schema": SCHEMA},
+        "effort": "low",
+    }
+    # Sonnet 5.5 refuses thinking "disabled"; between_tools is its lowest setting.
+    assert sent["thinking"] == {"type": "between_tools"}
 
 
 async def test_only_the_last_block_of_the_last_user_message_carries_a_message_breakpoint(
@@ -447,6 +454,7 @@ async def test_fake_stream_has_the_real_event_order_and_the_sdk_accumulates_it(
         "model": MODEL,
         "max_tokens": 100,
         "stream": True,
+        "thinking": {"type": "between_tools"},
         "messages": [{"role": "user", "content": "hi"}],
     }
     headers = {"x-api-key": fake.api_key, "anthropic-version": "2023-06-01"}
@@ -470,7 +478,10 @@ async def test_fake_stream_has_the_real_event_order_and_the_sdk_accumulates_it(
 
     client = anthropic.AsyncAnthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
     async with client.messages.stream(
-        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+        model=MODEL,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "hi"}],
+        thinking={"type": "between_tools"},
     ) as stream:
         message = await stream.get_final_message()
     await client.close()
@@ -488,7 +499,10 @@ async def test_fake_answers_a_non_streaming_request_with_a_message_object(
     client = anthropic.AsyncAnthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
 
     message = await client.messages.create(
-        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+        model=MODEL,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "hi"}],
+        thinking={"type": "between_tools"},
     )
     await client.close()
 

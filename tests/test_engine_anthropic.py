@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.dialogue.engine import Engine, TurnFailed, add_interjection, resume
+from bot.dialogue.engine import Engine, OutagePolicy, TurnFailed, add_interjection, resume
 from bot.dialogue.models import LockReason, Session, SessionStatus
 from bot.dialogue.report import metadata
 from bot.llm.anthropic_model import AnthropicModel
@@ -17,18 +17,26 @@ from tests.support import RecordingSink, copilot, draft_json, make_session, pers
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as server:
+    # Every prefix caches here, so small scripted prompts show the cache mechanics; the real
+    # per-model minimums are measured by bench/cache.py and tested in test_claude_as_it_is.py.
+    async with FakeAnthropic(min_cache_tokens=0) as server:
         yield server
 
 
-def engine_for(fake: FakeAnthropic, *, max_retries: int = 2, max_tokens: int = 4096) -> Engine:
+def engine_for(
+    fake: FakeAnthropic,
+    *,
+    max_retries: int = 2,
+    max_tokens: int = 16_000,
+    outage: OutagePolicy | None = None,
+) -> Engine:
     model = AnthropicModel(
         api_key=fake.api_key,
         model="claude-sonnet-5-5",
         base_url=fake.base_url,
         max_retries=max_retries,
     )
-    return Engine(model=model, max_tokens=max_tokens)
+    return Engine(model=model, max_tokens=max_tokens, outage=outage)
 
 
 SCRIPT = [
@@ -107,7 +115,7 @@ async def test_an_overload_that_outlives_the_retries_pauses_and_retry_resumes(
     fake.fail_next(529, k=2, retry_after=0.01)
     fake.enqueue_text(SCRIPT[0])
     session = make_session()
-    engine = engine_for(fake, max_retries=1)
+    engine = engine_for(fake, max_retries=1, outage=OutagePolicy(window_seconds=0))
     with pytest.raises(TurnFailed) as failed:
         await engine.take_turn(session)
     assert failed.value.kind == "api"
@@ -127,13 +135,27 @@ async def test_a_rate_limit_within_the_retries_is_invisible(fake: FakeAnthropic)
     assert len(session.turns) == 1 and session.status == SessionStatus.RUNNING
 
 
-async def test_a_truncated_reply_pauses_the_session(fake: FakeAnthropic) -> None:
+async def test_a_truncated_reply_is_retried_once_with_twice_the_budget(fake: FakeAnthropic) -> None:
+    fake.enqueue_text(SCRIPT[0])
     fake.enqueue_text(SCRIPT[0])
     fake.truncate_next()
+    session = make_session()
+    sink = RecordingSink()
+    await engine_for(fake, max_tokens=3000).take_turn(session, sink)
+    assert [body["max_tokens"] for body in fake.requests] == [3000, 6000]
+    assert session.turns[0].text == "Hi 👋. Caption idea: Threshold."
+    assert sink.text == session.turns[0].text and sink.resets == 1
+
+
+async def test_a_reply_truncated_twice_pauses_the_session(fake: FakeAnthropic) -> None:
+    fake.enqueue_text(SCRIPT[0])
+    fake.enqueue_text(SCRIPT[0])
+    fake.truncate_next(2)
     session = make_session()
     with pytest.raises(TurnFailed) as failed:
         await engine_for(fake).take_turn(session)
     assert failed.value.kind == "truncated"
+    assert len(fake.requests) == 2
     assert session.status == SessionStatus.PAUSED and session.turns == []
 
 

@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.dialogue.agents import COPILOT_ICON, COPILOT_NAME
-from bot.dialogue.engine import Engine, add_interjection, stop
+from bot.dialogue.engine import Engine, OutagePolicy, add_interjection, stop
 from bot.dialogue.models import Origin, Session, SessionStatus, Speaker, Turn
 from bot.dialogue.report import fence, render_markdown
 from bot.driver import drive_turn
@@ -607,7 +607,8 @@ async def test_a_failed_turn_pauses_with_a_retry_button_once(rig: Rig, streaming
     session = await rig.session()
     model = ScriptedModel([ModelError("overloaded <!channel>", status=529)])
     surface = rig.surface(streaming)
-    result = await drive_turn(Engine(model=model), session, surface)
+    engine = Engine(model=model, outage=OutagePolicy(window_seconds=0))  # no waiting out
+    result = await drive_turn(engine, session, surface)
     assert result is None and session.status == SessionStatus.PAUSED
     await surface.session_paused(session)  # again: a redo of the same pause
 
@@ -621,6 +622,26 @@ async def test_a_failed_turn_pauses_with_a_retry_button_once(rig: Rig, streaming
     assert "Retry writes it again" in block_texts(interrupted)
     root = block_texts(rig.root(session))
     assert "Paused" in root and ACTION_RETRY in root
+
+
+async def test_an_outage_being_waited_out_shows_on_the_root_and_the_turn_posts_once(
+    rig: Rig,
+) -> None:
+    session = await rig.session()
+    model = ScriptedModel(
+        [ModelError("Anthropic API overloaded (529)", status=529), copilot("Hi", draft_json(1))]
+    )
+    roots: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        roots.append(block_texts(rig.root(session)))
+
+    engine = Engine(model=model, sleep=sleep, jitter=lambda: 1.0)
+    result = await drive_turn(engine, session, rig.surface("update"))
+    assert result is not None and session.status == SessionStatus.RUNNING
+    assert len(roots) == 1 and "Claude is overloaded; retrying in 2 s" in roots[0]
+    assert len(tagged(rig.thread(session), 0)) == 1  # the turn's message, posted once
+    assert "Claude is overloaded" not in block_texts(rig.root(session))
 
 
 async def test_a_turn_set_aside_by_another_worker_is_marked_when_the_session_pauses(

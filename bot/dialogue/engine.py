@@ -105,6 +105,7 @@ class Engine:
         outage: OutagePolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.model = model
         self.max_tokens = max_tokens
@@ -112,6 +113,7 @@ class Engine:
         self.outage = outage or OutagePolicy()
         self.sleep = sleep
         self.jitter = jitter
+        self.monotonic = monotonic  # what the outage window is measured by (with `sleep`)
 
     async def take_turn(
         self,
@@ -151,7 +153,7 @@ class Engine:
                 except ModelError as e:
                     if not e.retryable:
                         raise self._fail(session, f"The model call failed: {e}", "api") from e
-                    now = time.monotonic()
+                    now = self.monotonic()
                     outage_started = now if outage_started is None else outage_started
                     delay = self.outage.delay(waits, self.jitter())
                     waited = now - outage_started

@@ -152,8 +152,8 @@ class AnthropicModel:
         max_retries: int = 2,
         timeout: float = 120.0,
         http_client: httpx2.AsyncClient | None = None,
-        effort: Effort | None = None,
-        thinking: ThinkingMode = "adaptive",
+        effort: Effort | None = "low",
+        thinking: ThinkingMode = "off",
     ) -> None:
         self.model = model
         self.max_retries = max_retries
