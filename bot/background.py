@@ -9,6 +9,14 @@ the ack every 10 ms, so each ack took 10 ms or more, and far more on a busy loop
 Tasks are kept until they finish, so none is garbage-collected half-way, and a
 failure is logged rather than lost; `idle()` lets tests wait for them.
 
+Work that must wait for a channel's post rate (a thread root: Slack allows
+about one post a second per channel) goes in that channel's line instead
+(`enqueue`): the works of one line run one at a time, in arrival order, each
+once its `pace` (the channel's post token) returns. A line waits holding no
+permit, so a busy channel delays its own roots and nothing else: before lines,
+a root held its permit while it waited for its channel's token, and a burst in
+one channel filled every permit and made each ack in the workspace wait.
+
 At most `limit` pieces of work are in progress at once. When that many are,
 `submit` waits, before the listener returns and so before Slack sees the ack,
 until one finishes: at most `max_wait_s`, well inside Slack's 3 s, after which
@@ -27,7 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("sora.handlers")
@@ -35,6 +44,8 @@ log = logging.getLogger("sora.handlers")
 DEFAULT_LIMIT = 16
 DEFAULT_MAX_WAIT_S = 1.0
 OVERFLOW_LOG_EVERY_S = 10.0  # under sustained overload, one warning line per this many seconds
+
+Pace = Callable[[], Awaitable[object]]
 
 
 class AfterAck:
@@ -53,6 +64,8 @@ class AfterAck:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # line (e.g. a channel id) -> its works not yet finished, the running one first
+        self._lines: dict[str, deque[tuple[Pace, Coroutine[Any, Any, None]]]] = {}
 
     @property
     def in_progress(self) -> int:
@@ -70,7 +83,41 @@ class AfterAck:
         except TimeoutError:
             self._overflowed()
             permit = False
-        task = asyncio.create_task(self._run(work, permit))
+        self._start(self._run(work, permit))
+
+    def waiting_in(self, line: str) -> int:
+        """Works in `line` not yet finished (the one running included)."""
+        return len(self._lines.get(line, ()))
+
+    def enqueue(self, line: str, pace: Pace, work: Coroutine[Any, Any, None]) -> int:
+        """Queue `work` at the end of `line`, to run once the works before it are done and
+        `pace()` has returned. Returns how many works are ahead of it. Never waits.
+        """
+        queue = self._lines.get(line)
+        if queue is None:
+            queue = self._lines[line] = deque()
+            self._start(self._drain(line, queue))
+        queue.append((pace, work))
+        return len(queue) - 1
+
+    async def _drain(self, line: str, queue: deque[tuple[Pace, Coroutine[Any, Any, None]]]) -> None:
+        try:
+            while queue:
+                pace, work = queue[0]
+                try:
+                    await pace()  # holding no permit: other lines and submits go on
+                except Exception:
+                    log.exception("pacing line %s failed; its next work goes on unpaced", line)
+                await self._permits.acquire()
+                await self._run(work, permit=True)
+                queue.popleft()
+        finally:
+            del self._lines[line]
+            for _, work in queue:  # cancelled: close what never ran
+                work.close()
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         self._idle.clear()
         task.add_done_callback(self._done)

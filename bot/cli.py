@@ -61,7 +61,7 @@ async def _stdin_lines(on_line: Callable[[str], Awaitable[None]]) -> None:
 
 async def open_state(settings: Settings, *, prefix: str, err: TextIO) -> State:
     """The shared store, or the embedded one (saying so) when REDIS_URL is unset."""
-    redis = await connect(settings.redis_url)
+    redis = await connect(settings.redis_url, tls_verify=settings.redis_tls_verify)
     if is_embedded(redis):
         err.write(EMBEDDED_NOTICE + "\n")
     state = State.create(redis, prefix=prefix, settings=settings)

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # Redis
     redis_url: str | None = None
     redis_prefix: str = "sora"
+    # false: no certificate check on rediss:// (managed Redis with a self-signed certificate)
+    redis_tls_verify: bool = True
     session_ttl_seconds: int = 30 * 24 * 3600
     event_dedupe_ttl_seconds: int = 3600
 
@@ -72,6 +74,7 @@ class Settings(BaseSettings):
     controls_allowed: Literal["starter_or_admin", "anyone"] = "starter_or_admin"
     max_running_per_user: int = Field(3, ge=1)
     max_running_per_team: int = Field(50, ge=1)
+    max_running_per_channel: int = Field(10, ge=1)
     # Turns stream with Slack's chat streaming where it works ("auto"), or always
     # post-then-update ("update").
     slack_streaming: Literal["auto", "update"] = "auto"

@@ -30,6 +30,7 @@ from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resol
 from bot.slack.blocks import METADATA_EVENT, root_blocks, root_text
 from bot.slack.people import People
 from state import InboxEntry, LibraryEntry, PushResult, State
+from state.running import Cap
 
 log = logging.getLogger("sora.sessions")
 
@@ -266,24 +267,49 @@ class Sessions:
     async def start_session(self, session: Session, *, invoker: Invoker) -> Session:
         """Reserve a running slot, post the thread root, create the session with turn 0 queued.
 
-        Raises Refused (changing nothing) at a running cap, or when Slack or
-        Redis fails; a failure after the slot was taken frees it and deletes the
-        root, so nothing is left half-made. Returns the stored session.
+        `reserve`, then `post_root` after the channel's post token. Raises
+        Refused (changing nothing) at a running cap, or when Slack or Redis
+        fails. Returns the stored session.
+        """
+        await self.reserve(session, invoker=invoker)
+        return await self.post_root(session, invoker=invoker, paced=False)
+
+    async def reserve(self, session: Session, *, invoker: Invoker) -> None:
+        """Take `session`'s running slots (user, team, channel), or raise Refused. 1 round trip.
+
+        Quick, and independent of the channel's post rate: Slack's handlers call
+        it before queueing the root behind the channel's other roots, so a
+        refusal comes at once and nothing waits for a root that will not be posted.
         """
         s = self.settings
         try:
-            ok = await self.state.running.try_add(
+            cap = await self.state.running.reserve(
                 session.id,
                 invoker.user_id,
                 invoker.team_id,
                 max_user=s.max_running_per_user,
                 max_team=s.max_running_per_team,
+                channel=invoker.channel_id,
+                max_channel=s.max_running_per_channel,
             )
         except RedisError as e:
             log.exception("session %s: the store failed before starting", session.id)
             raise Refused(_STORE_DOWN) from e
-        if not ok:
-            raise Refused(await self._cap_message(invoker))
+        if cap is not None:
+            raise Refused(_cap_message(cap, s))
+
+    async def wait_to_post(self, channel: str) -> None:
+        """Wait for the channel's post token (Slack: about one post a second per channel,
+        for the whole app; the bucket is in Redis, shared by every process)."""
+        await self.state.ratelimit.wait(channel)
+
+    async def post_root(self, session: Session, *, invoker: Invoker, paced: bool) -> Session:
+        """Post the reserved session's thread root and create it with turn 0 queued.
+
+        With `paced`, the caller has already taken the channel's post token
+        (`wait_to_post`). Raises Refused when Slack or Redis fails; the slot is
+        then freed and the root deleted, so nothing is left half-made.
+        """
         channel, root_ts, created = invoker.channel_id, None, False
         try:
             # The root names the starter as <@id>. The name stored here is the one
@@ -297,8 +323,8 @@ class Sessions:
                 user_name=invoker.user_name or invoker.user_id,
                 team_id=invoker.team_id,
             )
-            # Slack allows about one post a second per channel for the whole app.
-            await self.state.ratelimit.wait(invoker.channel_id)
+            if not paced:
+                await self.wait_to_post(invoker.channel_id)
             reply = await self.client.chat_postMessage(
                 channel=invoker.channel_id,
                 text=root_text(session),
@@ -331,23 +357,13 @@ class Sessions:
                 await self._undo_start(session, invoker, channel, root_ts)
         return session
 
-    async def _cap_message(self, invoker: Invoker) -> str:
-        s = self.settings
-        if await self.state.running.count_user(invoker.user_id) >= s.max_running_per_user:
-            return (
-                f"You already have {s.max_running_per_user} sessions running, the most one "
-                "person may have at once: stop one or wait for one to finish."
-            )
-        return (
-            f"This workspace already has {s.max_running_per_team} sessions running, the most "
-            "at once: wait for one to finish."
-        )
-
     async def _undo_start(
         self, session: Session, invoker: Invoker, channel: str, root_ts: str | None
     ) -> None:
         try:
-            await self.state.running.remove(session.id, invoker.user_id, invoker.team_id)
+            await self.state.running.remove(
+                session.id, invoker.user_id, invoker.team_id, invoker.channel_id
+            )
         except (RedisError, OSError):
             # `RunningSessions` prunes a slot whose session never appeared after its grace period.
             log.warning("session %s: could not free its running slot now", session.id)
@@ -466,6 +482,23 @@ class Sessions:
     ) -> list[LibraryEntry]:
         """The newest locked prompts of a channel, newest first."""
         return await self.state.library.recent(channel=channel_id, limit=limit)
+
+
+def _cap_message(cap: Cap, s: Settings) -> str:
+    if cap == Cap.USER:
+        return (
+            f"You already have {s.max_running_per_user} sessions running, the most one "
+            "person may have at once: stop one or wait for one to finish."
+        )
+    if cap == Cap.CHANNEL:
+        return (
+            f"This channel already has {s.max_running_per_channel} sessions running, the most "
+            "at once in one channel: wait for one to finish, or start yours in another channel."
+        )
+    return (
+        f"This workspace already has {s.max_running_per_team} sessions running, the most "
+        "at once: wait for one to finish."
+    )
 
 
 def _post_failure(e: SlackApiError) -> str:

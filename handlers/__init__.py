@@ -6,16 +6,22 @@ from the context the app's middleware fills) and shows the outcome; it holds
 no business logic and never runs a dialogue.
 
 `tell` is how every listener answers one person privately; `plain_text`
-undoes the escaping Slack applies to what people type.
+undoes the escaping Slack applies to what people type; `start` is how `/sora`
+and the new-session modal start a session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.background import AfterAck
+from bot.dialogue.models import Session
+from bot.sessions import Invoker, Refused, Sessions
 
 log = logging.getLogger("sora.handlers")
 
@@ -54,3 +60,59 @@ async def tell(
         await respond(text=text, response_type="ephemeral", replace_original=False)
     except Exception as e:  # the response_url expired or is unreachable: nobody left to tell
         log.warning("could not tell %s through response_url: %s", user, e)
+
+
+def queued_notice(ahead: int) -> str:
+    sessions = "1 session is" if ahead == 1 else f"{ahead} sessions are"
+    return (
+        f"Starting — {sessions} queued in this channel before yours. Slack allows about "
+        "one new message a second per channel, so your thread opens in a moment."
+    )
+
+
+async def start(
+    session: Session,
+    invoker: Invoker,
+    *,
+    sessions: Sessions,
+    after_ack: AfterAck,
+    client: AsyncWebClient,
+    respond: AsyncRespond | None = None,
+) -> None:
+    """Start `session` for `invoker`: reserve its slots now, post its root in the channel's line.
+
+    The root takes its place in the channel's line first, before any await, so
+    roots go out in the order their commands arrived; then the slots are
+    reserved, and a cap's refusal is told at once (its place in line is
+    skipped, taking no post token). The root then waits its turn at the
+    channel's post rate, holding nothing that other channels or acks need; the
+    starter is told when others are ahead.
+    """
+    channel, user = invoker.channel_id, invoker.user_id
+    reserved: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def pace() -> None:
+        if await reserved:
+            await sessions.wait_to_post(channel)
+
+    async def post_root() -> None:
+        if not reserved.result():
+            return
+        try:
+            await sessions.post_root(session, invoker=invoker, paced=True)
+        except Refused as e:
+            await tell(client, channel=channel, user=user, text=f":warning: {e}", respond=respond)
+
+    ahead = after_ack.enqueue(channel, pace, post_root())
+    try:
+        await sessions.reserve(session, invoker=invoker)
+        reserved.set_result(True)
+    except Refused as e:
+        reserved.set_result(False)
+        await tell(client, channel=channel, user=user, text=f":warning: {e}", respond=respond)
+        return
+    finally:
+        if not reserved.done():  # an unexpected failure: free the line, post nothing
+            reserved.set_result(False)
+    if ahead:
+        await tell(client, channel=channel, user=user, text=queued_notice(ahead), respond=respond)

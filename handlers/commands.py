@@ -25,12 +25,11 @@ from bot.sessions import (
     BadInput,
     CommandRequest,
     Invoker,
-    Refused,
     Sessions,
     parse_command_text,
 )
 from bot.slack.blocks import escape, truncate
-from handlers import plain_text, tell
+from handlers import plain_text, start, tell
 from handlers.views import new_session_modal
 from state import LibraryEntry
 
@@ -121,7 +120,9 @@ async def on_sora(
         await ack(text=personas_text(sessions), response_type="ephemeral")
         return
     await ack()
-    await after_ack.submit(_after_sora(request, session, command, client, respond, sessions))
+    await after_ack.submit(
+        _after_sora(request, session, command, client, respond, sessions, after_ack)
+    )
 
 
 async def _after_sora(
@@ -131,6 +132,7 @@ async def _after_sora(
     client: AsyncWebClient,
     respond: AsyncRespond | None,
     sessions: Sessions,
+    after_ack: AfterAck,
 ) -> None:
     invoker = Invoker(
         channel_id=str(command["channel_id"]),
@@ -152,13 +154,6 @@ async def _after_sora(
         )
         return
     assert session is not None  # kind == "start"
-    try:
-        await sessions.start_session(session, invoker=invoker)
-    except Refused as e:
-        await tell(
-            client,
-            channel=invoker.channel_id,
-            user=invoker.user_id,
-            text=f":warning: {e}",
-            respond=respond,
-        )
+    await start(
+        session, invoker, sessions=sessions, after_ack=after_ack, client=client, respond=respond
+    )

@@ -20,9 +20,9 @@ from bot.background import AfterAck
 from bot.config import MAX_IDEA_CHARS, MAX_ROUNDS, MIN_ROUNDS
 from bot.dialogue.models import Persona, Session, TargetProfile
 from bot.dialogue.profiles import FREE_TEXT_MAX_CHARS, targets
-from bot.sessions import BadInput, CommandRequest, Invoker, Refused, Sessions, field_errors
+from bot.sessions import BadInput, CommandRequest, Invoker, Sessions, field_errors
 from bot.slack.blocks import MODAL_CALLBACK, truncate
-from handlers import tell
+from handlers import start
 
 # Block ids of the modal's inputs (each input's action_id is the same string).
 IDEA = "idea"
@@ -187,7 +187,7 @@ async def on_new_session_submitted(
         await ack(response_action="errors", errors={block_for(e.field or IDEA): str(e)})
         return
     await ack()
-    await after_ack.submit(_start_from_modal(session, body, view, client, sessions))
+    await after_ack.submit(_start_from_modal(session, body, view, client, sessions, after_ack))
 
 
 async def _start_from_modal(
@@ -196,6 +196,7 @@ async def _start_from_modal(
     view: dict[str, Any],
     client: AsyncWebClient,
     sessions: Sessions,
+    after_ack: AfterAck,
 ) -> None:
     user = body.get("user") or {}
     metadata = json.loads(view.get("private_metadata") or "{}")
@@ -205,7 +206,4 @@ async def _start_from_modal(
         team_id=user.get("team_id") or (body.get("team") or {}).get("id"),
         user_name=user.get("username") or user.get("name"),
     )
-    try:
-        await sessions.start_session(session, invoker=invoker)
-    except Refused as e:
-        await tell(client, channel=invoker.channel_id, user=invoker.user_id, text=f":warning: {e}")
+    await start(session, invoker, sessions=sessions, after_ack=after_ack, client=client)

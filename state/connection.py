@@ -6,6 +6,7 @@ Every client this package builds decodes replies to `str`
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import fakeredis
@@ -58,14 +59,25 @@ def is_embedded(redis: Redis) -> bool:
     return isinstance(redis, fakeredis.FakeAsyncRedis)
 
 
-async def connect(url: str | None) -> Redis:
+async def connect(url: str | None, *, tls_verify: bool = True) -> Redis:
     """A client for `url`, checked with a PING; the embedded store for None.
+
+    `tls_verify=False` (REDIS_TLS_VERIFY=false) turns certificate checks off
+    for a `rediss://` URL: managed Redis such as Heroku's serves TLS with a
+    self-signed certificate, which no CA vouches for, and its own docs say to
+    connect with `ssl_cert_reqs=None` (devcenter.heroku.com/articles/
+    connecting-heroku-redis#connecting-in-python). The link stays encrypted,
+    but the server is not authenticated: opt in only where that is the case.
+    It changes nothing for `redis://`.
 
     Raises `StateUnavailable` (naming the URL, without its password) when Redis
     cannot be reached. With None, callers should print `EMBEDDED_NOTICE`.
     """
     if url is None:
         return embedded()
+    tls: dict[str, Any] = {}
+    if not tls_verify and url.lower().startswith("rediss://"):
+        tls = {"ssl_cert_reqs": "none", "ssl_check_hostname": False}
     try:
         client = Redis.from_url(
             url,
@@ -74,6 +86,7 @@ async def connect(url: str | None) -> Redis:
             health_check_interval=30,
             max_connections=MAX_CONNECTIONS,
             driver_info=DRIVER_INFO,
+            **tls,
         )
     except ValueError as e:
         raise StateUnavailable(f"REDIS_URL {redact(url)} is not a Redis URL: {e}") from None

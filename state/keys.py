@@ -147,3 +147,6 @@ class Keys:
 
     def running_team(self, team_id: str) -> str:
         return self._k("running", "team", team_id)
+
+    def running_channel(self, channel_id: str) -> str:
+        return self._k("running", "channel", channel_id)

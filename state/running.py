@@ -1,15 +1,20 @@
-"""Running sessions per Slack user and per team, for "at most N at once" caps.
+"""Running sessions per Slack user, team and channel, for "at most N at once" caps.
 
 Each is a sorted set of session ids scored by when the slot was reserved (ms).
-`try_add` checks both caps and reserves in one Lua script, so two concurrent
+`try_add` checks every cap and reserves in one Lua script, so two concurrent
 /sora commands cannot both slip under a cap. A finishing `SessionStore.save`
-frees the slot in the same write. Slots whose session no longer exists (it
-expired, or the web process died between `try_add` and `create`) are pruned
-lazily once older than a grace period, so a crash never leaks a slot for good.
-A paused session still holds its slot (it can be retried or stopped).
+frees the user and team slots in the same write; a channel's set is pruned of
+finished (locked or stopped) sessions whenever it is read. Slots whose session
+no longer exists (it expired, or the web process died between `try_add` and
+`create`) are pruned lazily once older than a grace period, so a crash never
+leaks a slot for good. A paused session still holds its slot (it can be
+retried or stopped).
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -28,27 +33,40 @@ local function prune(key, session_prefix, older_than)
     end
   end
 end
+-- Also drops finished sessions: no save removes them from a channel's set.
+local function prune_finished(key, session_prefix, older_than)
+  prune(key, session_prefix, older_than)
+  for _, sid in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local status = redis.call('HGET', session_prefix .. sid, 'status')
+    if status == 'locked' or status == 'stopped' then redis.call('ZREM', key, sid) end
+  end
+end
 """
 
-# KEYS: user set, team set. ARGV: sid, max_user, max_team (-1 = no cap),
-# session key prefix, grace ms, has_user, has_team, ttl s.
+# KEYS: user set, team set, channel set. ARGV: sid, max_user, max_team (-1 = no cap),
+# session key prefix, grace ms, has_user, has_team, ttl s, has_channel, max_channel.
+# Returns 1 when reserved, else 0 - the number of the set at its cap (-1, -2, -3).
 _TRY_ADD = (
     _PRUNE
     + """
 local now = now_ms()
 local sid, prefix = ARGV[1], ARGV[4]
-local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
-local used = {ARGV[6] == '1', ARGV[7] == '1'}
-for i = 1, 2 do
+local limits = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[10])}
+local used = {ARGV[6] == '1', ARGV[7] == '1', ARGV[9] == '1'}
+for i = 1, 3 do
   if used[i] then
-    prune(KEYS[i], prefix, now - tonumber(ARGV[5]))
+    if i == 3 then
+      prune_finished(KEYS[i], prefix, now - tonumber(ARGV[5]))
+    else
+      prune(KEYS[i], prefix, now - tonumber(ARGV[5]))
+    end
     if limits[i] >= 0 and not redis.call('ZSCORE', KEYS[i], sid)
        and redis.call('ZCARD', KEYS[i]) >= limits[i] then
-      return 0
+      return -i
     end
   end
 end
-for i = 1, 2 do
+for i = 1, 3 do
   if used[i] then
     redis.call('ZADD', KEYS[i], 'NX', now, sid)
     if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', KEYS[i], ARGV[8]) end
@@ -61,10 +79,25 @@ return 1
 _COUNT = (
     _PRUNE
     + """
-prune(KEYS[1], ARGV[1], now_ms() - tonumber(ARGV[2]))
+if ARGV[3] == '1' then
+  prune_finished(KEYS[1], ARGV[1], now_ms() - tonumber(ARGV[2]))
+else
+  prune(KEYS[1], ARGV[1], now_ms() - tonumber(ARGV[2]))
+end
 return redis.call('ZCARD', KEYS[1])
 """
 )
+
+
+class Cap(StrEnum):
+    """Which cap refused a reservation."""
+
+    USER = "user"
+    TEAM = "team"
+    CHANNEL = "channel"
+
+
+_CAPS = {-1: Cap.USER, -2: Cap.TEAM, -3: Cap.CHANNEL}
 
 
 class RunningSessions:
@@ -83,13 +116,18 @@ class RunningSessions:
         self._try_add = redis.register_script(_TRY_ADD)
         self._count = redis.register_script(_COUNT)
 
-    def _set_keys(self, user: str | None, team: str | None) -> list[str]:
+    def _set_keys(self, user: str | None, team: str | None, channel: str | None) -> list[str]:
         return [
             self._keys.running_user(user or "-"),
             self._keys.running_team(team or "-"),
+            self._keys.running_channel(channel or "-"),
         ]
 
-    async def try_add(
+    async def try_add(self, sid: str, user: str | None, team: str | None, **caps: Any) -> bool:
+        """`reserve` with the same caps (`max_user=`, `max_team=`, …); True when reserved."""
+        return await self.reserve(sid, user, team, **caps) is None
+
+    async def reserve(
         self,
         sid: str,
         user: str | None,
@@ -97,14 +135,17 @@ class RunningSessions:
         *,
         max_user: int | None,
         max_team: int | None,
-    ) -> bool:
-        """Reserve a slot unless the user or the team is at its cap. 1 round trip.
+        channel: str | None = None,
+        max_channel: int | None = None,
+    ) -> Cap | None:
+        """Reserve a slot unless the user, the team or the channel is at its cap.
 
-        Idempotent for a sid already counted. `None` means no cap; a `None`
-        user or team is not counted at all.
+        None when reserved, else the cap that refused (nothing is reserved then).
+        1 round trip. Idempotent for a sid already counted. `None` means no cap;
+        a `None` user, team or channel is not counted at all.
         """
-        ok = await self._try_add(
-            keys=self._set_keys(user, team),
+        code = await self._try_add(
+            keys=self._set_keys(user, team, channel),
             args=[
                 sid,
                 -1 if max_user is None else max_user,
@@ -114,21 +155,27 @@ class RunningSessions:
                 "1" if user else "0",
                 "1" if team else "0",
                 self._ttl_s,
+                "1" if channel else "0",
+                -1 if max_channel is None else max_channel,
             ],
         )
-        return bool(ok)
+        return None if int(code) == 1 else _CAPS[int(code)]
 
     async def add(self, sid: str, user: str | None, team: str | None) -> None:
         """Count a session without checking caps. 1 round trip."""
         await self.try_add(sid, user, team, max_user=None, max_team=None)
 
-    async def remove(self, sid: str, user: str | None, team: str | None) -> None:
+    async def remove(
+        self, sid: str, user: str | None, team: str | None, channel: str | None = None
+    ) -> None:
         """Free a slot (a finishing save does this itself). 1 round trip."""
         async with self._redis.pipeline(transaction=True) as pipe:
             if user:
                 pipe.zrem(self._keys.running_user(user), sid)
             if team:
                 pipe.zrem(self._keys.running_team(team), sid)
+            if channel:
+                pipe.zrem(self._keys.running_channel(channel), sid)
             await pipe.execute()
 
     async def count_user(self, user: str) -> int:
@@ -137,6 +184,12 @@ class RunningSessions:
     async def count_team(self, team: str) -> int:
         return await self._count_key(self._keys.running_team(team))
 
-    async def _count_key(self, key: str) -> int:
-        n = await self._count(keys=[key], args=[self._keys.session(""), self._grace_ms])
+    async def count_channel(self, channel: str) -> int:
+        return await self._count_key(self._keys.running_channel(channel), finished_too=True)
+
+    async def _count_key(self, key: str, *, finished_too: bool = False) -> int:
+        n = await self._count(
+            keys=[key],
+            args=[self._keys.session(""), self._grace_ms, "1" if finished_too else "0"],
+        )
         return int(n)

@@ -121,3 +121,69 @@ def test_a_limit_below_one_or_a_negative_wait_is_refused() -> None:
         AfterAck(limit=0)
     with pytest.raises(ValueError):
         AfterAck(max_wait_s=-1)
+
+
+class Pacer:
+    """A channel's post token, handed out one at a time by the test."""
+
+    def __init__(self) -> None:
+        self.tokens = asyncio.Semaphore(0)
+        self.waiting = 0
+
+    async def pace(self) -> None:
+        self.waiting += 1
+        await self.tokens.acquire()
+        self.waiting -= 1
+
+
+async def test_work_waiting_for_its_channel_holds_no_room_and_runs_in_order() -> None:
+    after_ack, pacer = AfterAck(limit=1, max_wait_s=5), Pacer()
+    done: list[str] = []
+
+    async def post(name: str) -> None:
+        done.append(name)
+
+    ahead = [after_ack.enqueue("C1", pacer.pace, post(f"c1-{i}")) for i in range(3)]
+    assert ahead == [0, 1, 2] and after_ack.waiting_in("C1") == 3
+    await asyncio.sleep(0)
+    assert pacer.waiting == 1  # the line waits for one token at a time
+    # The busy channel holds no room: work for anyone else is taken at once, even at limit 1.
+    await asyncio.wait_for(after_ack.submit(post("ack-path")), timeout=0.5)
+    other = Pacer()
+    after_ack.enqueue("C2", other.pace, post("c2-0"))
+    other.tokens.release()
+    for _ in range(100):
+        if "c2-0" in done:
+            break
+        await asyncio.sleep(0.01)
+    assert done == ["ack-path", "c2-0"]
+    for _ in range(3):
+        pacer.tokens.release()
+    await asyncio.wait_for(after_ack.idle(), timeout=5)
+    assert done == ["ack-path", "c2-0", "c1-0", "c1-1", "c1-2"]
+    assert after_ack.waiting_in("C1") == 0
+
+
+async def test_a_failing_pace_or_work_does_not_stop_the_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    after_ack = AfterAck(limit=2)
+    done: list[int] = []
+
+    async def broken_pace() -> None:
+        raise ConnectionError("redis went away")
+
+    async def fine_pace() -> None:
+        return None
+
+    async def work(i: int) -> None:
+        if i == 1:
+            raise RuntimeError("slack said no")
+        done.append(i)
+
+    after_ack.enqueue("C1", broken_pace, work(0))
+    after_ack.enqueue("C1", fine_pace, work(1))
+    after_ack.enqueue("C1", fine_pace, work(2))
+    await asyncio.wait_for(after_ack.idle(), timeout=5)
+    assert done == [0, 2]
+    assert "pacing line C1 failed" in caplog.text and "slack said no" in caplog.text

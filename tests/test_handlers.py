@@ -413,6 +413,53 @@ async def test_the_team_cap_refuses_a_session_beyond_it(make_harness: HarnessFac
     assert await app.state.running.count_user(BOSS) == 0
 
 
+async def test_the_channel_cap_refuses_clearly_and_a_finished_session_frees_its_place(
+    make_harness: HarnessFactory,
+) -> None:
+    app = await make_harness(max_running_per_channel=2)
+    first, _ = await app.start(user=ADA)
+    await app.start(user=GRACE)
+    before = await app.keys()
+    assert await app.command(IDEA, user=BOSS) == ""
+    await app.settle()
+    [refusal] = app.slack.ephemerals(CHANNEL, BOSS)
+    assert refusal["text"].startswith(":warning: This channel already has 2 sessions running")
+    assert len(app.roots()) == 2 and await app.keys() == before
+    # A session that ends (here: stopped) no longer counts against its channel.
+    session = await app.state.sessions.load(first)
+    assert session is not None
+    session.status = SessionStatus.STOPPED
+    assert await app.state.sessions.save(session, expected_turn=0)
+    await app.start(user=BOSS)
+    assert len(app.roots()) == 3
+    assert await app.state.running.count_channel(CHANNEL) == 2
+
+
+async def test_a_burst_in_one_channel_posts_its_roots_in_order_and_tells_who_waits(
+    make_harness: HarnessFactory,
+) -> None:
+    app = await make_harness()
+    people = [f"U0P{i}" for i in range(6)]
+    for p in people:
+        app.slack.seed_user(p, p.lower(), display_name=p)
+    for i, p in enumerate(people):  # each acked before the next is sent, before any wait
+        assert await app.command(f"{IDEA} #{i}", user=p) == ""
+    await app.settle()
+    roots = sorted(app.roots(), key=lambda m: float(m["ts"]))
+    assert [r["text"].rsplit("#", 1)[1] for r in roots] == [str(i) for i in range(6)]
+    # Slack allows a burst of 3, then one post a second per channel: the last roots
+    # waited their turn in the channel's line, and their starters were told.
+    for p in people[4:]:
+        [notice] = app.slack.ephemerals(CHANNEL, p)
+        assert notice["text"].startswith("Starting — ")
+        assert "queued in this channel" in notice["text"]
+    assert all(
+        not e["text"].startswith(":warning:")
+        for p in people
+        for e in app.slack.ephemerals(CHANNEL, p)
+    )
+
+
 async def test_a_root_slack_refuses_frees_the_slot_and_starts_nothing(app: Harness) -> None:
     await app.command("help")
     before = await app.keys()

@@ -6,8 +6,9 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from bot.dialogue.models import SessionStatus
 from state import State
-from state.running import RunningSessions
+from state.running import Cap, RunningSessions
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 from tests.redis_fixtures import make_session
 
@@ -64,3 +65,37 @@ async def test_within_the_grace_period_a_reserved_slot_counts(state: State) -> N
     # The default grace covers the gap between try_add and create.
     assert await state.running.try_add("not-yet-created", "U1", None, max_user=1, max_team=None)
     assert not await state.running.try_add("s2", "U1", None, max_user=1, max_team=None)
+
+
+async def test_the_channel_cap_says_which_cap_refused_and_finished_sessions_leave_it(
+    state: State,
+) -> None:
+    r = state.running
+    for sid in ("a", "b"):
+        session = make_session()
+        session.id = sid
+        await state.sessions.create(session)
+        assert (
+            await r.reserve(
+                sid, f"U{sid}", "T1", max_user=3, max_team=9, channel="C1", max_channel=2
+            )
+            is None
+        )
+    assert (
+        await r.reserve("c", "Uc", "T1", max_user=3, max_team=9, channel="C1", max_channel=2)
+        == Cap.CHANNEL
+    )
+    assert await r.count_user("Uc") == 0  # refused: nothing reserved anywhere
+    assert (
+        await r.reserve("c", "Ua", "T1", max_user=1, max_team=9, channel="C2", max_channel=2)
+        == Cap.USER
+    )
+    done = await state.sessions.load("a")
+    assert done is not None
+    done.status = SessionStatus.STOPPED
+    assert await state.sessions.save(done, expected_turn=0)
+    assert await r.count_channel("C1") == 1
+    assert (
+        await r.reserve("c", "Uc", "T1", max_user=3, max_team=9, channel="C1", max_channel=2)
+        is None
+    )
