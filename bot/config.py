@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -16,7 +17,10 @@ MAX_INTERJECTION_CHARS = 4000
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty value, in the environment or in .env, means "not set": the setting keeps
+    # its default. So a copied .env.example (every setting listed, secrets left empty)
+    # behaves exactly like no .env at all.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Claude
     anthropic_api_key: SecretStr | None = None
@@ -80,5 +84,24 @@ class Settings(BaseSettings):
     slack_streaming: Literal["auto", "update"] = "auto"
 
 
+class SettingsError(Exception):
+    """A setting in the environment or .env has a value it cannot take; one line says which."""
+
+
 def load_settings() -> Settings:
-    return Settings()
+    """The settings; raises `SettingsError` naming each bad value, never a traceback."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = "; ".join(_describe(err) for err in e.errors())
+        raise SettingsError(f"Bad setting in the environment or .env: {problems}.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"Cannot read .env: {e}") from None
+
+
+def _describe(err: ErrorDetails) -> str:
+    name = ".".join(str(p) for p in err["loc"])
+    field = Settings.model_fields.get(name)
+    secret = field is not None and "SecretStr" in str(field.annotation)
+    value = "" if secret else f"={err.get('input')!r}"  # never echo a secret
+    return f"{name.upper()}{value}: {err['msg']}"
