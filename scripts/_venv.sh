@@ -1,5 +1,6 @@
 # Sourced by the scripts: make .venv hold this checkout's package with the given extras.
-# Reinstalls only when pyproject.toml changed, so repeated runs start fast.
+# Reinstalls only when pyproject.toml changed, so repeated runs start fast. pip's and
+# setuptools' output goes to a log that is shown only if the install fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -7,8 +8,22 @@ EXTRAS="${1:-}"
 PYTHON="${PYTHON:-python3}"
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)${EXTRAS:+-$EXTRAS}"
 if [ ! -f "$stamp" ]; then
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}" >&2
+  if [ -x "$VENV/bin/python" ]; then
+    echo "Updating .venv (pyproject.toml changed)…" >&2
+  else
+    echo "Installing into .venv (first run, about 30 s)…" >&2
+  fi
+  log="$(mktemp)"
+  if ! {
+    { [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"; } &&
+      "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+      "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "The install into .venv failed (above); fix it and run the command again." >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
   touch "$stamp"
 fi
