@@ -157,6 +157,15 @@ def render_markdown(session: Session) -> str:
     else:
         why = f" ({session.error})" if session.error else ""
         lines.append(f"No prompt was locked: the session is {session.status.value}{why}.")
+        latest = session.latest_draft
+        if latest is not None:  # a stopped or paused session still has work worth keeping
+            lines += [
+                "",
+                f"The latest draft, v{latest.version}, not locked: {latest.title} · "
+                f"{latest.duration_seconds} s · {latest.size}",
+                "",
+                fence(latest.prompt_text, "text"),
+            ]
     lines += ["", "## Dialogue", ""]
     for turn in session.turns:
         lines += [_render_turn(turn, session), ""]
