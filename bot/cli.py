@@ -4,29 +4,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
+import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
 from pathlib import Path
 from typing import TextIO
 
 from pydantic import SecretStr
+from rich.console import Console
 
-from bot.config import MAX_INTERJECTION_CHARS, MAX_ROUNDS, MIN_ROUNDS, Settings, load_settings
-from bot.dialogue.engine import Engine, stop
+from bot.config import (
+    MAX_INTERJECTION_CHARS,
+    MAX_ROUNDS,
+    MIN_ROUNDS,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from bot.dialogue.engine import Engine, SessionError, add_interjection, stop
 from bot.dialogue.models import Origin, Session, SessionStatus
 from bot.dialogue.report import render_json, render_markdown
 from bot.driver import make_engine
 from bot.llm.base import ChatModel
 from bot.llm.offline import OfflineModel
+from bot.llm.paced import PacedModel
 from bot.sessions import BadInput, new_session
 from bot.surfaces.base import Surface
+from bot.surfaces.keyboard import Keyboard
 from bot.surfaces.recording import RecordingSurface
-from bot.surfaces.terminal import TerminalSurface
+from bot.surfaces.terminal import PlainSurface, RichSurface, rounds_phrase
 from bot.worker import Worker, WorkerConfig
-from state import EMBEDDED_NOTICE, InboxEntry, State, StateUnavailable, connect, is_embedded
+from state import (
+    EMBEDDED_NOTICE,
+    InboxEntry,
+    PushResult,
+    State,
+    StateUnavailable,
+    connect,
+    is_embedded,
+    redact,
+)
+from state.errors import UnknownSchema
 
 EXIT_OK = 0
 EXIT_NOT_LOCKED = 1
@@ -49,16 +71,6 @@ def choose_model(settings: Settings, *, offline: bool, err: TextIO) -> ChatModel
     return AnthropicModel.from_settings(settings)
 
 
-async def _stdin_lines(on_line: Callable[[str], Awaitable[None]]) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            return
-        if line.strip():
-            await on_line(line.rstrip("\n"))
-
-
 async def open_state(settings: Settings, *, prefix: str, err: TextIO) -> State:
     """The shared store, or the embedded one (saying so) when REDIS_URL is unset."""
     redis = await connect(settings.redis_url, tls_verify=settings.redis_tls_verify)
@@ -69,51 +81,46 @@ async def open_state(settings: Settings, *, prefix: str, err: TextIO) -> State:
     return state
 
 
-async def run_session(
-    session: Session,
-    *,
-    state: State,
-    engine: Engine,
-    out: TextIO,
-    interactive: bool = False,
-    author: str = "you",
-) -> Session:
-    """Run `session` to its end through the store and an in-process worker."""
-    finished = asyncio.Event()
-    worker = Worker(
-        state=state,
-        engine=engine,
-        surface=TerminalSurface(out),
-        config=WorkerConfig(concurrency=1, block_ms=100, reclaim_every_s=3600),
-        on_finished=lambda s: finished.set() if s.id == session.id else None,
-    )
-    await state.sessions.create(session, enqueue=True)
-    stopping = asyncio.Event()
-    work = asyncio.create_task(worker.run(stopping))
+# ---- `run` and `resume`: a session in this terminal ------------------------------------
 
-    async def interject(text: str) -> None:
-        entry = InboxEntry(kind="interjection", author=author, text=text)
-        if len(text) > MAX_INTERJECTION_CHARS:
-            out.write(
-                f"\n  (not sent: an interjection is at most {MAX_INTERJECTION_CHARS} characters)\n"
-            )
-            return
-        await state.inbox.push(session.id, entry)
+# Characters per second at which the offline model's messages stream into a terminal:
+# brisk reading, slow enough to type an interjection while the session runs.
+OFFLINE_PACE = 60.0
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-    reader = asyncio.create_task(_stdin_lines(interject)) if interactive else None
+
+def check_text(args: argparse.Namespace) -> None:
+    """BadInput for any argument that is not valid UTF-8 (Python keeps such bytes as
+    lone surrogates, which nothing downstream can store or print)."""
+    for name, value in vars(args).items():
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            label = name.replace("_", " ") if name in ("idea", "session_id") else f"--{name}"
+            raise BadInput(
+                f"The {label} is not valid UTF-8 text; check your terminal's encoding "
+                "(e.g. LANG=C.UTF-8) and type it again."
+            ) from None
+
+
+def prepare_out_dir(text: str) -> Path:
+    """The report's directory, created and proven writable before any work starts."""
+    path = Path(text or ".")
     try:
-        waiter = asyncio.create_task(finished.wait())
-        done, _ = await asyncio.wait({waiter, work}, return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            waiter.cancel()
-            work.result()  # the worker died: raise what killed it
-    finally:
-        if reader is not None:
-            reader.cancel()
-        stopping.set()
-        await asyncio.gather(work, return_exceptions=True)
-    stored = await state.sessions.load(session.id)
-    return stored if stored is not None else session
+        if path.exists() and not path.is_dir():
+            raise BadInput(
+                f"--out {text} is a file, not a directory: name a directory for the report."
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".sora-copilot-check-"):
+            pass
+    except OSError as e:
+        raise BadInput(
+            f"--out {text}: cannot write the report there ({e.strerror or e})."
+        ) from None
+    return path
 
 
 def write_report(session: Session, out_dir: Path) -> tuple[Path, Path]:
@@ -125,8 +132,224 @@ def write_report(session: Session, out_dir: Path) -> tuple[Path, Path]:
     return md, js
 
 
+class _OneLine(logging.Formatter):
+    """Log records as one line, the exception's message in place of its traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"sora-copilot: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            line += f" ({record.exc_info[1]})"
+        return line
+
+
+def _quiet_logging() -> None:
+    # The terminal shows the session; library warnings (a retried call, a slow
+    # Redis) would only repeat what the session says. Errors stay, on one line.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.ERROR, handlers=[handler], force=True)
+
+
+TerminalSurface = PlainSurface | RichSurface
+
+
+def make_surface(*, resumable: bool, interactive: bool) -> TerminalSurface:
+    """Rich output for a person at a terminal; plain text for pipes, files and dumb terminals."""
+    if sys.stdout.isatty():
+        console = Console(file=sys.stdout, highlight=False)
+        if console.is_terminal and not console.is_dumb_terminal:
+            return RichSurface(console, resumable=resumable, interactive=interactive)
+    return PlainSurface(sys.stdout, resumable=resumable)
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed
+        return False
+
+
+async def run_session(
+    session: Session,
+    *,
+    state: State,
+    engine: Engine,
+    surface: Surface,
+    interrupted: asyncio.Event | None = None,
+    fresh: bool = True,
+) -> tuple[Session, bool]:
+    """Run `session` through the store and an in-process worker until it stops running.
+
+    `fresh`: create it (and its first job); otherwise it is in the store with a job
+    queued. Returns the stored session and whether `interrupted` cut it short.
+    """
+    finished = asyncio.Event()
+    worker = Worker(
+        state=state,
+        engine=engine,
+        surface=surface,
+        # drain_s=0: on Ctrl-C the turn in flight is dropped at once, not waited for.
+        config=WorkerConfig(concurrency=1, block_ms=100, reclaim_every_s=3600, drain_s=0.0),
+        on_finished=lambda s: finished.set() if s.id == session.id else None,
+    )
+    if fresh:
+        await state.sessions.create(session, enqueue=True)
+    stopping = asyncio.Event()
+    work = asyncio.create_task(worker.run(stopping))
+    waiters = {asyncio.create_task(finished.wait())}
+    if interrupted is not None:
+        waiters.add(asyncio.create_task(interrupted.wait()))
+    try:
+        done, _ = await asyncio.wait({*waiters, work}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            work.result()  # the worker died: raise what killed it
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        stopping.set()
+        await asyncio.gather(work, return_exceptions=True)
+    was_interrupted = interrupted is not None and interrupted.is_set() and not finished.is_set()
+    if was_interrupted:
+        return await _stop_stored(state, session, by=_user_name()), True
+    stored = await state.sessions.load(session.id)
+    return (stored if stored is not None else session), False
+
+
+async def _stop_stored(state: State, session: Session, *, by: str) -> Session:
+    """Stop the stored session, keeping what was typed but not yet heard."""
+    snap = await state.sessions.snapshot(session.id)
+    if snap is None:
+        return session
+    stored = snap.session
+    if stored.finished:
+        return stored
+    for entry in snap.inbox:
+        if entry.kind == "interjection":
+            with contextlib.suppress(SessionError):
+                add_interjection(stored, author=entry.author, text=entry.text, at=entry.at)
+    stop(stored, by=by)
+    with contextlib.suppress(Exception):  # the report is written from `stored` either way
+        await state.sessions.save(
+            stored,
+            expected_turn=stored.next_turn,
+            expected_rev=snap.rev,
+            consume_inbox=len(snap.inbox),
+        )
+    return stored
+
+
+async def attend(
+    session: Session,
+    *,
+    state: State,
+    engine: Engine,
+    out_dir: Path,
+    offline: bool,
+    fresh: bool,
+) -> int:
+    """Show `session` in this terminal until it ends, take interjections, write the report."""
+    interactive = _stdin_is_terminal()
+    resumable = not is_embedded(state.redis)
+    surface = make_surface(resumable=resumable, interactive=interactive)
+    author = _user_name()
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def interject(text: str) -> None:
+        entry = InboxEntry(kind="interjection", author=author, text=text)
+        result = await state.inbox.push(session.id, entry)
+        if result == PushResult.QUEUED:
+            surface.note("  (heard: the next speaker will answer it)")
+        elif result == PushResult.FULL:
+            surface.note("  (not sent: too many notes wait to be heard; try after this turn)")
+        else:
+            surface.note("  (not sent: the session no longer listens)")
+
+    def on_line(text: str) -> None:
+        if len(text) > MAX_INTERJECTION_CHARS:
+            surface.note(f"  (not sent: an interjection is at most {MAX_INTERJECTION_CHARS} chars)")
+            return
+        task = loop.create_task(interject(text))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    interrupted = asyncio.Event()
+    signals = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, interrupted.set)
+            signals.append(sig)
+    keyboard = None
+    if interactive:
+        keyboard = Keyboard(
+            on_line=on_line,
+            on_edit=surface.edit,
+            edit=isinstance(surface, RichSurface),
+            max_chars=MAX_INTERJECTION_CHARS,
+        )
+    surface.start()
+    try:
+        if keyboard is not None and not keyboard.start():
+            keyboard = None
+        if isinstance(surface, RichSurface):
+            surface.interactive = keyboard is not None
+        surface.note(
+            f"Session {session.id}{' (offline)' if offline else ''}: "
+            f"{session.persona.display_name} and the Sora Copilot, target {session.target.name}, "
+            f"{rounds_phrase(session.max_rounds)}."
+        )
+        if keyboard is not None and isinstance(surface, PlainSurface):
+            surface.note("Type a line and press Enter to interject; the next speaker answers it.")
+        session, was_interrupted = await run_session(
+            session,
+            state=state,
+            engine=engine,
+            surface=surface,
+            interrupted=interrupted,
+            fresh=fresh,
+        )
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        if keyboard is not None:
+            keyboard.close()
+        surface.close()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    try:
+        md, js = write_report(session, out_dir)
+    except OSError as e:
+        sys.stderr.write(f"sora-copilot: could not write the report to {out_dir}: {e}\n")
+        return EXIT_INTERRUPTED if was_interrupted else EXIT_NOT_LOCKED
+    if was_interrupted:
+        sys.stderr.write(f"\nStopped. Report: {md}\n")
+        return EXIT_INTERRUPTED
+    sys.stdout.write(f"\nReport: {md}\nJSON:   {js}\n")
+    sys.stdout.flush()
+    if session.status == SessionStatus.LOCKED:
+        return EXIT_OK
+    # The surface has shown why (once); this line is for scripts reading stderr.
+    sys.stderr.write(f"No prompt was locked: the session is {session.status.value}.\n")
+    return EXIT_NOT_LOCKED
+
+
+def _engine(settings: Settings, args: argparse.Namespace) -> tuple[Engine, bool]:
+    model = choose_model(settings, offline=args.offline, err=sys.stderr)
+    pace = args.pace
+    if pace is None and model.offline and sys.stdout.isatty():
+        pace = OFFLINE_PACE
+    if pace:
+        model = PacedModel(model, chars_per_second=pace)
+    return make_engine(model, settings), model.offline
+
+
+def _terminal_prefix(settings: Settings) -> str:
+    # Terminal sessions get keys of their own, so the Slack app's workers never take them.
+    return f"{settings.redis_prefix}-terminal"
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    out, err = sys.stdout, sys.stderr
+    check_text(args)
     session = new_session(
         args.idea,
         persona=args.persona or settings.default_persona,
@@ -135,44 +358,49 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         settings=settings,
     )
     session.origin = Origin(surface="terminal", user_name=_user_name())
-    model = choose_model(settings, offline=args.offline, err=err)
-    engine = make_engine(model, settings)
-    # Terminal sessions get keys of their own, so the Slack app's workers never take them.
-    state = await open_state(settings, prefix=f"{settings.redis_prefix}-terminal", err=err)
-    interactive = sys.stdin.isatty()
-    if interactive:
-        err.write("Type a line and press Enter to interject; the next speaker will answer it.\n")
-    out.write(
-        f"Session {session.id}: {session.persona.display_name} and the Sora Copilot, "
-        f"target {session.target.name}, at most {session.max_rounds} rounds.\n"
-    )
+    out_dir = prepare_out_dir(args.out)
+    state = await open_state(settings, prefix=_terminal_prefix(settings), err=sys.stderr)
     try:
-        session = await run_session(
-            session,
-            state=state,
-            engine=engine,
-            out=out,
-            interactive=interactive,
-            author=_user_name(),
+        engine, offline = _engine(settings, args)
+        return await attend(
+            session, state=state, engine=engine, out_dir=out_dir, offline=offline, fresh=True
         )
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        stored = await state.sessions.load(session.id)
-        session = stored or session
-        if not session.finished:
-            stop(session, by=_user_name())
-        md, _ = write_report(session, Path(args.out))
-        err.write(f"\nStopped. Report: {md}\n")
-        return EXIT_INTERRUPTED
-    md, js = write_report(session, Path(args.out))
-    out.write(f"\nReport: {md}\nJSON:   {js}\n")
-    if session.status == SessionStatus.LOCKED:
-        return EXIT_OK
-    err.write(
-        f"No prompt was locked: the session is {session.status.value}"
-        + (f" ({session.error})" if session.error else "")
-        + ".\n"
-    )
-    return EXIT_NOT_LOCKED
+    finally:
+        await state.redis.aclose()
+
+
+async def _resume(args: argparse.Namespace, settings: Settings) -> int:
+    check_text(args)
+    if not _SESSION_ID.fullmatch(args.session_id):
+        raise BadInput(f"{args.session_id!r} is not a session id (like 3f9c0a1b2d4e5f60).")
+    if not settings.redis_url:
+        raise BadInput(
+            "resume needs REDIS_URL: only a session kept in Redis outlives the "
+            "process that ran it (without REDIS_URL, `run` keeps sessions in memory)."
+        )
+    state = await open_state(settings, prefix=_terminal_prefix(settings), err=sys.stderr)
+    try:
+        session = await state.sessions.load(args.session_id)
+        if session is None:
+            raise BadInput(
+                f"No session {args.session_id} in Redis at {redact(settings.redis_url)}: it "
+                "expired, or it ran with another REDIS_URL or REDIS_PREFIX."
+            )
+        if session.status != SessionStatus.PAUSED:
+            raise BadInput(
+                f"Session {session.id} is {session.status.value}; only a paused session "
+                "can be resumed."
+            )
+        out_dir = prepare_out_dir(args.out)
+        engine, offline = _engine(settings, args)
+        # What Slack's Retry button does: a retry command and a job for the next turn.
+        await state.inbox.push(session.id, InboxEntry(kind="retry", author=_user_name()))
+        await state.queue.enqueue(session.id, session.next_turn)
+        return await attend(
+            session, state=state, engine=engine, out_dir=out_dir, offline=offline, fresh=False
+        )
+    finally:
+        await state.redis.aclose()
 
 
 async def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -319,6 +547,16 @@ def _user_name() -> str:
         return "you"
 
 
+def _pace(text: str) -> float:
+    try:
+        pace = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= pace <= 1_000_000:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError("give characters per second, 0 or more")
+    return pace
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sora-copilot",
@@ -334,6 +572,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--target", help="the target video model profile, e.g. sora-2")
     run.add_argument("--offline", action="store_true", help="use the deterministic offline model")
     run.add_argument("--out", default="out", help="where to write the report (default: out/)")
+    run.add_argument(
+        "--pace",
+        type=_pace,
+        help="characters per second at which messages appear; 0 at once (default: "
+        f"{OFFLINE_PACE:g} for the offline model in a terminal, else 0)",
+    )
+    resume = sub.add_parser(
+        "resume", help="continue a paused terminal session in this terminal (needs REDIS_URL)"
+    )
+    resume.add_argument("session_id", help="the id `run` printed, e.g. 3f9c0a1b2d4e5f60")
+    resume.add_argument(
+        "--offline", action="store_true", help="use the deterministic offline model"
+    )
+    resume.add_argument("--out", default="out", help="where to write the report (default: out/)")
+    resume.add_argument("--pace", type=_pace, help="as for run")
     work = sub.add_parser("worker", help="take turn jobs from Redis (needs REDIS_URL)")
     work.add_argument("--concurrency", type=int, help="sessions worked on at once")
     work.add_argument(
@@ -365,17 +618,21 @@ def main(argv: list[str] | None = None) -> int:
         if reconfigure is not None:
             reconfigure(encoding="utf-8")
     args = build_parser().parse_args(argv)
-    settings = load_settings()
     try:
+        settings = load_settings()
         if args.command == "run":
+            _quiet_logging()
             return asyncio.run(_run(args, settings))
+        if args.command == "resume":
+            _quiet_logging()
+            return asyncio.run(_resume(args, settings))
         if args.command == "worker":
             return asyncio.run(_worker(args, settings))
         if args.command == "serve":
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":
             return asyncio.run(_dev(args, settings))
-    except (BadInput, StateUnavailable) as e:
+    except (BadInput, SettingsError, StateUnavailable, UnknownSchema) as e:
         sys.stderr.write(f"sora-copilot: {e}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

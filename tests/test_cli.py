@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from bot.cli import main
+from tests.redis_fixtures import *  # noqa: F403
+from tests.redis_fixtures import REDIS_TEST_URL, delete_prefix
 from tests.support import run_cli
 
 
@@ -67,3 +74,154 @@ def test_bad_input_gets_one_clear_line_and_exit_code_2(
     assert len(lines) == 1 and message in lines[0]
     assert captured.out == ""
     assert not (tmp_path / "out").exists()
+
+
+def test_one_round_is_singular(tmp_path: Path) -> None:
+    p = cli("run", "A lighthouse keeper", "--rounds", "1", tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert "at most 1 round." in p.stdout.decode()
+
+
+def test_a_failed_connection_is_reported_once(tmp_path: Path) -> None:
+    env = {
+        "ANTHROPIC_API_KEY": "sk-test",
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
+        "ANTHROPIC_MAX_RETRIES": "0",
+        "OUTAGE_RETRY_SECONDS": "0",  # pause at once rather than wait the outage out
+    }
+    p = cli("run", "A lighthouse keeper", "--out", "r", tmp_path=tmp_path, env=env)
+    both = p.stdout.decode() + p.stderr.decode()
+    assert p.returncode == 1, both
+    assert both.count("Could not reach the Anthropic API") == 1, both
+    assert "It cannot be resumed: it lived in the embedded in-process store" in both
+    assert "Traceback" not in both
+
+
+# ---- hostile input: one clear line and exit 2, never a traceback ------------------------
+
+BAD_UTF8 = os.fsdecode(b"bad \xff\xfe idea")  # how Python hands such bytes to argv
+
+
+def _sweep_cases(tmp: Path) -> list[tuple[list[str], dict[str, str], int]]:
+    """(args, environment, the exit code expected)."""
+    (tmp / "a-file").write_text("x", encoding="utf-8")
+    ok = ["--offline", "--rounds", "1"]
+    return [
+        ([], {}, 2),
+        (["bogus"], {}, 2),
+        (["run"], {}, 2),
+        (["run", BAD_UTF8], {}, 2),
+        (["run", "idea", "--persona", BAD_UTF8], {}, 2),
+        (["run", "idea", "--target", BAD_UTF8], {}, 2),
+        (["run", "idea", "--out", BAD_UTF8 + "/x", *ok], {}, 2),
+        (["run", "idea", "--rounds", "x"], {}, 2),
+        (["run", "idea", "--rounds", "-1"], {}, 2),
+        (["run", "idea", "--rounds", "9" * 30], {}, 2),
+        (["run", "idea", "--pace", "nan"], {}, 2),
+        (["run", "idea", "--pace", "-1"], {}, 2),
+        (["run", "idea", "--pace", "inf"], {}, 2),
+        (["run", "idea", "--persona", "x" * 5000], {}, 2),
+        (["run", "idea", "--target", "../../etc/passwd"], {}, 2),
+        (["run", "idea", "--out", "/proc/x", *ok], {}, 2),
+        (["run", "idea", "--out", str(tmp / "a-file"), *ok], {}, 2),
+        (["run", "idea", "--out", str(tmp / "a-file" / "sub"), *ok], {}, 2),
+        (["run", "idea", "--out", "n" * 300, *ok], {}, 2),
+        (["run", "idea", *ok], {"DEFAULT_ROUNDS": "six"}, 2),
+        (["run", "idea", *ok], {"REDIS_URL": "nonsense"}, 2),
+        (["run", "idea", *ok], {"REDIS_URL": "redis://127.0.0.1:1/0"}, 2),
+        (["run", "idea", *ok], {"EXTRA_PROFILES_DIR": str(tmp / "a-file")}, 0),
+        (["run", "\x1b[31m idea \t with\ncontrol\x07 characters", *ok], {}, 0),
+        (["run", "idea", "--persona", "", *ok], {}, 0),
+        (["run", "idea", "--out", "", *ok], {}, 0),
+        (["resume"], {}, 2),
+        (["resume", "../../etc"], {}, 2),
+        (["resume", "3f9c0a1b2d4e5f60"], {}, 2),
+        (["resume", BAD_UTF8], {}, 2),
+        (["resume", "3f9c0a1b2d4e5f60"], {"REDIS_URL": "redis://127.0.0.1:1/0"}, 2),
+        (["worker"], {}, 2),
+        (["serve"], {}, 2),
+        (["dev"], {}, 2),
+    ]
+
+
+def test_hostile_arguments_never_produce_a_traceback(tmp_path: Path) -> None:
+    cases = _sweep_cases(tmp_path)
+
+    def one(case: tuple[list[str], dict[str, str], int]) -> tuple[int, bytes, bytes]:
+        args, env, _ = case
+        p = run_cli(*args, cwd=tmp_path, env=env)
+        return p.returncode, p.stdout, p.stderr
+
+    # A few at a time: each is a process that mostly waits on its imports.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(one, cases))
+    failures = []
+    for (args, env, expected), (code, out, err) in zip(cases, results, strict=True):
+        text = out.decode("utf-8", "replace") + err.decode("utf-8", "replace")
+        own_line = err.startswith(b"sora-copilot: ")
+        if "Traceback" in text or code != expected or (own_line and len(err.splitlines()) != 1):
+            failures.append((args[:3], env, code, text[-600:]))
+    assert not failures, failures
+
+
+def test_out_is_checked_before_the_session_starts(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("x", encoding="utf-8")
+    p = cli("run", "idea", "--offline", "--out", "taken", tmp_path=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.decode().strip() == (
+        "sora-copilot: --out taken is a file, not a directory: name a directory for the report."
+    )
+    assert p.stdout == b""  # no session ran
+
+
+# ---- resume: a paused terminal session continues, with Redis ----------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def test_a_paused_session_resumes_in_the_terminal_with_redis(
+    real_redis: Redis, prefix: str, tmp_path: Path
+) -> None:
+    env = {"REDIS_URL": REDIS_TEST_URL, "REDIS_PREFIX": prefix}
+    unreachable = {
+        "ANTHROPIC_API_KEY": "sk-test",
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
+        "ANTHROPIC_MAX_RETRIES": "0",
+        "OUTAGE_RETRY_SECONDS": "0",  # pause at once rather than wait the outage out
+    }
+    try:
+        p = cli(
+            "run", "A lighthouse keeper", "--rounds", "3", tmp_path=tmp_path, env=env | unreachable
+        )
+        out = p.stdout.decode() + p.stderr.decode()
+        assert p.returncode == 1, out
+        [sid] = re.findall(r"Resume it with: sora-copilot resume ([0-9a-f]+)", out)
+
+        p = cli("resume", sid, "--offline", tmp_path=tmp_path, env=env)
+        out = p.stdout.decode() + p.stderr.decode()
+        assert p.returncode == 0, out
+        assert "Sora Copilot · Opening" in out and "══ Locked" in out
+        session = json.loads((tmp_path / "out" / f"session-{sid}.json").read_text("utf-8"))
+        assert session["session"]["status"] == "locked"
+        assert session["session"]["idea"] == "A lighthouse keeper"
+
+        p = cli("resume", sid, "--offline", tmp_path=tmp_path, env=env)
+        assert p.returncode == 2
+        assert (
+            p.stderr.decode()
+            .strip()
+            .endswith(f"Session {sid} is locked; only a paused session can be resumed.")
+        )
+    finally:
+        await delete_prefix(real_redis, f"{prefix}-terminal")
+
+
+def test_resume_without_redis_says_why(tmp_path: Path) -> None:
+    p = cli("resume", "3f9c0a1b2d4e5f60", tmp_path=tmp_path)
+    assert p.returncode == 2
+    assert "resume needs REDIS_URL" in p.stderr.decode()

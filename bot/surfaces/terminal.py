@@ -1,14 +1,56 @@
-"""The terminal surface for `sora-copilot run`: each turn printed as it streams."""
+"""The terminal surfaces for `sora-copilot run`: each turn shown as it streams.
+
+`PlainSurface` writes plain text: for pipes, files and tests, and whatever
+reads them. `RichSurface` is for a person at a terminal: each turn's Markdown
+rendered as it streams, each speaker in its own colour, a one-line status
+while a model call is waiting, and the line being typed kept at the bottom,
+apart from the streamed text. rich honours NO_COLOR (no colour, same layout).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import TextIO
 
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.padding import Padding
+from rich.rule import Rule
+from rich.spinner import Spinner
+from rich.text import Text
+
 from bot.dialogue.engine import TurnSink
-from bot.dialogue.models import Session, Speaker, Turn
+from bot.dialogue.models import Draft, Session, Speaker, Turn
 from bot.dialogue.report import LOCK_REASONS, fence
 from bot.surfaces.base import waiting_notice
+
+INVALID_REPLY = "(that reply is void; it is written again)"
+INTERJECT_HINT = "type a note and press Enter to interject; Ctrl-C stops"
+
+
+def rounds_phrase(n: int) -> str:
+    return f"at most {n} round" + ("" if n == 1 else "s")
+
+
+def paused_note(session: Session, *, resumable: bool) -> str:
+    """What a person can do about a paused session, from where it is stored."""
+    if resumable:
+        return f"Resume it with: sora-copilot resume {session.id}"
+    return (
+        "It cannot be resumed: it lived in the embedded in-process store, which ends with "
+        "this process. With REDIS_URL set, a paused session can be resumed later."
+    )
+
+
+def _turn_label(session: Session, author: str, round: int) -> str:
+    return f"{author} · " + ("Opening" if round == 0 else f"Round {round} of {session.max_rounds}")
+
+
+def _draft_line(d: Draft) -> str:
+    return f"Draft v{d.version}: {d.title} · {d.duration_seconds}s · {d.size}"
 
 
 class _PrintSink:
@@ -20,17 +62,36 @@ class _PrintSink:
         self.out.flush()
 
     async def reset(self) -> None:
-        self.out.write("\n  (that reply was invalid; asking again)\n")
+        self.out.write(f"\n  {INVALID_REPLY}\n")
         self.out.flush()
 
 
-class TerminalSurface:
-    def __init__(self, out: TextIO):
+class PlainSurface:
+    """Plain text, line by line: what a pipe, a file or a test reads."""
+
+    def __init__(self, out: TextIO, *, resumable: bool = False):
         self.out = out
+        self.resumable = resumable
 
     def _say(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
+
+    # ---- what the CLI says around the session -------------------------------------------
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        self._say(f"{text}\n")
+
+    def edit(self, line: str) -> None:
+        pass  # the terminal echoes what is typed
+
+    # ---- the Surface protocol -----------------------------------------------------------
 
     async def turn_started(
         self,
@@ -43,19 +104,13 @@ class TerminalSurface:
         posted: Mapping[int, str],
         redo: bool = False,
     ) -> TurnSink:
-        label = "Opening" if round == 0 else f"Round {round} of {session.max_rounds}"
-        self._say(f"\n── {author} · {label} ──\n")
+        self._say(f"\n── {_turn_label(session, author, round)} ──\n")
         return _PrintSink(self.out)
 
     async def turn_finished(self, session: Session, turn: Turn) -> None:
         self._say("\n")
         if turn.draft is not None:
-            d = turn.draft
-            self._say(
-                f"\n  Draft v{d.version}: {d.title} · {d.duration_seconds}s · {d.size}\n"
-                + fence(d.prompt_text)
-                + "\n"
-            )
+            self._say(f"\n  {_draft_line(turn.draft)}\n" + fence(turn.draft.prompt_text) + "\n")
         if turn.verdict is not None and turn.verdict.decision == "approve":
             self._say(f"\n  ✔ {turn.author} approves v{turn.verdict.version}\n")
 
@@ -77,7 +132,225 @@ class TerminalSurface:
         self._say(f"\n.. {waiting_notice(seconds)} ({reason})\n")
 
     async def session_paused(self, session: Session) -> None:
-        self._say(f"\n!! The session is paused: {session.error}\n")
+        self._say(
+            f"\n!! The session is paused: {session.error}\n"
+            f"   {paused_note(session, resumable=self.resumable)}\n"
+        )
 
     async def session_stopped(self, session: Session) -> None:
         self._say(f"\n── Stopped by {session.stopped_by} ──\n")
+
+
+# ---- a person at a terminal ------------------------------------------------------------
+
+_COLOURS = {Speaker.COPILOT: "cyan", Speaker.PERSONA: "magenta", Speaker.HUMAN: "yellow"}
+_FENCE = "```"
+
+
+def _split_blocks(text: str) -> tuple[str, str]:
+    """(complete Markdown blocks, the rest): cut at the last blank line outside a fence."""
+    cut = len(text)
+    while True:
+        cut = text.rfind("\n\n", 0, cut)
+        if cut < 0:
+            return "", text
+        if text.count(_FENCE, 0, cut) % 2 == 0:
+            return text[:cut], text[cut + 2 :]
+
+
+class _RichSink:
+    def __init__(self, surface: RichSurface):
+        self.surface = surface
+
+    async def delta(self, text: str) -> None:
+        self.surface.stream(text)
+
+    async def reset(self) -> None:
+        self.surface.stream_reset()
+
+
+class RichSurface:
+    """Markdown, colours, a status line and a kept-apart input line, for a real terminal.
+
+    Finished blocks are printed once, above a small live region that holds the
+    paragraph still being written, the status line and the input line. The
+    region is redrawn by the event loop (no refresh thread), and only on change
+    or by the status line's ticker.
+    """
+
+    def __init__(self, console: Console, *, resumable: bool = False, interactive: bool = False):
+        self.console = console
+        self.resumable = resumable
+        self.interactive = interactive
+        self._buf = ""
+        self._spinner: Spinner | None = None
+        self._line = ""
+        self._ticker: asyncio.Task[None] | None = None
+        self._status = ""
+        self._until: float | None = None
+        self.live = Live(
+            console=console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            get_renderable=self._region,
+        )
+
+    # ---- what the CLI says around the session -------------------------------------------
+
+    def start(self) -> None:
+        self.live.start()
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        self._flush(everything=True)
+        self._spinner = None
+        self.interactive = False
+        with contextlib.suppress(Exception):
+            self.live.stop()
+
+    def note(self, text: str, style: str = "") -> None:
+        self.console.print(Text(text, style=style))
+        self._refresh()
+
+    def edit(self, line: str) -> None:
+        self._line = line
+        self._refresh()
+
+    # ---- the live region -----------------------------------------------------------------
+
+    def _region(self) -> RenderableType:
+        parts: list[RenderableType] = []
+        if self._buf.strip():
+            parts.append(Markdown(self._buf))
+        if self._spinner is not None:
+            parts.append(self._spinner)
+        if self.interactive:
+            hint = Text(self._line) if self._line else Text(INTERJECT_HINT, style="dim")
+            parts.append(Text.assemble(("› ", "bold yellow"), hint))
+        return Group(*parts)
+
+    def _refresh(self) -> None:
+        if self.live.is_started:
+            self.live.refresh()
+
+    def _wait(self, status: str, *, style: str = "dim", until: float | None = None) -> None:
+        """Show `status` on the one-line status, until the next text arrives; with `until`
+        (a loop time), a countdown to it."""
+        self._spinner = Spinner("dots", Text(status, style=style))
+        self._status, self._until = status, until
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick())
+        self._refresh()
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._spinner is not None:
+            if self._until is not None:
+                left = max(self._until - loop.time(), 0)
+                self._spinner.update(text=Text(waiting_notice(left), style="yellow"))
+            self._refresh()
+            await asyncio.sleep(0.1)
+
+    def _flush(self, *, everything: bool = False) -> None:
+        done, self._buf = (self._buf, "") if everything else _split_blocks(self._buf)
+        if done.strip():
+            self.console.print(Markdown(done))
+
+    def stream(self, text: str) -> None:
+        self._spinner = None
+        self._buf += text
+        self._flush()
+        self._refresh()
+
+    def stream_reset(self) -> None:
+        self._buf = ""
+        self.console.print(Text(f"  {INVALID_REPLY}", style="dim"))
+        self._refresh()
+
+    # ---- the Surface protocol -----------------------------------------------------------
+
+    async def turn_started(
+        self,
+        session: Session,
+        *,
+        speaker: Speaker,
+        author: str,
+        turn: int,
+        round: int,
+        posted: Mapping[int, str],
+        redo: bool = False,
+    ) -> TurnSink:
+        colour = _COLOURS[speaker]
+        self.console.print()
+        self.console.print(
+            Rule(
+                Text(_turn_label(session, author, round), style=f"bold {colour}"),
+                style=colour,
+                align="left",
+            )
+        )
+        self._buf = ""
+        self._wait(f"{author} is writing…")
+        return _RichSink(self)
+
+    async def turn_finished(self, session: Session, turn: Turn) -> None:
+        self._spinner = None
+        self._flush(everything=True)
+        if turn.draft is not None:
+            d = turn.draft
+            self.console.print()
+            self.console.print(Text(f"  {_draft_line(d)}", style="bold"))
+            self.console.print(Padding(Text(d.prompt_text), (0, 0, 0, 4)))
+        if turn.verdict is not None and turn.verdict.decision == "approve":
+            self.console.print(
+                Text(f"  ✔ {turn.author} approves v{turn.verdict.version}", style="bold green")
+            )
+        self._refresh()
+
+    async def interjection_heard(self, session: Session, turn: Turn) -> None:
+        colour = _COLOURS[Speaker.HUMAN]
+        self.console.print()
+        self.console.print(
+            Rule(Text(f"{turn.author} (you)", style=f"bold {colour}"), style=colour, align="left")
+        )
+        self.console.print(Text(turn.text))
+        self._refresh()
+
+    async def session_locked(self, session: Session) -> None:
+        locked = session.locked
+        if locked is None:
+            return
+        d = locked.draft
+        self._spinner = None
+        self.console.print()
+        self.console.print(Rule(style="green", characters="═"))
+        self.console.print(
+            Text(
+                f'Locked: v{d.version} "{d.title}" ({LOCK_REASONS[locked.reason]})',
+                style="bold green",
+            )
+        )
+        self.console.print(Padding(Text(d.prompt_text), (0, 0, 0, 2)))
+        self._refresh()
+
+    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
+        self.console.print(Text(f"  {waiting_notice(seconds)} ({reason})", style="yellow"))
+        until = asyncio.get_running_loop().time() + seconds
+        self._wait(waiting_notice(seconds), style="yellow", until=until)
+
+    async def session_paused(self, session: Session) -> None:
+        self._spinner = None
+        self._flush(everything=True)
+        self.console.print()
+        self.console.print(Text(f"The session is paused: {session.error}", style="bold red"))
+        self.console.print(Text(paused_note(session, resumable=self.resumable), style="red"))
+        self._refresh()
+
+    async def session_stopped(self, session: Session) -> None:
+        self._spinner = None
+        self.console.print(Text(f"\nStopped by {session.stopped_by}", style="bold"))
+        self._refresh()
