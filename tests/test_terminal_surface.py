@@ -122,3 +122,12 @@ async def test_plain_keeps_the_text_as_written() -> None:
     await _show(PlainSurface(buf))
     out = buf.getvalue()
     assert "A **bold** start." in out and "\x1b[" not in out
+
+
+async def test_rich_says_when_claude_is_waited_for() -> None:
+    buf = io.StringIO()
+    surface = RichSurface(Console(file=buf, force_terminal=True, width=100))
+    surface.start()
+    await surface.model_waiting(make_session(), 2.2, "overloaded_error")
+    surface.close()
+    assert "Claude is overloaded; retrying in 3 s (overloaded_error)" in buf.getvalue()
