@@ -31,7 +31,7 @@ from bot.llm.anthropic_model import (
 )
 from bot.slack.blocks import root_blocks
 from bot.surfaces.base import waiting_notice
-from bot.surfaces.terminal import TerminalSurface
+from bot.surfaces.terminal import PlainSurface
 from tests.fakes.anthropic_server import (
     DEFAULT_THINKING_TOKENS,
     FakeAnthropic,
@@ -211,7 +211,7 @@ async def test_a_refusal_pauses_with_a_plain_message_and_no_repair_call(
     fake.refuse_next(category="general_harms", explanation="The request asks for graphic harm.")
     out = io.StringIO()
     session = make_session()
-    result = await drive_turn(make_engine(claude(fake), settings()), session, TerminalSurface(out))
+    result = await drive_turn(make_engine(claude(fake), settings()), session, PlainSurface(out))
     assert result is None
     assert len(fake.requests) == 1
     assert session.status == SessionStatus.PAUSED and session.turns == []
@@ -266,7 +266,7 @@ async def turn_in_a_storm(
     out = io.StringIO()
     session = make_session()
     engine = outage_engine(fake, time, window=120)
-    result = await drive_turn(engine, session, TerminalSurface(out))
+    result = await drive_turn(engine, session, PlainSurface(out))
     return result, session, engine, time, out
 
 
@@ -293,7 +293,7 @@ async def test_a_storm_longer_than_the_window_pauses_once_and_retry_completes(
     assert out.getvalue().count("paused") == 1
     time.now = 601  # the storm is over; a person presses Retry
     resume(session)
-    assert await drive_turn(engine, session, TerminalSurface(out)) is not None
+    assert await drive_turn(engine, session, PlainSurface(out)) is not None
     assert len(session.turns) == 1
 
 

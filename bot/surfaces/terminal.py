@@ -41,7 +41,7 @@ def paused_note(session: Session, *, resumable: bool) -> str:
         return f"Resume it with: sora-copilot resume {session.id}"
     return (
         "It cannot be resumed: it lived in the embedded in-process store, which ends with "
-        "this process. With REDIS_URL set, a paused session can be resumed later."
+        "this process. With REDIS_URL set, sessions outlive the process and can be resumed."
     )
 
 
@@ -56,14 +56,18 @@ def _draft_line(d: Draft) -> str:
 class _PrintSink:
     def __init__(self, out: TextIO):
         self.out = out
+        self.wrote = False  # a reset before any text has nothing to take back
 
     async def delta(self, text: str) -> None:
+        self.wrote = True
         self.out.write(text)
         self.out.flush()
 
     async def reset(self) -> None:
-        self.out.write(f"\n  {INVALID_REPLY}\n")
-        self.out.flush()
+        if self.wrote:
+            self.wrote = False
+            self.out.write(f"\n  {INVALID_REPLY}\n")
+            self.out.flush()
 
 
 class PlainSurface:
@@ -186,7 +190,7 @@ class RichSurface:
         self._spinner: Spinner | None = None
         self._line = ""
         self._ticker: asyncio.Task[None] | None = None
-        self._status = ""
+        self._streamed = False  # text of this turn has been shown
         self._until: float | None = None
         self.live = Live(
             console=console,
@@ -241,7 +245,7 @@ class RichSurface:
         """Show `status` on the one-line status, until the next text arrives; with `until`
         (a loop time), a countdown to it."""
         self._spinner = Spinner("dots", Text(status, style=style))
-        self._status, self._until = status, until
+        self._until = until
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick())
         self._refresh()
@@ -262,13 +266,15 @@ class RichSurface:
 
     def stream(self, text: str) -> None:
         self._spinner = None
+        self._streamed = True
         self._buf += text
         self._flush()
         self._refresh()
 
     def stream_reset(self) -> None:
-        self._buf = ""
-        self.console.print(Text(f"  {INVALID_REPLY}", style="dim"))
+        if self._streamed:
+            self.console.print(Text(f"  {INVALID_REPLY}", style="dim"))
+        self._buf, self._streamed = "", False
         self._refresh()
 
     # ---- the Surface protocol -----------------------------------------------------------
@@ -293,7 +299,7 @@ class RichSurface:
                 align="left",
             )
         )
-        self._buf = ""
+        self._buf, self._streamed = "", False
         self._wait(f"{author} is writing…")
         return _RichSink(self)
 
