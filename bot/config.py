@@ -32,9 +32,9 @@ class Settings(BaseSettings):
     # a prompt of up to 6,000 characters and its parts, as JSON) is about 5,000 tokens; the
     # rest is room for thinking. A reply cut at the limit is retried once with twice this.
     max_output_tokens: int = Field(16_000, ge=256)
-    # output_config.effort: how hard the model thinks (low, medium, high, xhigh, max); empty
-    # for the model's own default (high on Sonnet 5.5). A turn is a short structured reply.
-    anthropic_effort: Literal["low", "medium", "high", "xhigh", "max"] | None = "low"
+    # output_config.effort: how hard the model thinks (low, medium, high, xhigh, max), or
+    # "default" for the model's own (high on Sonnet 5.5). A turn is a short structured reply.
+    anthropic_effort: Literal["low", "medium", "high", "xhigh", "max", "default"] = "low"
     # off: the least thinking the model accepts (disabled, between_tools on Sonnet 5.5, or
     # adaptive on models whose thinking is always on); adaptive: the model decides.
     anthropic_thinking: Literal["off", "adaptive"] = "off"

@@ -153,6 +153,15 @@ def test_the_thinking_and_effort_sent_are_accepted_by_every_model_at_every_setti
                 assert validate(body) is None, (model, mode, effort, body)
 
 
+def test_the_effort_and_thinking_settings_reach_the_client() -> None:
+    model = AnthropicModel.from_settings(
+        settings(anthropic_api_key="k", anthropic_effort="default", anthropic_thinking="adaptive")
+    )
+    assert model.effort is None and model.thinking == {"type": "adaptive"}
+    model = AnthropicModel.from_settings(settings(anthropic_api_key="k"))
+    assert model.effort == "low" and model.thinking == {"type": "between_tools"}
+
+
 def test_the_fake_refuses_thinking_disabled_where_the_model_does() -> None:
     for model in ("claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1"):
         body = {

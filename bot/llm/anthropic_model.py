@@ -177,7 +177,7 @@ class AnthropicModel:
             base_url=settings.anthropic_base_url,
             max_retries=settings.anthropic_max_retries,
             timeout=settings.anthropic_timeout_seconds,
-            effort=settings.anthropic_effort,
+            effort=None if settings.anthropic_effort == "default" else settings.anthropic_effort,
             thinking=settings.anthropic_thinking,
         )
 
