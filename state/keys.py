@@ -150,3 +150,13 @@ class Keys:
 
     def running_channel(self, channel_id: str) -> str:
         return self._k("running", "channel", channel_id)
+
+    # ---- the workspace's chat.update budget -----------------------------------------
+
+    def update_budget(self, team: str) -> str:
+        """Sorted set: one member per chat.update in the last minute, scored by its time (µs)."""
+        return self._k("updates", "budget", team)
+
+    def streaming(self, team: str) -> str:
+        """Sorted set: turns being written right now, scored by when their claim lapses (µs)."""
+        return self._k("updates", "streaming", team)

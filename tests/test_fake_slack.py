@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -477,3 +478,59 @@ async def test_socket_mode_with_slack_sdks_own_client(
         with pytest.raises(aiohttp.WSServerHandshakeError):
             async with http.ws_connect(url):
                 pass
+
+
+# ---- issue 10: Slack's tiers and who sees a stream live -------------------------------
+
+
+async def test_chat_update_is_tier_3_fifty_a_minute_then_429_with_retry_after() -> None:
+    async with FakeSlack() as slack:
+        slack.seed_channel("video", "C0T3")
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {slack.token}"}
+            async with http.post(
+                f"{slack.api_url}chat.postMessage",
+                json={"channel": "C0T3", "text": "hi"},
+                headers=headers,
+            ) as r:
+                ts = (await r.json())["ts"]
+            statuses = []
+            for i in range(51):
+                async with http.post(
+                    f"{slack.api_url}chat.update",
+                    json={"channel": "C0T3", "ts": ts, "text": f"v{i}"},
+                    headers=headers,
+                ) as r:
+                    statuses.append((r.status, r.headers.get("Retry-After")))
+        assert [s for s, _ in statuses[:50]] == [200] * 50
+        status, retry_after = statuses[50]
+        assert status == 429 and retry_after is not None and 1 <= int(retry_after) <= 60
+        assert slack.message("C0T3", ts)["text"] == "v49"  # the refused update did nothing
+        assert slack.most_in_a_minute("chat.update") == 50
+
+
+async def test_a_channel_stream_is_live_only_for_its_recipient() -> None:
+    async with FakeSlack() as slack:
+        slack.seed_channel("video", "C0ST")
+        root = slack.seed_message("C0ST", "root", user="U0ANA")
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {slack.token}"}
+
+            async def call(method: str, **params: Any) -> dict[str, Any]:
+                async with http.post(f"{slack.api_url}{method}", json=params, headers=headers) as r:
+                    return dict(await r.json())
+
+            started = await call(
+                "chat.startStream",
+                channel="C0ST",
+                thread_ts=root,
+                recipient_user_id="U0ANA",
+                recipient_team_id=TEAM_ID,
+            )
+            ts = started["ts"]
+            await call("chat.appendStream", channel="C0ST", ts=ts, markdown_text="Once ")
+            await call("chat.appendStream", channel="C0ST", ts=ts, markdown_text="upon a time")
+            assert slack.seen_by("C0ST", ts, "U0ANA") == "Once upon a time"
+            assert slack.seen_by("C0ST", ts, "U0BO") == "Once "  # the first chunk, frozen
+            await call("chat.stopStream", channel="C0ST", ts=ts)
+            assert slack.seen_by("C0ST", ts, "U0BO") == "Once upon a time"

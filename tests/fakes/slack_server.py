@@ -454,7 +454,85 @@ def _in_range(ts: str, params: JSON) -> bool:
 Handler = Callable[[JSON, str | None], JSON]
 
 
-class FakeSlack(LoopbackServer):
+# -------------------------------------------------- issue 10: tiers, who sees a stream live
+#
+# Slack's Web API limits apply per method, per app, per workspace, in per-minute windows;
+# beyond a method's tier it answers HTTP 429 with `Retry-After` and does nothing. Tier 3
+# (chat.update, chat.delete) is "50+ per minute" (api.slack.com/apis/rate-limits). The fake
+# enforces the tiers in `METHOD_TIERS` by default, as exactly the tier's number per any 60 s.
+#
+# A `chat.startStream` message in a channel streams live only for its `recipient_user_id`:
+# every other member sees its first chunk, then nothing until the stream stops (reported in
+# agentconnect-md/agentconnect#1494; no multi-recipient stream exists). In a DM the one
+# reader is the recipient. `seen_by` answers what one member sees now.
+
+TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
+METHOD_TIERS = {"chat.update": 3, "chat.delete": 3}
+TIER_WINDOW_S = 60.0
+
+
+class _SlackTiers:
+    """Per-method tier limits and stream visibility, mixed into FakeSlack."""
+
+    calls: list[Call]
+
+    def _tier_limits(self) -> dict[str, int | None]:
+        limits: dict[str, int | None] | None = self.__dict__.get("_tier_limit_overrides")
+        if limits is None:
+            limits = {m: TIER_PER_MINUTE[t] for m, t in METHOD_TIERS.items()}
+            self.__dict__["_tier_limit_overrides"] = limits
+        return limits
+
+    def set_method_limit(self, method: str, per_minute: int | None) -> None:
+        """At most ``per_minute`` accepted calls of ``method`` in any 60 s (None: no limit)."""
+        self._tier_limits()[method] = per_minute
+
+    def _accepted(self, method: str, since: float, but: Call | None = None) -> list[float]:
+        return [
+            c.time
+            for c in self.calls
+            if c.method == method and c is not but and c.status == 200 and c.time > since
+        ]
+
+    def _check_tier(self, call: Call) -> None:
+        limit = self._tier_limits().get(call.method)
+        if limit is None:
+            return
+        now = time.time()
+        recent = self._accepted(call.method, now - TIER_WINDOW_S, but=call)
+        if len(recent) >= limit:
+            oldest = min(recent)
+            raise _RateLimited(retry_after=max(1, int(oldest + TIER_WINDOW_S - now + 0.999)))
+
+    def most_in_a_minute(self, method: str) -> int:
+        """The most accepted calls of ``method`` in any 60 s window so far."""
+        times = sorted(self._accepted(method, 0.0))
+        most, start = 0, 0
+        for end, t in enumerate(times):
+            while times[start] <= t - TIER_WINDOW_S:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
+
+    def seen_by(self, channel: str, ts: str, user: str) -> str | None:
+        """The text member ``user`` sees of message ``ts`` right now (None: no such message).
+
+        A message being streamed shows its whole text so far only to the stream's
+        recipient (anyone, in a DM); everyone else sees its first chunk until it stops.
+        """
+        msg = self.message(channel, ts)  # type: ignore[attr-defined]
+        if msg is None:
+            return None
+        ch = self._find_channel(channel)  # type: ignore[attr-defined]
+        stream = (ch.messages.get(ts) or {}).get("_stream") if ch is not None else None
+        if stream is None or stream["state"] != "streaming" or ch.is_im:
+            return str(msg.get("text") or "")
+        if user == stream.get("recipient_user_id"):
+            return str(msg.get("text") or "")
+        return str(stream.get("first_chunk") or "")
+
+
+class FakeSlack(_SlackTiers, LoopbackServer):
     """An in-memory Slack workspace behind a real HTTP server on 127.0.0.1.
 
     Use ``async with FakeSlack() as slack`` (or :meth:`start`/:meth:`stop`). State is plain
@@ -935,6 +1013,7 @@ class FakeSlack(LoopbackServer):
                 known = token == self.app_token
                 raise SlackError("not_allowed_token_type" if known else "invalid_auth")
             self._check_rate_limit(method, call.params)
+            self._check_tier(call)
             body: JSON = {"ok": True, **handler(call.params, token)}
         except _RateLimited as limited:
             call.status, call.error = 429, "ratelimited"
@@ -1382,6 +1461,7 @@ class FakeSlack(LoopbackServer):
             "recipient_user_id": _str_arg(params, "recipient_user_id"),
             "recipient_team_id": team,
             "chunks": list(chunks),
+            "first_chunk": markdown or None,  # what members but the recipient see (issue 10)
         }
         ch.messages[msg["ts"]] = msg
         return {"channel": ch.id, "ts": msg["ts"]}
@@ -1395,6 +1475,7 @@ class FakeSlack(LoopbackServer):
         if extra_blocks:
             msg["blocks"] = [*msg.get("blocks", []), *extra_blocks]
         msg["_stream"]["chunks"] += chunks
+        msg["_stream"]["first_chunk"] = msg["_stream"]["first_chunk"] or markdown or None
         return {"channel": ch.id, "ts": msg["ts"]}
 
     def _chat_stop_stream(self, params: JSON, token: str | None) -> JSON:

@@ -1,0 +1,133 @@
+"""The workspace's chat.update budget, shared by every process of the app.
+
+Slack rates `chat.update` at Tier 3: about 50 calls a minute per method, per
+app, per workspace (api.slack.com/apis/rate-limits), whatever the number of
+workers. So the budget lives in Redis: a sliding window of the calls made in
+the last 60 s (Redis's own clock, `TIME` inside the scripts), so that no
+60-second window ever holds more than `per_minute` calls, not even at a burst's
+start.
+
+Two kinds of call draw from it:
+
+- Interim updates (a turn's text while it is written) are best effort: `take`
+  never waits, and they may use only the budget's first `per_minute - reserve`
+  calls of any window, so the last `reserve` stay free for what must land.
+- Everything else (a turn's final render, the root's status) must land:
+  `wait_for` waits for a free call of the whole budget.
+
+`streaming` counts the turns being written at once across the workspace, so
+each can stretch the interval of its interim updates (`interval`) and the
+whole workspace stays inside the budget however many turns stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from state.keys import Keys
+
+Sleep = Callable[[float], Awaitable[object]]
+
+WINDOW_US = 60_000_000
+DEFAULT_PER_MINUTE = 40  # under Tier 3's ~50, for other apps' nothing and Slack's "50+"
+MIN_INTERVAL_S = 1.0  # a message is updated at most once a second, however idle the budget
+
+# KEYS: window. ARGV: member, limit. Returns 0 when a call was taken, else the µs
+# until the oldest call in the window leaves it (taking nothing).
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000000)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], 61000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = tonumber(oldest[2]) + 60000000 - now
+if wait < 1 then wait = 1 end
+return wait
+"""
+
+# KEYS: streaming set. ARGV: member ('' to count only), claim µs (0: drop the member).
+# Returns how many turns stream now.
+_STREAMING = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[1] ~= '' then
+  if tonumber(ARGV[2]) > 0 then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+  else
+    redis.call('ZREM', KEYS[1], ARGV[1])
+  end
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class UpdateBudget:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        per_minute: int = DEFAULT_PER_MINUTE,
+        reserve: int | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if per_minute < 2:
+            raise ValueError("per_minute must be at least 2")
+        self._keys = keys
+        self.per_minute = per_minute
+        # What only must-land updates may use: a quarter, at least one call.
+        self.reserve = max(1, per_minute // 4) if reserve is None else reserve
+        if not 0 < self.reserve < per_minute:
+            raise ValueError("reserve must be between 1 and per_minute - 1")
+        self._sleep = sleep
+        self._take = redis.register_script(_TAKE)
+        self._streaming = redis.register_script(_STREAMING)
+
+    async def _try(self, team: str, limit: int) -> float:
+        wait_us = await self._take(
+            keys=[self._keys.update_budget(team)], args=[secrets.token_hex(8), limit]
+        )
+        return int(wait_us) / 1_000_000
+
+    async def take(self, team: str) -> bool:
+        """An interim update's call, if the budget has one to spare now. Never waits."""
+        return await self._try(team, self.per_minute - self.reserve) == 0
+
+    async def wait_for(self, team: str) -> float:
+        """A call for an update that must land: waits until the window has room.
+
+        Returns the seconds waited. Call it outside any model stream.
+        """
+        waited = 0.0
+        while (delay := await self._try(team, self.per_minute)) > 0:
+            await self._sleep(delay)
+            waited += delay
+        return waited
+
+    async def streaming(self, team: str, turn: str, *, for_s: float) -> int:
+        """Count `turn` as being written for the next `for_s` s (renew it while it is);
+        returns how many turns stream in the workspace now, this one included."""
+        return int(
+            await self._streaming(
+                keys=[self._keys.streaming(team)], args=[turn, max(1, int(for_s * 1_000_000))]
+            )
+        )
+
+    async def done_streaming(self, team: str, turn: str) -> None:
+        await self._streaming(keys=[self._keys.streaming(team)], args=[turn, 0])
+
+    def interval(self, streams: int) -> float:
+        """Seconds between one message's interim updates when `streams` turns are written
+        at once: together they then stay within the interim share of the budget."""
+        share = (self.per_minute - self.reserve) / 60.0  # interim calls a second
+        return max(MIN_INTERVAL_S, max(1, streams) / share)
