@@ -141,6 +141,20 @@ class LockedPrompt(BaseModel):
     reason: LockReason
 
 
+class Look(BaseModel):
+    """A persona's visual taste as the parts of a shot it drives (camera, light, palette...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    camera: str = ""
+    lens: str = ""
+    light: str = ""
+    palette: str = ""
+    style: str = ""
+    sound: str = ""
+    mood: str = ""
+
+
 class Persona(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -151,9 +165,27 @@ class Persona(BaseModel):
     voice: str
     taste: str
     must_haves: list[str]
+    look: Look = Look()
+
+
+AudioSupport = Literal["none", "ambient", "dialogue"]
+PromptLayout = Literal["blocks", "prose", "motion_first", "shots"]
+# The structured parts a vendor's prompt structure can ask for, in `TargetProfile.structure`.
+PartName = Literal["style", "subject", "setting", "action", "camera", "lighting", "sound"]
+PART_NAMES: tuple[PartName, ...] = (
+    "style",
+    "subject",
+    "setting",
+    "action",
+    "camera",
+    "lighting",
+    "sound",
+)
 
 
 class TargetProfile(BaseModel):
+    """A video model's rules. `durations` and `sizes` are the legal API values of a draft."""
+
     model_config = ConfigDict(frozen=True)
 
     name: str
@@ -163,6 +195,23 @@ class TargetProfile(BaseModel):
     prompt_min_chars: int
     prompt_max_chars: int
     rules: list[str]
+    vendor: str = ""
+    # Set when the model's API is gone: what still works, and since when.
+    retired: str = ""
+    size_label: str = "size"
+    aspect_ratios: list[str] = Field(default_factory=list)
+    resolutions: list[str] = Field(default_factory=list)
+    # Sizes that only allow some durations, e.g. Hailuo-02 at 1080P: 6 s only.
+    size_durations: dict[str, list[int]] = Field(default_factory=dict)
+    audio: AudioSupport = "none"
+    negative_prompt: bool = False
+    layout: PromptLayout = "prose"
+    structure: list[PartName] = Field(default_factory=lambda: list(PART_NAMES))
+    guide: list[str] = Field(default_factory=list)
+    max_camera_moves_per_shot: int = 1
+    forbids_on_screen_text: bool = True
+    use_in: str = ""
+    sources: dict[str, str] = Field(default_factory=dict)
 
 
 class Origin(BaseModel):
