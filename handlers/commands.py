@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.background import AfterAck
 from bot.config import MAX_ROUNDS, MIN_ROUNDS
 from bot.dialogue.models import Session
+from bot.dialogue.profiles import targets
 from bot.sessions import (
     BadInput,
     CommandRequest,
@@ -54,6 +55,9 @@ def usage(sessions: Sessions) -> str:
             f"(default {s.default_persona}); `rounds:` {MIN_ROUNDS}-{MAX_ROUNDS} "
             f"(default {s.default_rounds}); `target:` the video model (default "
             f"{s.default_target}). `persona:` takes the words up to the next option.",
+            "   Targets: "
+            + ", ".join(f"`{t}`" for t in sorted(targets(s.extra_profiles_dir)))
+            + " (Sora 2's API is retired; its prompts still work in OpenAI's Sora app).",
             f"• `{COMMAND}` alone opens a form.",
             f"• `{COMMAND} personas` lists the personas; `{COMMAND} library` shows the "
             "latest locked prompts of this channel.",

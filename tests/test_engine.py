@@ -117,12 +117,21 @@ async def test_each_request_of_an_agent_extends_its_previous_request() -> None:
         assert len(reqs) == 3
         for prev, cur in itertools.pairwise(reqs):
             assert cur.system == prev.system
-            assert cur.messages[: len(prev.messages)] == prev.messages
             assert len(cur.messages) == len(prev.messages) + 2
             assert cur.messages[len(prev.messages)].role == "assistant"
+            if agent == "copilot":
+                assert cur.messages[: len(prev.messages)] == prev.messages
+                continue
+            # The persona sees the latest draft in full and older ones as prompt text only:
+            # the one message that held the previous latest draft loses its parts, the rest
+            # (and so the cached prefix up to it) is unchanged.
+            assert cur.messages[: len(prev.messages) - 1] == prev.messages[:-1]
+            was, now = prev.messages[-1].content, cur.messages[len(prev.messages) - 1].content
+            assert "Parts:" in was and "Parts:" not in now
+            assert now.split("```")[:2] == was.split("```")[:2]
 
 
-async def test_interjection_is_heard_by_the_next_speaker_as_quoted_data() -> None:
+async def test_interjection_is_answered_by_the_next_speaker_only_and_heard_by_both() -> None:
     model = ScriptedModel(
         [copilot("Hi", draft_json(1)), persona("Wetter."), copilot("Rain added.", draft_json(2))]
     )
@@ -135,13 +144,20 @@ async def test_interjection_is_heard_by_the_next_speaker_as_quoted_data() -> Non
     await engine.take_turn(session)
 
     newest = model.requests[-1].messages[-1].content
-    assert '<interjection from="Ana">' in newest
+    # Labelled by the author's name and marked as a teammate, quoted as data.
+    assert 'A teammate, Ana, wrote in the thread:\n<interjection from="Ana" role="teammate">' in (
+        newest
+    )
     assert newest.count("</interjection>") == 1  # the author's fake close tag is neutralised
-    assert "Answer the interjection" in newest
-    # Both agents hear it: it is in the persona's next request too.
+    assert "Answer the teammate's interjection" in newest
+    # Both agents hear it, but only the next speaker answers it: the persona is told it
+    # was answered and to add something only if it changes the plan.
     model.replies.append(persona("Fine.", "revise"))
     await engine.take_turn(session)
-    assert '<interjection from="Ana">' in model.requests[-1].messages[-1].content
+    after = model.requests[-1].messages[-1].content
+    assert '<interjection from="Ana" role="teammate">' in after
+    assert "Answer the teammate's interjection" not in after
+    assert "already answered; add to it only if it changes the plan" in after
     # The interjection cannot lock anything.
     assert session.status == SessionStatus.RUNNING
 

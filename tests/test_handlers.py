@@ -764,6 +764,7 @@ async def test_a_good_modal_submission_starts_a_session_in_the_commands_channel(
 async def test_help_and_personas_answer_in_the_ack(app: Harness) -> None:
     help_reply = await app.command("help")
     assert help_reply["response_type"] == "ephemeral" and "/sora <idea>" in help_reply["text"]
+    assert "`veo-3.1`" in help_reply["text"] and "`runway-gen-4.5`" in help_reply["text"]
     personas = await app.command("personas")
     assert "Tomás Ferreira" in personas["text"] and "indie film director" in personas["text"]
     assert "`director`" in personas["text"]

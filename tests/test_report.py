@@ -106,3 +106,32 @@ async def test_an_unlocked_session_says_so_instead_of_inventing_a_prompt() -> No
     md = render_markdown(session)
     assert "No prompt was locked: the session is paused" in md
     assert metadata(session)["prompt_length_chars"] is None
+
+
+def test_the_locked_prompt_is_ready_to_use_with_its_parameters_and_how_to_paste_it() -> None:
+    from bot.dialogue.agents import DraftOut, make_draft
+    from bot.dialogue.profiles import resolve_target
+    from bot.dialogue.report import ready_prompt, render_ready_prompt
+
+    raw = draft_json(1, duration=8, size="16:9")
+    raw["parts"]["avoid"] = ["on-screen text, captions", "logos"]
+    d = make_draft(DraftOut.model_validate(raw), version=1, target="veo-3.1")
+    veo = resolve_target("veo-3.1")
+    r = ready_prompt(d, veo)
+    assert r.prompt_text == d.prompt_text
+    assert ("Negative prompt", "on-screen text, captions; logos") in r.parameters
+    assert ("Aspect ratio", "16:9") in r.parameters and ("Audio", "on") in r.parameters
+    assert r.how_to_use.startswith("Paste into Veo 3.1 in Flow or the Gemini API, 8 s, 16:9")
+    md = render_ready_prompt(d, veo)
+    assert md.count(d.prompt_text) == 1 and "- **Negative prompt**:" in md
+    # A target without a negative prompt field shows none; a retired one says what still works.
+    sora = render_ready_prompt(d, resolve_target("sora-2"))
+    assert "Negative prompt" not in sora and "still works in the Sora app" in sora
+
+
+async def test_the_report_lists_the_prompt_check_of_the_locked_draft() -> None:
+    session = await locked_session()
+    md = render_markdown(session)
+    section = md.split("### Prompt check", 1)[1].split("###", 1)[0]
+    assert section.strip()
+    assert not md.startswith("> **Offline**")  # a session a real model wrote has no banner

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.dialogue.models import Draft, LockReason, Session, Speaker, Turn
+from bot.dialogue import checks
+from bot.dialogue.agents import draft_parameters
+from bot.dialogue.models import Draft, LockReason, Session, Speaker, TargetProfile, Turn
+from bot.llm.offline import OFFLINE_MODEL
 from bot.llm.prices import estimate_cost
+
+# A report of a session the offline model wrote opens with one banner saying so.
+OFFLINE_BANNER = (
+    "> **Offline**: a deterministic stand-in model wrote this dialogue, without calling Claude."
+)
 
 LOCK_REASONS = {
     LockReason.APPROVED: "the persona approved the latest draft",
@@ -52,6 +61,9 @@ def metadata(session: Session) -> dict[str, Any]:
         "human_interjections": len(session.interjections),
         "drafts": len(session.drafts),
         "prompt_length_chars": len(locked.draft.prompt_text) if locked else None,
+        "prompt_check": (
+            [f.code for f in checks.check_draft(locked.draft, session.target)] if locked else None
+        ),
         "models": session.models,
         "tokens": {
             "input": usage.input_tokens,
@@ -83,10 +95,53 @@ def fence(text: str, info: str = "") -> str:
     return f"{ticks}{info}\n{text}\n{ticks}"
 
 
+@dataclass(frozen=True)
+class ReadyPrompt:
+    """A locked draft as a person uses it: the exact text, its parameters, and where to paste.
+
+    Surface-neutral: the Slack surface and the report render it, each in its own markup.
+    """
+
+    prompt_text: str
+    parameters: list[tuple[str, str]]
+    how_to_use: str
+    retired: str
+
+
+def ready_prompt(d: Draft, t: TargetProfile) -> ReadyPrompt:
+    params = draft_parameters(d, t)
+    where = t.use_in or f"Paste into {t.model_name}"
+    shape = ", ".join(v for k, v in params if k in ("Duration", t.size_label.capitalize()))
+    how = f"{where}, {shape}."
+    if t.negative_prompt and d.parts.avoid:
+        how = f"{where}, {shape}, with the negative prompt in its own field."
+    return ReadyPrompt(
+        prompt_text=d.prompt_text, parameters=params, how_to_use=how, retired=t.retired
+    )
+
+
+def render_ready_prompt(d: Draft, t: TargetProfile) -> str:
+    """Markdown: the prompt in one copy-ready block, the parameters beside it, how to use it."""
+    r = ready_prompt(d, t)
+    lines = [fence(r.prompt_text, "text"), ""]
+    lines += [f"- **{k}**: {v}" for k, v in r.parameters]
+    lines += ["", f"**How to use it**: {r.how_to_use}"]
+    if r.retired:
+        lines.append(f"*{r.retired}.*")
+    return "\n".join(lines)
+
+
+def render_findings(d: Draft, t: TargetProfile) -> str:
+    findings = checks.check_draft(d, t)
+    if not findings:
+        return f"The prompt check for {t.model_name} found nothing to fix."
+    return "\n".join(f"- {f.message}" for f in findings)
+
+
 def render_parts(d: Draft) -> str:
     p = d.parts
     beats = "\n".join(f"  {i}. {b}" for i, b in enumerate(p.action_beats, 1))
-    avoid = ", ".join(p.avoid) if p.avoid else "(nothing listed)"
+    avoid = "; ".join(p.avoid) if p.avoid else "(nothing listed)"
     return "\n".join(
         [
             f"- **Subject**: {p.subject}",
@@ -117,6 +172,9 @@ def _render_turn(t: Turn, session: Session) -> str:
             "",
             fence(d.prompt_text, "text"),
         ]
+        findings = checks.check_draft(d, session.target)
+        if findings:
+            out += ["", "*Prompt check:*", *(f"- {f.message}" for f in findings)]
     if t.verdict is not None:
         verdict = f"approve v{t.verdict.version}" if t.verdict.decision == "approve" else "revise"
         out += ["", f"*Verdict: {verdict}*"]
@@ -128,7 +186,8 @@ def render_markdown(session: Session) -> str:
     p = session.persona
     t = session.target
     locked = session.locked
-    lines = [
+    lines = [OFFLINE_BANNER, ""] if OFFLINE_MODEL in session.models else []
+    lines += [
         f"# {locked.draft.title if locked else 'Sora Copilot session'}",
         "",
         f"- **Idea**: {session.idea}",
@@ -145,10 +204,12 @@ def render_markdown(session: Session) -> str:
             f"Draft v{d.version}, locked by {locked.locked_by}: {LOCK_REASONS[locked.reason]}.",
             "",
             f"- **Caption**: {d.title}",
-            f"- **Duration**: {d.duration_seconds} s",
-            f"- **Size**: {d.size}",
             "",
-            fence(d.prompt_text, "text"),
+            render_ready_prompt(d, t),
+            "",
+            "### Prompt check",
+            "",
+            render_findings(d, t),
             "",
             "### Structured parts",
             "",
