@@ -127,7 +127,9 @@ async def test_an_interjection_in_the_inbox_is_heard_by_the_next_speaker(
     done = await real_state.sessions.load(session.id)
     assert done is not None
     assert done.turns[0].speaker == Speaker.HUMAN and done.turns[0].text == "Make it rain"
-    assert "@Ana" in done.turns[1].text  # the offline Copilot answers the interjection
+    # The offline Copilot answers the interjection and takes it into its draft.
+    draft = done.turns[1].draft
+    assert "Ana, taken" in done.turns[1].text and draft is not None and "rain" in draft.prompt_text
     assert await real_state.inbox.size(session.id) == 0
     events = await recorded(real_state.redis, real_state.keys, session.id)
     assert {"kind": "heard", "source_id": "171.1"} in events

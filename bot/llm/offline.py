@@ -1,31 +1,45 @@
-"""A deterministic offline model: a whole plausible session with no network.
+"""A deterministic offline model: a whole plausible session with no network and no data.
 
-It writes each agent's reply from the engine's brief (idea, persona, round,
-latest draft, what was just said), as the same JSON a real model returns, and
-streams it in small chunks through the same path. Everything it writes says
-that it is offline: every message starts with a marker and every draft title
-ends with one. Same inputs, same outputs, so tests and benchmarks can rely on
-it; `latency` makes each call take that long, for load benchmarks.
+It writes each agent's reply from the engine's brief, as the same JSON a real
+model returns, streamed in small chunks through the same path. It reads the idea
+(subject, place, time of day, objects; see `bot.llm.idea`) and builds every draft
+from it; the persona's look (its TOML `[look]`, or one derived from a free-text
+persona's words) drives camera, light, palette and style; the target's layout
+shapes the prompt text the way its vendor's guide asks.
+
+The persona raises its private must-haves one at a time, each as a concrete
+objection in its own words; the Copilot reads that objection in the persona's
+message and answers it in the next draft. Teammates' interjections are taken up
+in the next draft too. The persona approves once the latest draft meets all its
+must-haves (plus a little polish when the round budget allows), so the number of
+rounds varies with the idea, the persona and `--rounds`. Same inputs, same
+outputs. Nothing it writes is marked "offline": the surfaces say that once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.dialogue.models import Usage
 from bot.llm.base import ModelReply, ModelRequest, TextCallback
+from bot.llm.idea import Idea, light_source, read_idea, sound_cue
 
 OFFLINE_MODEL = "offline-deterministic"
-OFFLINE_MARK = "_(offline model)_"
 CHUNK_CHARS = 24
-_ASK = re.compile(r"I need (.+?)\.(?:\s|$)")
+
+_VERTICAL = re.compile(r"^(?:720x1280|1024x1792|9:16|720:1280|3:4)$")
 
 
 class OfflineModel:
-    def __init__(self, *, latency: float = 0.0, revisions_before_approval: int = 2):
+    def __init__(self, *, latency: float = 0.0, revisions_before_approval: int | None = None):
+        """`revisions_before_approval` holds the persona back that long (benchmarks use it to
+        run sessions to the round limit); by default it approves when satisfied."""
         self.latency = latency
         self.revisions_before_approval = revisions_before_approval
 
@@ -49,102 +63,800 @@ class OfflineModel:
     def write(self, request: ModelRequest) -> str:
         """The reply's JSON text for `request`, the same every time."""
         brief = request.brief
-        payload = self._copilot(brief) if request.agent == "copilot" else self._persona(brief)
+        if request.agent == "copilot":
+            payload = _copilot(brief)
+        else:
+            payload = _persona(brief, self.revisions_before_approval)
         return json.dumps(payload, ensure_ascii=False)
 
-    # ---- the Copilot -------------------------------------------------------------------
 
-    def _copilot(self, brief: dict[str, Any]) -> dict[str, Any]:
-        idea: str = brief["idea"]
-        persona = brief["persona"]
-        latest = brief.get("latest_draft")
-        heard: list[dict[str, str]] = brief.get("heard", [])
-        humans = [h for h in heard if h["speaker"] == "human"]
-        asks = [
-            m.group(1) for h in heard if h["speaker"] == "persona" for m in _ASK.finditer(h["text"])
+# ---- the shot being built ---------------------------------------------------------------
+
+
+@dataclass
+class Shot:
+    """Everything a draft says, before it is laid out for a target."""
+
+    idea: Idea
+    subject: str
+    place: str
+    time: str
+    style: str
+    camera: str
+    lens: str
+    light: str
+    palette: str
+    mood: str
+    sound: str
+    beats: list[str]
+    avoid: list[str]
+    composition: str = ""
+    details: list[str] = field(default_factory=list)
+    positives: list[str] = field(default_factory=list)
+    size: str = ""
+    duration: int = 0
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:] if s else s
+
+
+def _clean(s: str) -> str:
+    return s.strip().rstrip(".").strip()
+
+
+def _time_from_look(light: str) -> str:
+    low = light.lower()
+    if "night" in low or "neon" in low or "stage" in low:
+        return "at night"
+    if "morning" in low:
+        return "in the early morning"
+    if "high-key" in low or "daylight" in low:
+        return "at midday"
+    if "golden" in low or "low sun" in low:
+        return "at golden hour"
+    return "in the late afternoon"
+
+
+def _look(persona: dict[str, Any]) -> dict[str, str]:
+    look: dict[str, str] = dict(persona.get("look") or {})
+    defaults = {
+        "camera": "steady medium shot, one slow push-in",
+        "lens": "35mm lens",
+        "light": "soft directional daylight",
+        "palette": "warm neutrals with one saturated accent",
+        "style": "grounded cinematic realism",
+        "sound": "natural ambience",
+        "mood": "intimate",
+    }
+    return {k: look.get(k) or v for k, v in defaults.items()}
+
+
+_WEATHER = frozenset("storm rain snow wind fog mist weather sky".split())
+
+
+def _first_shot(brief: dict[str, Any]) -> Shot:
+    idea = read_idea(brief["idea"])
+    look = _look(brief["persona"])
+    target = brief["target"]
+    subject = idea.subject or "the subject"
+    place = idea.place or "a quiet room that belongs to " + subject
+    time = idea.time or _time_from_look(look["light"])
+    obj = idea.objects[0] if idea.objects else ""
+    action = idea.action or "pauses, then moves with quiet purpose"
+    opening = f"{_cap(subject)} alone" + (f", {obj} close at hand" if obj else f" in {place}")
+    things = [o for o in idea.objects if idea.head(o) not in _WEATHER] or [place]
+    last_obj = things[1] if len(things) > 1 else things[0]
+    beats = [
+        opening,
+        f"{_cap(subject)} {action}",
+        f"a final image of {subject} with {last_obj}, held for a breath",
+    ]
+    durations: list[int] = target["durations"]
+    # Three beats want room: the legal duration nearest 8 seconds.
+    duration = min(durations, key=lambda d: (abs(d - 8), d))
+    avoid = ["on-screen text", "logos", "distorted hands or faces"]
+    return Shot(
+        idea=idea,
+        subject=subject,
+        place=place,
+        time=time,
+        style=look["style"],
+        camera=look["camera"],
+        lens=look["lens"],
+        light=look["light"],
+        palette=look["palette"],
+        mood=look["mood"],
+        sound=f"{look['sound']}; {sound_cue(idea)} as the scene settles",
+        beats=beats,
+        avoid=avoid,
+        size=target["sizes"][0],
+        duration=duration,
+    )
+
+
+# ---- must-haves: what a persona insists on, and how a draft meets it --------------------
+
+
+@dataclass(frozen=True)
+class Need:
+    """One kind of must-have: how to recognise it, ask for it, hear it, meet it, check it."""
+
+    id: str
+    must_have: str  # pattern matching a persona's must-have sentence
+    heard: str  # pattern the Copilot looks for in the persona's message
+    ask: Callable[[Shot, dict[str, Any]], str]
+    apply: Callable[[Shot, dict[str, Any]], str]  # edits the shot, returns what changed
+    # On the prompt text (lower case), the draft, and the persona.
+    met: Callable[[str, dict[str, Any], dict[str, Any]], bool]
+
+
+def _apply_lens(s: Shot, persona: dict[str, Any]) -> str:
+    if not re.search(r"\d{2,3} ?mm", s.lens):
+        s.lens = "35mm lens"
+    if not re.search(r"push|dolly|pull|track|pan|tilt|crane|zoom|orbit", s.camera):
+        s.camera = f"{s.camera}, ending in one slow dolly-in"
+    return f"a named lens ({s.lens}) and one deliberate move"
+
+
+def _apply_light_source(s: Shot, persona: dict[str, Any]) -> str:
+    source = light_source(s.idea)
+    s.light = f"motivated light from {source}, {s.light}"
+    return f"the light now comes from {source}"
+
+
+def _apply_sound_cue(s: Shot, persona: dict[str, Any]) -> str:
+    cue = sound_cue(s.idea)
+    s.sound = f"{_clean(s.sound.split(';')[0])}; on the final beat, {cue} changes what we saw"
+    s.beats[-1] = f"{s.beats[-1]}; {cue} is heard"
+    return f"a sound cue on the final beat: {cue}"
+
+
+def _apply_palette(s: Shot, persona: dict[str, Any]) -> str:
+    named = _HEX.get(s.palette) or "sunflower yellow #FFC83D, coral #FF6F61 and white #FFFFFF"
+    s.palette = named
+    return f"the palette as exact colours ({named})"
+
+
+_HEX = {
+    "sunflower yellow, coral and clean white": (
+        "sunflower yellow #FFC83D, coral #FF6F61 and clean white #FFFFFF"
+    ),
+}
+
+
+def _apply_vertical(s: Shot, persona: dict[str, Any]) -> str:
+    s.composition = "subject centred in the middle third so the frame survives a 9:16 crop"
+    return "a composition that holds in a vertical crop"
+
+
+def _apply_no_text(s: Shot, persona: dict[str, Any]) -> str:
+    for item in ("text or lettering of any kind", "logos or brand names"):
+        if item not in s.avoid:
+            s.avoid.append(item)
+    return "every surface plain and unbranded"
+
+
+def _apply_face(s: Shot, persona: dict[str, Any]) -> str:
+    s.beats[0] = f"close on the face of {s.subject}, eyes catching the light; {s.beats[0]}"
+    return "a human face in the opening shot"
+
+
+def _apply_hook(s: Shot, persona: dict[str, Any]) -> str:
+    action = s.idea.action or "moves"
+    s.beats[0] = f"in the first two seconds, {s.subject} {action.split(' ')[0]} — {s.beats[0]}"
+    return "a hook in the first two seconds"
+
+
+def _apply_still(s: Shot, persona: dict[str, Any]) -> str:
+    s.beats[-1] = (
+        f"{s.beats[-1]}; the frame holds still on this image, composed to work as a photograph"
+    )
+    return "an ending that holds as a still"
+
+
+def _apply_available_light(s: Shot, persona: dict[str, Any]) -> str:
+    s.light = f"available light only, {s.time}, {s.light}"
+    return f"available light only, and the hour stated ({s.time})"
+
+
+def _apply_candid(s: Shot, persona: dict[str, Any]) -> str:
+    s.beats.insert(
+        len(s.beats) - 1,
+        f"an unposed gesture: {s.subject} wipes a hand on a sleeve without thinking",
+    )
+    return "one candid, unposed gesture at the centre"
+
+
+def _apply_avoid_glossy(s: Shot, persona: dict[str, Any]) -> str:
+    for item in ("glossy commercial sheen", "staged posing", "studio lighting"):
+        if item not in s.avoid:
+            s.avoid.append(item)
+    return "an avoid list that rules out the glossy, staged look"
+
+
+def _detail(persona: dict[str, Any]) -> str:
+    words = persona.get("role", "").lower()
+    for pattern, detail in _DETAILS:
+        if re.search(pattern, words):
+            return detail
+    return "one small, worn object that has clearly been used for years"
+
+
+_DETAILS = [
+    (r"horror|giallo|thriller", "a tap dripping in the background, every drop audible"),
+    (r"chef|cook|baker|food", "flour on the knuckles"),
+    (r"director|film", "a practical lamp that flickers once"),
+    (r"anime|animat", "wind moving every strand of hair"),
+    (r"fashion|designer", "a loose thread catching the light"),
+    (r"sci-?fi|futur|space", "condensation on a visor"),
+    (r"music|jazz|dj", "a foot keeping time"),
+    (r"kid|child|teacher|parent", "a shoelace untied"),
+]
+
+
+def _apply_detail(s: Shot, persona: dict[str, Any]) -> str:
+    detail = _detail(persona)
+    s.details.append(detail)
+    return f"the detail you asked for ({detail})"
+
+
+def _apply_turn(s: Shot, persona: dict[str, Any]) -> str:
+    s.beats.insert(
+        len(s.beats) - 1,
+        f"{s.subject}'s expression shifts from doubt to quiet resolve",
+    )
+    return "an emotional turn before the last beat"
+
+
+def _apply_own_words(s: Shot, persona: dict[str, Any]) -> str:
+    look = _look(persona)
+    s.camera, s.light = look["camera"], look["light"]
+    return "camera and light in your own terms"
+
+
+NEEDS: list[Need] = [
+    Need(
+        "lens",
+        r"lens|focal",
+        r"\blens\b|focal length",
+        lambda s, p: (
+            "Which lens? Name the focal length, and give me one deliberate camera "
+            "move, not a wandering one."
+        ),
+        _apply_lens,
+        lambda t, d, p: (
+            re.search(r"\b\d{2,3} ?mm\b", t) is not None
+            and re.search(r"push|dolly|pull|track|pan|tilt|crane|zoom|orbit", t) is not None
+        ),
+    ),
+    Need(
+        "light_source",
+        r"light.*source|motivated",
+        r"where does the light come from|source in frame",
+        lambda s, p: (
+            "Where does the light come from? Put the source in frame: "
+            f"{light_source(s.idea)} should light this."
+        ),
+        _apply_light_source,
+        lambda t, d, p: "motivated light from" in t,
+    ),
+    Need(
+        "sound_cue",
+        r"sound cue",
+        r"sound (?:that|cue)|ending needs a sound",
+        lambda s, p: (
+            "The ending needs a sound that turns it: one cue on the last beat that "
+            "changes what we just saw."
+        ),
+        _apply_sound_cue,
+        lambda t, d, p: "on the final beat" in t,
+    ),
+    Need(
+        "palette",
+        r"palette|colou?rs",
+        r"exact colou?rs|hex|palette",
+        lambda s, p: (
+            "On-brand means exact. Name the palette as colours our designers can "
+            "match, with their hex values."
+        ),
+        _apply_palette,
+        lambda t, d, p: re.search(r"#[0-9a-f]{6}", t) is not None,
+    ),
+    Need(
+        "vertical",
+        r"9:16|vertical",
+        r"vertical|9:16",
+        lambda s, p: (
+            "This lives in a vertical feed. Compose it so a 9:16 crop keeps the "
+            "subject and the action."
+        ),
+        _apply_vertical,
+        lambda t, d, p: "9:16 crop" in t or _VERTICAL.match(d["size"]) is not None,
+    ),
+    Need(
+        "no_text",
+        r"no text|logos|brand names",
+        r"no text|no logos|brand names|unbranded",
+        lambda s, p: (
+            "Nothing written in frame: no text, no logos, no brand names. Tell me "
+            "what the surfaces look like instead."
+        ),
+        _apply_no_text,
+        lambda t, d, p: any("brand" in a.lower() for a in d["parts"]["avoid"]),
+    ),
+    Need(
+        "face",
+        r"human face|face in the opening",
+        r"open on a face|face first",
+        lambda s, p: f"Open on a face. The first thing we see is a person, not {s.place}.",
+        _apply_face,
+        lambda t, d, p: "face of" in d["parts"]["action_beats"][0].lower(),
+    ),
+    Need(
+        "hook",
+        r"hook|first two seconds",
+        r"first two seconds|hook",
+        lambda s, p: (
+            "What happens in the first two seconds? I need a hook there, something "
+            "that stops a thumb mid-scroll."
+        ),
+        _apply_hook,
+        lambda t, d, p: "first two seconds" in t,
+    ),
+    Need(
+        "still",
+        r"still|ending beat",
+        r"hold on it|as a still|launch post",
+        lambda s, p: "The last image has to work as a still for the launch post. Hold on it.",
+        _apply_still,
+        lambda t, d, p: "holds still" in t,
+    ),
+    Need(
+        "available_light",
+        r"available light|time of day",
+        r"available light|say the hour",
+        lambda s, p: "Available light only, and say the hour. What time is it where we are?",
+        _apply_available_light,
+        lambda t, d, p: "available light only" in t,
+    ),
+    Need(
+        "candid",
+        r"candid|unposed|gesture",
+        r"unposed|candid|if we weren't there",
+        lambda s, p: "Give me one unposed gesture, something they would do if we weren't there.",
+        _apply_candid,
+        lambda t, d, p: "unposed gesture" in t,
+    ),
+    Need(
+        "avoid_glossy",
+        r"avoid|glossy|staged",
+        r"gloss|staged",
+        lambda s, p: (
+            "Rule out the gloss: I want the avoid list to name the commercial sheen, "
+            "the staged posing and the studio light."
+        ),
+        _apply_avoid_glossy,
+        lambda t, d, p: "glossy commercial sheen" in d["parts"]["avoid"],
+    ),
+    Need(
+        "detail",
+        r"concrete detail",
+        r"one detail",
+        lambda s, p: f"One detail only I would insist on: {_detail(p)}.",
+        _apply_detail,
+        lambda t, d, p: _detail(p).lower() in t,
+    ),
+    Need(
+        "turn",
+        r"emotional turn",
+        r"feeling turn|something has to change",
+        lambda s, p: (
+            "Where does the feeling turn? Before the last beat, something has to "
+            "change in their face."
+        ),
+        _apply_turn,
+        lambda t, d, p: "expression shifts" in t,
+    ),
+    Need(
+        "own_words",
+        r"camera and light described",
+        r"my own terms|the way i would",
+        lambda s, p: (
+            f"Describe camera and light the way I would: {_look(p)['camera']}; {_look(p)['light']}."
+        ),
+        _apply_own_words,
+        lambda t, d, p: True,
+    ),
+]
+_BY_ID = {n.id: n for n in NEEDS}
+
+
+def persona_needs(persona: dict[str, Any]) -> list[Need]:
+    """The needs behind a persona's must-haves, in their order, one per must-have."""
+    out: list[Need] = []
+    for must in persona.get("must_haves", []):
+        for n in NEEDS:
+            if re.search(n.must_have, must, re.I) and n not in out:
+                out.append(n)
+                break
+    return out
+
+
+# Polish a persona asks for when the round budget has room, after its must-haves.
+def _polish(max_rounds: int) -> int:
+    return min(2, max(0, (max_rounds - 1) // 5))
+
+
+POLISH_ASKS = [
+    (
+        "tighten",
+        "Cut the clutter: three beats at most, each one a thing the camera can see.",
+        r"cut the clutter|three beats",
+    ),
+    (
+        "duration",
+        "Give it room to breathe: take the longer duration.",
+        r"room to breathe|longer duration",
+    ),
+]
+
+
+# ---- from the history to the current shot -----------------------------------------------
+
+
+def _heard_needs(history: list[dict[str, str]]) -> tuple[list[str], list[dict[str, str]]]:
+    """The needs the persona has raised and the teammates' notes, in the order heard."""
+    ids: list[str] = []
+    notes: list[dict[str, str]] = []
+    for h in history:
+        if h["speaker"] == "persona":
+            low = h["text"].lower()
+            for n in NEEDS:
+                if re.search(n.heard, low) and n.id not in ids:
+                    ids.append(n.id)
+                    break
+            else:
+                for pid, _, heard in POLISH_ASKS:
+                    if re.search(heard, low) and pid not in ids:
+                        ids.append(pid)
+                        break
+        elif h["speaker"] == "human":
+            notes.append(h)
+    return ids, notes
+
+
+_NOTE_WORDS: list[tuple[str, Callable[[Shot], str]]] = [
+    (r"\brain", lambda s: _set_place(s, "in steady rain")),
+    (r"\bsnow", lambda s: _set_place(s, "under falling snow")),
+    (r"\bfog|\bmist", lambda s: _set_place(s, "in low fog")),
+    (r"\bnight\b", lambda s: _set_time(s, "at night")),
+    (r"\bdawn|sunrise", lambda s: _set_time(s, "at dawn")),
+    (r"\bsunset|golden hour", lambda s: _set_time(s, "at golden hour")),
+    (r"\bslow(?:er)?\b", lambda s: _set_mood(s, "slower, every beat given time")),
+    (r"\bmusic|\bscore", lambda s: _set_sound(s, "a spare piano motif under the ambience")),
+    (r"\bsilen", lambda s: _set_sound(s, "near silence, only the room breathing")),
+]
+
+
+def _set_place(s: Shot, weather: str) -> str:
+    s.place = f"{s.place} {weather}"
+    return weather
+
+
+def _set_time(s: Shot, time: str) -> str:
+    s.time = time
+    return f"the time is now {time}"
+
+
+def _set_mood(s: Shot, mood: str) -> str:
+    s.mood = mood
+    return mood
+
+
+def _set_sound(s: Shot, sound: str) -> str:
+    s.sound = f"{sound}; {s.sound}"
+    return sound
+
+
+def _take_note(s: Shot, text: str) -> str:
+    """A teammate's note, taken into the shot; returns what changed."""
+    low = text.lower()
+    for pattern, change in _NOTE_WORDS:
+        if re.search(pattern, low):
+            return change(s)
+    # Otherwise the note's own noun phrase joins the frame as a detail.
+    note = read_idea(text)
+    phrase = next((o for o in note.objects if len(o) > 3), note.subject)
+    phrase = re.sub(r"^(?:the|a|an)\s+", "", _clean(phrase))
+    if not phrase or len(phrase) > 60:
+        return ""
+    s.details.append(f"{phrase} visible in the frame")
+    return f"{phrase} is in the frame"
+
+
+def current_shot(brief: dict[str, Any]) -> tuple[Shot, list[str], list[str]]:
+    """The shot after every change asked for so far: the shot, the persona's changes in
+    order, and what each teammate's note changed (one entry per note, "" for none)."""
+    shot = _first_shot(brief)
+    ids, notes = _heard_needs(brief.get("history", []))
+    persona = brief["persona"]
+    changes: list[str] = []
+    for nid in ids:
+        if nid in _BY_ID:
+            changes.append(_BY_ID[nid].apply(shot, persona))
+        elif nid == "tighten":
+            # The plain opening beat goes first; the action and what was asked for stay.
+            beats = shot.beats
+            if len(beats) > 3 and beats[0].startswith(f"{_cap(shot.subject)} alone"):
+                beats = beats[1:]
+            shot.beats = [b.replace(" close at hand", " in reach") for b in beats]
+            shot.beats[-1] = shot.beats[-1].replace(", held for a breath", "")
+            changes.append("three beats, each one a thing the camera sees")
+        elif nid == "duration":
+            longer = [d for d in brief["target"]["durations"] if d > shot.duration]
+            if longer:
+                shot.duration = min(longer)
+            changes.append(f"{shot.duration} seconds")
+    if any(n.id == "vertical" for n in persona_needs(persona)) and "vertical" in ids:
+        vertical = [z for z in brief["target"]["sizes"] if _VERTICAL.match(z)]
+        if vertical:
+            shot.size = vertical[0]
+    noted = [_take_note(shot, n["text"]) for n in notes]
+    return shot, changes, noted
+
+
+# ---- laying the shot out for the target ---------------------------------------------------
+
+# Positive statements for avoid items, for targets with no negative prompt field.
+_POSITIVE = [
+    (r"text|lettering|caption|subtitle", "every wall and surface clean and unlettered"),
+    (r"logo|brand", "objects plain and unbranded"),
+    (r"hand|face|distort", "hands and faces natural and steady"),
+    (r"gloss|sheen", "textures honest and unretouched"),
+    (r"staged|pos", "movement natural and unposed"),
+    (r"studio", "light only from real sources"),
+]
+
+
+def _positives(avoid: list[str]) -> list[str]:
+    out: list[str] = []
+    for item in avoid:
+        for pattern, statement in _POSITIVE:
+            if re.search(pattern, item, re.I) and statement not in out:
+                out.append(statement)
+                break
+    return out
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _beat_times(n: int, duration: int) -> list[str]:
+    edges = [round(duration * i / n) for i in range(n + 1)]
+    return [f"{a}-{b} s" for a, b in itertools.pairwise(edges)]
+
+
+def render(shot: Shot, target: dict[str, Any]) -> str:
+    """`prompt_text` in the target's layout, within its length bounds."""
+    layout = target.get("layout", "prose")
+    audio = target.get("audio", "none") != "none"
+    positives = [] if target.get("negative_prompt") else _positives(shot.avoid)
+    details = [_clean(d) for d in shot.details]
+    scene_bits = [f"{_cap(shot.subject)} in {shot.place} {shot.time}"]
+    if layout != "blocks":
+        scene_bits = [f"{_cap(shot.place)} {shot.time}"]
+    if shot.idea.objects:
+        scene_bits.append(f"{_cap(_and(shot.idea.objects))} in view")
+    scene_bits += [_cap(d) for d in details]
+    if shot.composition:
+        scene_bits.append(_cap(shot.composition))
+    if positives:
+        scene_bits.append(_cap("; ".join(positives)))
+    scene = ". ".join(scene_bits) + "."
+    beats = [_clean(b) for b in shot.beats]
+    if layout == "blocks":
+        times = _beat_times(len(beats), shot.duration)
+        blocks = [
+            f"Style: {_clean(shot.style)}, {_clean(shot.mood)}.",
+            scene,
+            "Cinematography:\n"
+            f"Camera shot: {_clean(shot.camera)}\n"
+            f"Lens: {_clean(shot.lens)}\n"
+            f"Lighting: {_clean(shot.light)}\n"
+            f"Palette: {_clean(shot.palette)}\n"
+            f"Mood: {_clean(shot.mood)}",
+            "Actions:\n"
+            + "\n".join(f"- {t}: {_cap(b)}." for t, b in zip(times, beats, strict=True)),
         ]
-        first = persona["display_name"].split()[0]
-        if latest is None:
-            extras: list[str] = []
-            message = (
-                f"{OFFLINE_MARK} Hi {first}. Before we polish anything: what should the viewer "
-                f"feel in the first second, and what is the one image they should remember? "
-                f"Here is a first draft to react to, built straight from the idea."
-            )
-        else:
-            extras = list(latest["parts"]["action_beats"][3:])
-            changes = [a[0].upper() + a[1:] for a in asks]
-            changes += [f"{h['author']}'s note: {h['text']}" for h in humans]
-            extras.extend(changes)
-            said = "; ".join(asks) if asks else "a tighter final beat"
-            message = f"{OFFLINE_MARK} Done: v{latest['version'] + 1} now has {said}."
-        for h in humans:
-            message += f" @{h['author']}: good call, it is in the draft."
-        if brief["round"] >= brief["max_rounds"]:
-            message += " This is my final draft."
-        return {"message": message, "draft": _draft(idea, brief["target"], extras)}
-
-    # ---- the persona -------------------------------------------------------------------
-
-    def _persona(self, brief: dict[str, Any]) -> dict[str, Any]:
-        persona = brief["persona"]
-        latest = brief["latest_draft"]
-        revisions: int = brief.get("persona_revisions", 0)
-        final = brief["round"] >= brief["max_rounds"]
-        humans = [h for h in brief.get("heard", []) if h["speaker"] == "human"]
-        replies = "".join(
-            f" {h['author']}, noted: keep it if it serves the ending." for h in humans
+        if audio:
+            blocks.append(f"Sound: {_cap(_clean(shot.sound))}.")
+        text = "\n\n".join(blocks)
+    elif layout == "motion_first":
+        text = " ".join(
+            [
+                f"{_cap(beats[1] if len(beats) > 1 else beats[0])}.",
+                f"The camera: {_clean(shot.camera)}, {_clean(shot.lens)}.",
+                f"{_cap(shot.place)} {shot.time}, {_clean(shot.light)}, {_clean(shot.palette)}.",
+                " ".join(f"{_cap(b)}." for b in beats if b != (beats[1] if len(beats) > 1 else "")),
+                f"{_cap(_clean(shot.style))}.",
+                *(f"{_cap(p)}." for p in positives),
+            ]
         )
-        ready = brief["pushed_back"] and (revisions >= self.revisions_before_approval or final)
-        if latest is not None and ready:
-            return {
-                "message": f"{OFFLINE_MARK} v{latest['version']} is the one. Lock it.{replies}",
-                "verdict": {"decision": "approve", "version": latest["version"]},
-            }
-        must: list[str] = persona["must_haves"]
-        ask = must[revisions % len(must)] if must else "a clearer final beat"
-        opener = "Close, but not yet." if latest is not None else "Not yet."
+    elif layout == "shots":
+        lines = [
+            f"Shot {i}: {_cap(b)}; {_clean(shot.camera) if i == 1 else 'camera holds'}; "
+            f"{_clean(shot.style)}."
+            for i, b in enumerate(beats, 1)
+        ]
+        lines.insert(0, scene + f" {_cap(_clean(shot.light))}; palette {_clean(shot.palette)}.")
+        if audio:
+            lines.append(f"Sound: {_cap(_clean(shot.sound))}.")
+        text = "\n".join(lines)
+    else:
+        sentences = [
+            scene,
+            " ".join(f"{_cap(b)}." for b in beats),
+            f"{_cap(_clean(shot.style))}, {_clean(shot.mood)}.",
+            f"Camera: {_clean(shot.camera)}, {_clean(shot.lens)}.",
+            f"Lighting: {_clean(shot.light)}; palette {_clean(shot.palette)}.",
+        ]
+        if audio:
+            sentences.append(f"Audio: {_cap(_clean(shot.sound))}.")
+        text = " ".join(sentences)
+    return _fit(text, target)
+
+
+def _fit(text: str, target: dict[str, Any]) -> str:
+    """Trim to the target's maximum at a sentence end; pad a too-short prompt with the mood."""
+    limit = int(target["prompt_max_chars"])
+    if len(text) > limit:
+        cut = text[:limit]
+        end = max(cut.rfind(". "), cut.rfind(".\n"))
+        text = cut[: end + 1] if end > limit // 2 else cut.rstrip()
+    return text
+
+
+def parts_of(shot: Shot, target: dict[str, Any]) -> dict[str, Any]:
+    audio = target.get("audio", "none") != "none"
+    return {
+        "subject": shot.subject,
+        "setting": f"{shot.place} {shot.time}",
+        "action_beats": [_cap(_clean(b)) for b in shot.beats],
+        "camera": f"{_clean(shot.camera)}, {_clean(shot.lens)}",
+        "lighting_palette": f"{_clean(shot.light)}; {_clean(shot.palette)}",
+        "sound": _clean(shot.sound) if audio else "none: the model makes no sound",
+        "style": _clean(shot.style),
+        "avoid": list(shot.avoid),
+    }
+
+
+def _title(shot: Shot) -> str:
+    words = shot.idea.nouns[:3]
+    base = " ".join(words).title() if words else "Untitled"
+    return base[:60]
+
+
+def draft_of(shot: Shot, target: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "title": _title(shot),
+        "prompt_text": render(shot, target),
+        "duration_seconds": shot.duration,
+        "size": shot.size,
+        "parts": parts_of(shot, target),
+    }
+
+
+# ---- the Copilot -------------------------------------------------------------------------
+
+
+def _copilot(brief: dict[str, Any]) -> dict[str, Any]:
+    persona = brief["persona"]
+    target = brief["target"]
+    latest = brief.get("latest_draft")
+    shot, changes, noted = current_shot(brief)
+    idea = shot.idea
+    if latest is None:
+        greet = f"{persona['display_name'].split()[0]}, " if persona.get("name") != "custom" else ""
+        obj = idea.objects[0] if idea.objects else "that moment"
+        message = (
+            f"{_cap(greet)}here is a first pass at {idea.subject} in {shot.place}. Two "
+            f"questions before we polish: what should the viewer feel when {obj} first "
+            f"appears, and which single image should they remember? I started with "
+            f"{_clean(shot.camera)} and {_clean(shot.light)}."
+        )
+    else:
+        fresh = changes[-1:] if changes else []
+        said = "; ".join(fresh) if fresh else "the beats tightened"
+        draft = draft_of(shot, target)
+        same = all(latest[k] == draft[k] for k in draft)
+        if same:
+            message = f"v{latest['version']} already has that; I would not change it."
+        else:
+            message = f"v{latest['version'] + 1}: {said}."
+    _, notes = _heard_needs(brief.get("history", []))
+    pending = {h["text"] for h in _pending_humans(brief)}
+    for note, change in zip(notes, noted, strict=True):
+        if note["text"] in pending:
+            taken = f"taken: {change}" if change else "heard; it does not change the frame"
+            message += f" {note['author']}, {taken}."
+    if brief["round"] >= brief["max_rounds"]:
+        message += " This is my final draft."
+    return {"message": message, "draft": draft_of(shot, target)}
+
+
+def _pending_humans(brief: dict[str, Any]) -> list[dict[str, str]]:
+    return [h for h in brief.get("heard", []) if h["speaker"] == "human"]
+
+
+# ---- the persona ---------------------------------------------------------------------------
+
+_OPENERS = {
+    "director": ["Closer.", "Better, but the camera is still guessing.", "Nearly."],
+    "founder": ["Okay, gut check.", "Getting there.", "Almost."],
+    "brand": ["Good energy, but not on-brand yet.", "Better.", "So close."],
+    "photographer": ["It still feels arranged.", "Less staged now.", "Nearly honest."],
+}
+_APPROVALS = {
+    "director": "v{v} is the shot. Lock it.",
+    "founder": "v{v}. That first second works. Ship it.",
+    "brand": "v{v} is on-brand. Lock it.",
+    "photographer": "v{v} feels observed, not staged. Lock it.",
+}
+
+
+def _unmet(brief: dict[str, Any], draft: dict[str, Any]) -> list[str]:
+    """The persona's needs the draft's prompt does not meet yet, in must-have order."""
+    low = draft["prompt_text"].lower()
+    persona = brief["persona"]
+    return [n.id for n in persona_needs(persona) if not n.met(low, draft, persona)]
+
+
+def _persona(brief: dict[str, Any], hold: int | None) -> dict[str, Any]:
+    persona = brief["persona"]
+    latest = brief.get("latest_draft")
+    revisions: int = brief.get("persona_revisions", 0)
+    final = brief["round"] >= brief["max_rounds"]
+    key = persona.get("name", "custom")
+    humans = _pending_humans(brief)
+    replies = "".join(f" {h['author']}, noted: keep it if it serves the ending." for h in humans)
+    if latest is None:
         return {
-            "message": f"{OFFLINE_MARK} {opener} I need {ask}.{replies}",
+            "message": "Show me a draft first; I react better to pictures than to plans." + replies,
             "verdict": {"decision": "revise", "version": None},
         }
-
-
-def _draft(idea: str, target: dict[str, Any], extras: list[str]) -> dict[str, Any]:
-    subject = idea.strip().rstrip(".")
-    if len(subject) > 300:
-        subject = subject[:299].rstrip() + "…"
-    durations: list[int] = target["durations"]
-    duration = durations[len(durations) // 2]
-    size: str = target["sizes"][0]
-    beats = [
-        "Open close on the subject, mid-gesture, as if the camera arrived a moment late",
-        "The camera eases back to reveal the wider scene and what is at stake",
-        "Final beat: one still, quiet image that holds for a full second",
-        *extras,
+    shot, _, _ = current_shot(brief)
+    unmet = _unmet(brief, latest)
+    ids, _ = _heard_needs(brief.get("history", []))
+    longer = any(d > latest["duration_seconds"] for d in brief["target"]["durations"])
+    polish_left = [
+        (pid, ask)
+        for pid, ask, _ in POLISH_ASKS[: _polish(brief["max_rounds"])]
+        if pid not in ids and (pid != "duration" or longer)
     ]
-    parts = {
-        "subject": subject,
-        "setting": "a real, lived-in place that grounds the idea, late afternoon",
-        "action_beats": beats,
-        "camera": "35mm lens at eye level, a slow push-in, then a gentle pull-back",
-        "lighting_palette": "low warm sun through a window with soft fill; amber, teal and cream",
-        "sound": "room tone and one clear diegetic sound, a soft swell on the final beat",
-        "style": "cinematic realism with natural film grain",
-        "avoid": ["on-screen text", "logos", "distorted hands or faces"],
-    }
-    prompt = (
-        f"{subject}. Setting: {parts['setting']}. "
-        + " ".join(f"{b}." for b in beats)
-        + f" Camera: {parts['camera']}. Lighting and palette: {parts['lighting_palette']}."
-        f" Sound: {parts['sound']}. Style: {parts['style']}."
-        f" Duration {duration} seconds, {size}. Avoid: {', '.join(parts['avoid'])}."
-    )
-    title = subject if len(subject) <= 60 else subject[:59].rstrip() + "…"
+    pushed = brief["pushed_back"]
+    satisfied = pushed and not unmet and not polish_left
+    held = hold is not None and revisions < hold
+    if (satisfied and not held) or (final and pushed):
+        template = _APPROVALS.get(key, "v{v} is what I had in mind. Lock it.")
+        return {
+            "message": template.format(v=latest["version"]) + replies,
+            "verdict": {"decision": "approve", "version": latest["version"]},
+        }
+    openers = _OPENERS.get(key) or [
+        f"Speaking as {persona.get('role', 'myself')}: not yet.",
+        "Closer, but not there.",
+        "Nearly.",
+    ]
+    opener = openers[min(revisions, len(openers) - 1)]
+    if unmet:
+        ask = _BY_ID[unmet[0]].ask(shot, persona)
+    elif polish_left:
+        ask = polish_left[0][1]
+    else:
+        ask = "Cut the clutter: three beats at most, each one a thing the camera can see."
     return {
-        "title": f"{title} (offline)",
-        "prompt_text": prompt,
-        "duration_seconds": duration,
-        "size": size,
-        "parts": parts,
+        "message": f"{opener} {ask}{replies}",
+        "verdict": {"decision": "revise", "version": None},
     }
