@@ -76,7 +76,9 @@ async def open_state(settings: Settings, *, prefix: str, err: TextIO) -> State:
     redis = await connect(settings.redis_url, tls_verify=settings.redis_tls_verify)
     if is_embedded(redis):
         err.write(EMBEDDED_NOTICE + "\n")
-    state = State.create(redis, prefix=prefix, settings=settings)
+    state = State.create(
+        redis, prefix=prefix, settings=settings, lease_ttl_ms=settings.lease_ttl_ms
+    )
     await state.queue.ensure_group()
     return state
 
@@ -409,6 +411,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "sora-copilot worker needs REDIS_URL: workers and web processes share sessions "
             "through Redis, and an embedded store would be invisible to them."
         )
+    config = WorkerConfig.from_settings(settings, concurrency=args.concurrency)  # refuses first
     if args.surface == "slack":
         _require(
             "worker",
@@ -431,13 +434,14 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from bot.surfaces.slack import SlackSurface
 
-        client = make_client(settings)
+        # 429s are the surface's to wait out, however long (see bot.surfaces.slack).
+        client = make_client(settings, rate_limit_retries=0)
         surface = SlackSurface(client=client, state=state, settings=settings)
     worker = Worker(
         state=state,
         engine=engine,
         surface=surface,
-        config=WorkerConfig.from_settings(settings, concurrency=args.concurrency),
+        config=config,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

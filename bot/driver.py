@@ -1,15 +1,34 @@
-"""One agent turn, from engine to surface: the step the CLI and the worker share."""
+"""One job's work as decide, save, then show: the step the CLI and the worker share.
+
+DECIDE: `take_turn` runs the engine; while the model writes, the surface shows
+the turn best effort (nothing there can fail the turn). SAVE is the caller's:
+the session goes to the store together with `steps_after(...)`, what is left
+to show of it (the outbox). SHOW: `show` runs those steps from the saved
+session. Each step is idempotent (a surface records what it posted, and
+finds its posts again by their tags), so running them again after a crash or
+a Slack failure repeats nothing, and never calls the model.
+
+A step is a string, so the outbox is plain JSON in the store:
+``heard:<source id>`` (the reaction on a human's message), ``turn:<n>`` (the
+final render of agent turn n and the root's status), ``locked`` (the locked
+reply, pin, cross-post, report), ``library`` (the prompt library entry),
+``paused:<n>``, ``stopped``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 
 from bot.config import Settings
 from bot.dialogue.agents import COPILOT_NAME
 from bot.dialogue.engine import Engine, OutagePolicy, TurnFailed, TurnResult
-from bot.dialogue.models import Session, Speaker
+from bot.dialogue.models import Session, SessionStatus, Speaker, Turn
 from bot.llm.base import ChatModel
 from bot.surfaces.base import Surface
+from state import LibraryEntry, PromptLibrary
+
+log = logging.getLogger("sora.driver")
 
 
 def make_engine(model: ChatModel, settings: Settings) -> Engine:
@@ -25,7 +44,7 @@ def make_engine(model: ChatModel, settings: Settings) -> Engine:
     )
 
 
-async def drive_turn(
+async def take_turn(
     engine: Engine,
     session: Session,
     surface: Surface,
@@ -33,7 +52,7 @@ async def drive_turn(
     posted: Mapping[int, str] | None = None,
     redo: bool = False,
 ) -> TurnResult | None:
-    """Take the next turn of `session` (in place) and show it. None when the turn failed.
+    """Take the next turn of `session` (in place). None when it failed (the session is paused).
 
     `posted`: what an earlier attempt at this turn already posted (see Surface).
     """
@@ -51,14 +70,82 @@ async def drive_turn(
         await surface.model_waiting(session, seconds, reason)
 
     try:
-        result = await engine.take_turn(session, sink, on_wait=waiting)
+        return await engine.take_turn(session, sink, on_wait=waiting)
     except TurnFailed:
-        await surface.session_paused(session)
         return None
-    await surface.turn_finished(session, result.turn)
-    if result.locked is not None:
-        await surface.session_locked(session)
+
+
+def steps_after(
+    session: Session, *, heard: Sequence[Turn] = (), result: TurnResult | None = None
+) -> list[str]:
+    """What to show after a job changed `session`: humans heard, the turn taken, the end."""
+    steps = [f"heard:{t.source_id}" for t in heard if t.source_id]
+    if result is not None:
+        steps.append(f"turn:{_agent_number(session, result.turn)}")
+    if session.status == SessionStatus.LOCKED:
+        steps += ["locked", "library"]
+    elif session.status == SessionStatus.PAUSED:
+        steps.append(f"paused:{session.next_turn}")
+    elif session.status == SessionStatus.STOPPED:
+        steps.append("stopped")
+    return steps
+
+
+async def show(
+    surface: Surface,
+    session: Session,
+    steps: Sequence[str],
+    *,
+    library: PromptLibrary | None = None,
+) -> None:
+    """Run `steps` in order, from the saved `session`. A step that raises stops here;
+    the caller leaves them all pending, and running them again repeats nothing."""
+    for step in steps:
+        kind, _, arg = step.partition(":")
+        if kind == "heard":
+            turn = next((t for t in session.turns if t.source_id == arg), None)
+            if turn is not None:
+                await surface.interjection_heard(session, turn)
+        elif kind == "turn":
+            agents = session.agent_turns
+            n = int(arg)
+            if 0 <= n < len(agents):
+                await surface.turn_finished(session, agents[n])
+        elif kind == "locked":
+            await surface.session_locked(session)
+        elif kind == "library":
+            if library is not None and session.locked is not None:
+                await library.add(LibraryEntry.from_session(session))
+        elif kind == "paused":
+            await surface.session_paused(session)
+        elif kind == "stopped":
+            await surface.session_stopped(session)
+        else:
+            log.warning(
+                "session %s: unknown step %r skipped (a newer build wrote it?)", session.id, step
+            )
+
+
+async def drive_turn(
+    engine: Engine,
+    session: Session,
+    surface: Surface,
+    *,
+    posted: Mapping[int, str] | None = None,
+    redo: bool = False,
+    library: PromptLibrary | None = None,
+) -> TurnResult | None:
+    """Take the next turn and show it at once, with no store in between (tests, demos).
+
+    The worker saves between the two; see `bot.worker.Worker.handle`.
+    """
+    result = await take_turn(engine, session, surface, posted=posted, redo=redo)
+    await show(surface, session, steps_after(session, result=result), library=library)
     return result
+
+
+def _agent_number(session: Session, turn: Turn) -> int:
+    return sum(1 for t in session.turns[: turn.index] if t.speaker != Speaker.HUMAN)
 
 
 def _author(session: Session) -> str:

@@ -2,11 +2,15 @@
 
 A job says "advance session S to turn N". The worker takes S's lease and a
 snapshot in one step, applies what humans did (interjections, stop, lock,
-retry), takes the turn through a surface, and persists it in one atomic save
-that also acks the job and enqueues the next. The turn number fences every
-write: a worker that lost the race writes nothing. A worker that dies leaves
-its job pending; another takes it over (`reclaim`) and redoes the turn, and the
-post ledger makes the surface update the earlier post instead of posting twice.
+retry), takes the turn (DECIDE), saves it in one fenced write together with
+what is left to show of it (SAVE), then runs those steps through a surface
+(SHOW) and, in one last write, clears them, acks the job and enqueues the
+next. The turn number fences every write: a worker that lost the race writes
+nothing. A worker that dies before the save leaves its job pending; another
+takes it over (`reclaim`) and redoes the turn, and the post ledger and the
+posts' tags make the surface update the earlier post instead of posting
+twice. One that dies after the save leaves the steps: the next one shows
+them, and the model is not called again.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from bot.dialogue.engine import (
     stop,
 )
 from bot.dialogue.models import LockReason, Session, SessionStatus
-from bot.driver import drive_turn
+from bot.driver import show, steps_after, take_turn
+from bot.sessions import BadInput
 from bot.surfaces.base import Surface
-from state import InboxEntry, Job, LibraryEntry, State
+from state import InboxEntry, Job, State
 
 log = logging.getLogger("sora.worker")
 RETRY_TAKE_S = 1.0
@@ -50,8 +55,28 @@ class WorkerConfig:
     block_ms: int = 1_000
     drain_s: float = 20.0  # on shutdown, how long in-flight turns may finish
 
+    def __post_init__(self) -> None:
+        if self.reclaim_idle_ms <= self.lease_ttl_ms:
+            # A dead worker's job would be taken over while its lease still holds:
+            # every take-over would find the session busy, count a delivery, and
+            # dead-letter a job nobody ever ran.
+            raise ValueError(
+                f"RECLAIM_IDLE_MS ({self.reclaim_idle_ms}) must be longer than "
+                f"LEASE_TTL_MS ({self.lease_ttl_ms}): a dead worker's job is taken "
+                "over only once its lease has expired."
+            )
+
     @classmethod
     def from_settings(cls, settings: Settings, *, concurrency: int | None = None) -> WorkerConfig:
+        """The worker's settings; raises BadInput, in one line, for settings that
+        cannot work together."""
+        try:
+            return cls._from_settings(settings, concurrency)
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+
+    @classmethod
+    def _from_settings(cls, settings: Settings, concurrency: int | None) -> WorkerConfig:
         return cls(
             concurrency=concurrency or settings.worker_concurrency,
             lease_ttl_ms=settings.lease_ttl_ms,
@@ -142,7 +167,13 @@ class Worker:
     # ---- one job -------------------------------------------------------------------------
 
     async def handle(self, job: Job) -> None:
-        """Advance the job's session by one turn, or find that the job is moot."""
+        """Advance the job's session by one turn, or find that the job is moot.
+
+        Decide, save, then show: the turn is saved (with what is left to show of
+        it) before any Slack step, so no Slack failure can make the model speak
+        a saved turn twice. A job that finds its session saved but not yet
+        shown (its worker died in between) shows it, with no model call.
+        """
         owner = f"{self.name}:{job.id}"
         started = time.perf_counter()
         try:
@@ -158,66 +189,91 @@ class Worker:
         if not snap.leased:
             return  # another worker is on it; the job stays pending and comes back if needed
         session = snap.session
-        if session.finished or session.next_turn != job.turn:
-            await self._moot(job, owner)
-            return
-
         self._working[job.id] = (job, owner)
+        phase = "show the saved steps of"
         try:
-            result = await self._advance(
+            if snap.steps:
+                await show(self.surface, session, snap.steps, library=self.state.library)
+                if session.finished or session.next_turn != job.turn:
+                    # The job's turn was saved by an earlier attempt: it is now shown.
+                    await self.state.sessions.finish(
+                        session,
+                        steps=snap.steps,
+                        ack=job,
+                        enqueue_next=session.status == SessionStatus.RUNNING,
+                        release_lease=owner,
+                    )
+                    self._finished(session)
+                    return
+                await self.state.sessions.finish(session, steps=snap.steps)
+            elif session.finished or session.next_turn != job.turn:
+                await self._moot(job, owner)
+                return
+            phase = "take"
+            result, steps = await self._decide(
                 session, snap.inbox, snap.posts_for(job.turn), redo=job.deliveries > 1
             )
+            phase = "save"
             saved = await self.state.sessions.save(
                 session,
                 expected_turn=job.turn,
                 expected_rev=snap.rev,
                 consume_inbox=len(snap.inbox),
+                steps=steps,
+            )
+            if not saved:
+                await self._moot(job, owner)
+                return
+            self._log_turn(session, job, result, time.perf_counter() - started)
+            phase = "show"
+            await show(self.surface, session, steps, library=self.state.library)
+            await self.state.sessions.finish(
+                session,
+                steps=steps,
                 ack=job,
                 enqueue_next=session.status == SessionStatus.RUNNING,
                 release_lease=owner,
             )
         except Exception:
-            # Slack or Redis failed past their retries: leave the job pending, so the
-            # turn is redone (and, after MAX_DELIVERIES, set aside) instead of lost.
+            # Left pending: whoever takes the job over shows a saved turn from its
+            # steps (no model call), or takes an unsaved one again.
             log.exception(
-                "session %s turn %s failed; job %s stays pending", job.session_id, job.turn, job.id
+                "session %s turn %s: could not %s it; job %s stays pending%s",
+                job.session_id,
+                job.turn,
+                phase,
+                job.id,
+                " (the save may have landed: then it is shown, not redone)"
+                if phase == "save"
+                else "",
             )
             with contextlib.suppress(Exception):
                 await self.state.leases.release(job.session_id, owner)
             return
         finally:
             self._working.pop(job.id, None)
-        if not saved:
-            await self._moot(job, owner)
-            return
+        self._finished(session)
+
+    def _finished(self, session: Session) -> None:
         if session.status != SessionStatus.RUNNING and self.on_finished is not None:
             self.on_finished(session)
-        self._log_turn(session, job, result, time.perf_counter() - started)
 
-    async def _advance(
+    async def _decide(
         self,
         session: Session,
         inbox: list[InboxEntry],
         posted: Mapping[int, str],
         *,
         redo: bool,
-    ) -> TurnResult | None:
-        """Apply the inbox, take the turn if the session still runs, show the outcome."""
+    ) -> tuple[TurnResult | None, list[str]]:
+        """Apply the inbox and take the turn if the session still runs; what to show after."""
         before = len(session.turns)
         self._apply_inbox(session, inbox)
-        for turn in session.turns[before:]:
-            await self.surface.interjection_heard(session, turn)
+        heard = session.turns[before:]
         result = None
         if session.status == SessionStatus.RUNNING:
-            result = await drive_turn(self.engine, session, self.surface, posted=posted, redo=redo)
-        elif session.status == SessionStatus.LOCKED:
-            await self.surface.session_locked(session)
-        elif session.status == SessionStatus.STOPPED:
-            await self.surface.session_stopped(session)
-        if session.status == SessionStatus.LOCKED:
-            # Before the save: a locked session refuses every later write.
-            await self.state.library.add(LibraryEntry.from_session(session))
-        return result
+            result = await take_turn(self.engine, session, self.surface, posted=posted, redo=redo)
+        return result, steps_after(session, heard=heard, result=result)
 
     def _apply_inbox(self, session: Session, entries: list[InboxEntry]) -> None:
         """What humans did since the last turn, in arrival order. Refusals change nothing."""
@@ -250,33 +306,43 @@ class Worker:
             await asyncio.sleep(self.config.heartbeat_every_s)
             for job, owner in list(self._working.values()):
                 with contextlib.suppress(Exception):
-                    await self.state.heartbeat(job.session_id, owner, job=job, consumer=self.name)
+                    await self.state.heartbeat(
+                        job.session_id,
+                        owner,
+                        job=job,
+                        consumer=self.name,
+                        ttl_ms=self.config.lease_ttl_ms,
+                    )
 
     async def _pause_dead(self, job: Job) -> None:
-        """A job that failed too often: pause its session so a human can Retry."""
-        owner = f"{self.name}:{job.id}"
-        snap = await self.state.sessions.snapshot(
-            job.session_id, lease_owner=owner, lease_ttl_ms=self.config.lease_ttl_ms
-        )
-        if snap is None or not snap.leased:
+        """A job that failed too often: pause its session so a human can Retry.
+
+        Whoever holds the lease: the write is fenced by the session's rev, so a
+        worker still on the turn (its save refused) cannot undo the pause. The
+        pause is saved with its steps and a job that shows them.
+        """
+        snap = await self.state.sessions.snapshot(job.session_id)
+        if snap is None:
             return
         session = snap.session
-        if session.status == SessionStatus.RUNNING and session.next_turn == job.turn:
-            session.status = SessionStatus.PAUSED
-            session.error = (
-                f"Turn {job.turn} failed {self.state.queue.max_deliveries} times in a row; "
-                "it was set aside. Retry resumes it."
-            )
-            if await self.state.sessions.save(
-                session, expected_turn=job.turn, expected_rev=snap.rev, release_lease=owner
-            ):
-                try:
-                    await self.surface.session_paused(session)
-                except Exception:
-                    # The pause is saved; only its notice failed. The root shows it next time.
-                    log.exception("session %s paused, but the notice failed", session.id)
-                return
-        await self.state.leases.release(job.session_id, owner)
+        if session.status != SessionStatus.RUNNING:
+            return  # finished, or paused already: nothing is stuck
+        if session.next_turn != job.turn and not snap.steps:
+            return  # a later job carries the session on
+        session.status = SessionStatus.PAUSED
+        session.error = (
+            f"Turn {job.turn} failed {self.state.queue.max_deliveries} times in a row; "
+            "it was set aside. Retry resumes it."
+        )
+        steps = [*snap.steps, *steps_after(session)]
+        if not await self.state.sessions.save(
+            session,
+            expected_turn=session.next_turn,
+            expected_rev=snap.rev,
+            steps=steps,
+            enqueue_next=True,
+        ):
+            log.warning("session %s changed while its dead job was set aside", session.id)
 
     def _log_turn(
         self, session: Session, job: Job, result: TurnResult | None, seconds: float

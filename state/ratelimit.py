@@ -20,7 +20,7 @@ Sleep = Callable[[float], Awaitable[object]]
 # token was taken, else the µs until one is available (taking nothing). Numbers
 # leave Lua as integers, hence µs. The key expires once the bucket would be full
 # again anyway, so idle channels cost nothing.
-_ACQUIRE = """
+_REFILL = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -30,6 +30,11 @@ if tokens == nil or ts == nil then tokens, ts = burst, now end
 local elapsed = now - ts
 if elapsed < 0 then elapsed = 0 end
 tokens = math.min(burst, tokens + elapsed * rate / 1000000)
+"""
+
+_ACQUIRE = (
+    _REFILL
+    + """
 local wait = 0
 if tokens >= 1 then
   tokens = tokens - 1
@@ -38,9 +43,27 @@ else
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.9f', tokens),
            'ts', string.format('%.0f', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+-- Until the bucket is full again (longer while a Retry-After holds it below 0).
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return wait
 """
+)
+
+
+# Hold the bucket empty for ARGV[3] µs from now (a 429's Retry-After): the
+# tokens drop to where the next one is that far away, unless already lower.
+_HOLD = (
+    _REFILL
+    + """
+local hold_us = tonumber(ARGV[3])
+local floor = 1 - hold_us * rate / 1000000
+if tokens > floor then tokens = floor end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.9f', tokens),
+           'ts', string.format('%.0f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(hold_us / 1000 + burst / rate * 1000) + 1000)
+return 1
+"""
+)
 
 
 class PostRateLimiter:
@@ -60,6 +83,16 @@ class PostRateLimiter:
         self.burst = burst
         self._sleep = sleep
         self._acquire = redis.register_script(_ACQUIRE)
+        self._hold = redis.register_script(_HOLD)
+
+    async def hold(self, channel: str, seconds: float) -> None:
+        """Slack said to wait `seconds` before posting in `channel` (a 429's
+        Retry-After): every process's next token there is that far away. 1 round trip.
+        """
+        await self._hold(
+            keys=[self._keys.ratelimit(channel)],
+            args=[repr(self.rate_per_s), self.burst, int(max(seconds, 0.0) * 1_000_000)],
+        )
 
     async def acquire(self, channel: str) -> float:
         """0.0 if a post token was taken, else the seconds to wait (nothing taken).

@@ -29,8 +29,10 @@ one atomic step:
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -105,17 +107,33 @@ return {leased, h, redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1),
         redis.call('HGETALL', KEYS[3])}
 """
 
+# Ack (and delete) job `id` ('' for none) and drop the lease if `owner` ('' for
+# none) holds it. pcall: a missing group must not fail a write already made.
+_ACK_AND_RELEASE = """
+local function ack_and_release(jobs, group, id, lease, owner)
+  if id ~= '' then
+    redis.pcall('XACK', jobs, group, id)
+    redis.pcall('XDEL', jobs, id)
+  end
+  if owner ~= '' and redis.call('GET', lease) == owner then
+    redis.call('DEL', lease)
+  end
+end
+"""
+
 # KEYS: 1 session, 2 inbox, 3 posts, 4 lease, 5 jobs, 6 thread, 7 running user,
 #       8 running team.
 # ARGV: 1 json, 2 new turn, 3 expected turn, 4 expected rev (''), 5 messages,
 #       6 schema, 7 status, 8 finished, 9 consume, 10 ttl s (0: none), 11 ack id (''),
 #       12 group, 13 turn to enqueue (''), 14 sid, 15 jobs maxlen, 16 lease owner to
-#       release (''), 17 has thread, 18 has user, 19 has team.
+#       release (''), 17 has thread, 18 has user, 19 has team, 20 steps (JSON list).
 # Returns {code, rev, enqueued job id}; code 1 ok, 0 stale, -1 no session,
 # -2 transcript would shrink, -3 session already finished, -4 newer schema stored.
 # Everything that can fail (XADD) runs before the first write: a script error
 # does not roll back writes made before it.
-_SAVE = f"""
+_SAVE = (
+    _ACK_AND_RELEASE
+    + f"""
 local cur = redis.call('HMGET', KEYS[1], 'turn', 'rev', 'messages', 'schema', 'status')
 if not cur[1] then return {{-1, 0, ''}} end
 if tonumber(cur[1]) ~= tonumber(ARGV[3]) then return {{0, 0, ''}} end
@@ -132,7 +150,7 @@ if ARGV[13] ~= '' then
 end
 local rev = tonumber(cur[2]) + 1
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'turn', ARGV[2], 'rev', rev,
-           'messages', ARGV[5], 'schema', ARGV[6], 'status', ARGV[7])
+           'messages', ARGV[5], 'schema', ARGV[6], 'status', ARGV[7], 'steps', ARGV[20])
 local n = tonumber(ARGV[9])
 if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
 local ttl = tonumber(ARGV[10])
@@ -145,16 +163,33 @@ if ARGV[8] == '1' then
   if ARGV[18] == '1' then redis.call('ZREM', KEYS[7], ARGV[14]) end
   if ARGV[19] == '1' then redis.call('ZREM', KEYS[8], ARGV[14]) end
 end
-if ARGV[11] ~= '' then
-  -- pcall: a missing group must not fail a save that is already written.
-  redis.pcall('XACK', KEYS[5], ARGV[12], ARGV[11])
-  redis.pcall('XDEL', KEYS[5], ARGV[11])
-end
-if ARGV[16] ~= '' and redis.call('GET', KEYS[4]) == ARGV[16] then
-  redis.call('DEL', KEYS[4])
-end
+ack_and_release(KEYS[5], ARGV[12], ARGV[11], KEYS[4], ARGV[16])
 return {{1, rev, job}}
 """
+)
+
+# KEYS: 1 session, 2 jobs, 3 lease. ARGV: 1 steps shown (JSON, as saved), 2 ack id
+# (''), 3 group, 4 turn to enqueue (''), 5 sid, 6 jobs maxlen, 7 lease owner ('').
+# The steps are cleared, and the next job enqueued, only if the stored steps are
+# still the ones shown: a second finisher (a stalled worker waking up) adds no job.
+# Returns 1 if this call cleared them, 0 if they were already cleared or replaced.
+_FINISH = (
+    _ACK_AND_RELEASE
+    + f"""
+local cur = redis.call('HGET', KEYS[1], 'steps')
+local cleared = 0
+if cur and cur == ARGV[1] then
+  if ARGV[4] ~= '' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*',
+               '{F_SID}', ARGV[5], '{F_TURN}', ARGV[4])
+  end
+  redis.call('HSET', KEYS[1], 'steps', '[]')
+  cleared = 1
+end
+ack_and_release(KEYS[2], ARGV[3], ARGV[2], KEYS[3], ARGV[7])
+return cleared
+"""
+)
 
 _REFUSALS = {
     0: "stale (stored turn or rev differs from the expected one)",
@@ -174,6 +209,8 @@ class Snapshot:
     inbox: list[InboxEntry]  # unapplied, oldest first
     posts: dict[int, dict[int, str]]  # post ledger: {turn: {part: message id}}
     leased: bool | None  # None when no lease was asked for
+    # The outbox: what an earlier save left to show (see `save`).
+    steps: list[str] = field(default_factory=list)
 
     def posts_for(self, turn: int) -> dict[int, str]:
         return self.posts.get(turn, {})
@@ -197,6 +234,14 @@ def _decode(sid: str, schema: str | None, raw: str | None) -> Session:
             f"session {sid} (schema_version {version}) does not match this build's "
             f"Session model: {e.errors()[0]['msg']}"
         ) from e
+
+
+def _steps(raw: str | None) -> list[str]:
+    try:
+        steps = json.loads(raw or "[]")
+    except ValueError:
+        return []
+    return [str(x) for x in steps] if isinstance(steps, list) else []
 
 
 class SessionStore:
@@ -224,6 +269,7 @@ class SessionStore:
         self._create = redis.register_script(_CREATE)
         self._snapshot = redis.register_script(_SNAPSHOT)
         self._save = redis.register_script(_SAVE)
+        self._finish = redis.register_script(_FINISH)
 
     def _ttl_for(self, status: SessionStatus) -> int:
         return self.finished_ttl if status.finished else (self.live_ttl or 0)
@@ -306,6 +352,7 @@ class SessionStore:
             inbox=parse_entries(sid, (text(e) for e in inbox)),
             posts=parse_ledger(flat_map(posts)),
             leased=None if int(leased) < 0 else bool(int(leased)),
+            steps=_steps(h.get("steps")),
         )
 
     async def save(
@@ -318,6 +365,7 @@ class SessionStore:
         ack: Job | None = None,
         enqueue_next: bool = False,
         release_lease: str | None = None,
+        steps: Sequence[str] = (),
     ) -> bool:
         """Write `session` if the stored one is still at `expected_turn`. 1 round trip.
 
@@ -331,6 +379,12 @@ class SessionStore:
         session.next_turn", and with `release_lease` drop the lease if that
         owner holds it. On a refusal none of these happen: ack the (moot) job and
         release the lease yourself.
+
+        `steps` are what is left to show of this write (the outbox): they are
+        stored with it and replace any earlier ones, so save only once the
+        earlier steps are done. Then show them and call `finish`, which acks and
+        enqueues in their stead: a crash in between leaves the job pending, and
+        whoever takes it over finds the steps in its snapshot.
         """
         if consume_inbox < 0:
             raise ValueError("consume_inbox must be >= 0")
@@ -369,6 +423,7 @@ class SessionStore:
                 "1" if thread else "0",
                 "1" if origin.user_id else "0",
                 "1" if origin.team_id else "0",
+                json.dumps(list(steps)),
             ],
         )
         code = int(code)
@@ -381,3 +436,36 @@ class SessionStore:
             )
             return False
         return True
+
+    async def finish(
+        self,
+        session: Session,
+        *,
+        steps: Sequence[str],
+        ack: Job | None = None,
+        enqueue_next: bool = False,
+        release_lease: str | None = None,
+    ) -> bool:
+        """The saved `steps` are shown: clear them, and in the same step ack the job,
+        enqueue the session's next turn (`enqueue_next`) and release the lease.
+        1 round trip.
+
+        True if this call cleared them. False if they were no longer stored as
+        given (another worker finished them): then nothing is enqueued, but the
+        job is still acked and the lease released.
+        """
+        if enqueue_next and session.finished:
+            raise ValueError(f"session {session.id} is finished: it has no next turn")
+        cleared = await self._finish(
+            keys=[self._keys.session(session.id), self._keys.jobs, self._keys.lease(session.id)],
+            args=[
+                json.dumps(list(steps)),
+                ack.id if ack is not None else "",
+                self._group,
+                str(session.next_turn) if enqueue_next else "",
+                session.id,
+                self._jobs_maxlen,
+                release_lease or "",
+            ],
+        )
+        return bool(int(cleared))

@@ -534,3 +534,81 @@ async def test_a_channel_stream_is_live_only_for_its_recipient() -> None:
             assert slack.seen_by("C0ST", ts, "U0BO") == "Once "  # the first chunk, frozen
             await call("chat.stopStream", channel="C0ST", ts=ts)
             assert slack.seen_by("C0ST", ts, "U0BO") == "Once upon a time"
+
+
+# ---- membership, joining, GET methods, lost answers -------------------------------------------
+
+
+async def test_a_channel_the_bot_has_not_joined_takes_posts_but_not_reads_pins_or_shares(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    """Slack: chat:write.public posts in a public channel without joining; history
+    reads, pins and file shares need membership (not_in_channel) until conversations.join."""
+    open_ = slack.seed_channel("open", "C0OPEN", bot_member=False)
+    root = await client.chat_postMessage(channel=open_, text="root")
+    for call in (
+        client.conversations_replies(channel=open_, ts=root["ts"]),
+        client.conversations_history(channel=open_),
+        client.pins_add(channel=open_, timestamp=root["ts"]),
+        client.files_upload_v2(channel=open_, content=b"x", filename="r.md"),
+    ):
+        assert (await slack_error(call)).response["error"] == "not_in_channel"
+    assert (await client.conversations_info(channel=open_))["channel"]["is_member"] is False
+    joined = await client.conversations_join(channel=open_)
+    assert joined["channel"]["is_member"] is True
+    again = await client.conversations_join(channel=open_)
+    assert again["warning"] == "already_in_channel"
+    await client.pins_add(channel=open_, timestamp=root["ts"])
+    await client.files_upload_v2(channel=open_, thread_ts=root["ts"], content=b"x", filename="r.md")
+    replies = await client.conversations_replies(channel=open_, ts=root["ts"])
+    assert [bool(m.get("files")) for m in replies["messages"]] == [False, True]
+
+
+async def test_private_and_archived_channels_refuse_a_join(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    secret = slack.seed_channel("secret", "G0SECRET", is_private=True, bot_member=False)
+    old = slack.seed_channel("old", "C0OLD", is_archived=True, bot_member=False)
+    assert (await slack_error(client.conversations_join(channel=secret))).response[
+        "error"
+    ] == "channel_not_found"
+    assert (await slack_error(client.conversations_join(channel=old))).response[
+        "error"
+    ] == "is_archived"
+    for channel, error in ((secret, "channel_not_found"), (old, "is_archived")):
+        e = await slack_error(client.chat_postMessage(channel=channel, text="hi"))
+        assert e.response["error"] == error
+
+
+async def test_read_methods_arrive_as_get_like_slack_sdk_sends_them(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    root = await client.chat_postMessage(channel="C0TEST", text="root")
+    await client.conversations_replies(channel="C0TEST", ts=root["ts"])
+    await client.conversations_history(channel="C0TEST")
+    await client.chat_getPermalink(channel="C0TEST", message_ts=root["ts"])
+    methods = {c.method: c.http_method for c in slack.calls}
+    assert methods == {
+        "chat.postMessage": "POST",
+        "conversations.replies": "GET",
+        "conversations.history": "GET",
+        "chat.getPermalink": "GET",
+    }
+    assert all(c.error is None for c in slack.calls)
+
+
+async def test_a_lost_answer_means_the_call_was_carried_out_but_never_answered(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    root = await client.chat_postMessage(channel="C0TEST", text="root")
+    bare = AsyncWebClient(token=slack.token, base_url=slack.api_url, retry_handlers=[])
+    slack.lose_next("chat.postMessage")
+    with pytest.raises(aiohttp.ClientError):
+        await bare.chat_postMessage(channel="C0TEST", thread_ts=root["ts"], text="reply")
+    assert [m["text"] for m in slack.thread("C0TEST", root["ts"])] == ["root", "reply"]
+    assert [c.lost for c in slack.calls_to("chat.postMessage")] == [False, True]
+    # slack_sdk's default connection-error retry re-sends it: a second message.
+    slack.lose_next("chat.postMessage")
+    await client.chat_postMessage(channel="C0TEST", thread_ts=root["ts"], text="again")
+    texts = [m["text"] for m in slack.thread("C0TEST", root["ts"])]
+    assert texts == ["root", "reply", "again", "again"]

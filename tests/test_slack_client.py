@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import pytest
 
 from bot.config import Settings
-from bot.slack.client import SDK_LOGGER, make_client
+from bot.slack.client import SDK_LOGGER, close_client, make_client
 
 
 @pytest.mark.parametrize("root_level", [logging.INFO, logging.WARNING, logging.DEBUG])
@@ -31,3 +32,25 @@ def test_an_explicit_slack_sdk_level_is_left_alone(monkeypatch: pytest.MonkeyPat
     assert make_client(Settings(_env_file=None, slack_bot_token="xoxb-test")).logger.level == (  # type: ignore[call-arg]
         logging.ERROR
     )
+
+
+async def test_the_app_client_never_resends_a_post_whose_answer_was_lost() -> None:
+    """A lost answer may mean a posted message: only reads are retried on their own."""
+    from tests.fakes.slack_server import FakeSlack
+
+    async with FakeSlack() as slack:
+        settings = Settings(
+            _env_file=None, slack_bot_token=slack.token, slack_api_url=slack.api_url
+        )  # type: ignore[call-arg]
+        client = make_client(settings)
+        try:
+            root = await client.chat_postMessage(channel="C0TEST", text="root")
+            slack.lose_next("chat.postMessage")
+            with pytest.raises(aiohttp.ClientError):
+                await client.chat_postMessage(channel="C0TEST", thread_ts=root["ts"], text="hi")
+            assert len(slack.thread("C0TEST", root["ts"])) == 2  # sent once
+            slack.lose_next("conversations.replies")
+            replies = await client.conversations_replies(channel="C0TEST", ts=root["ts"])
+            assert len(replies["messages"]) == 2  # a read is simply asked again
+        finally:
+            await close_client(client)

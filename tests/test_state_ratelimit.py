@@ -108,3 +108,18 @@ async def test_two_processes_share_one_rate(real_redis: Redis, prefix: str) -> N
     # Shared: at most the burst plus the refill. Two private buckets would grant ~2x.
     assert total <= burst + rate * elapsed + 1, (total, elapsed)
     assert total >= rate * seconds * 0.75, (total, elapsed)  # and the rate is really used
+
+
+async def test_a_retry_after_holds_the_channel_for_every_process_that_long(
+    backend: Redis, state: State
+) -> None:
+    limiter = PostRateLimiter(backend, state.keys, rate_per_s=1.0, burst=3)
+    other = PostRateLimiter(backend, state.keys, rate_per_s=1.0, burst=3)  # another worker
+    await limiter.hold("C1", 5.0)
+    wait = await other.acquire("C1")
+    assert 4.5 < wait <= 5.0  # full buckets or not, nobody posts before Retry-After
+    assert await other.acquire("C2") == 0.0  # per channel
+    await limiter.hold("C1", 1.0)  # a shorter hold never shortens a longer one
+    assert await other.acquire("C1") > 4.0
+    # The hold outlives the bucket's usual expiry (burst / rate + 1 s = 4 s).
+    assert await backend.pttl(state.keys.ratelimit("C1")) > 5000

@@ -27,8 +27,8 @@ from tests.support import make_session, run_cli, wait_until
 
 FAST = WorkerConfig(
     concurrency=20,
-    lease_ttl_ms=1500,
-    reclaim_idle_ms=1000,
+    lease_ttl_ms=1000,
+    reclaim_idle_ms=1500,
     reclaim_every_s=0.2,
     block_ms=50,
     drain_s=0.5,
@@ -168,19 +168,57 @@ class FailingSurface(RecordingSurface):
         raise RuntimeError("Slack is down")
 
 
-async def test_a_turn_that_keeps_failing_is_dead_lettered_and_its_session_paused(
+class CountingModel(OfflineModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def complete(self, request: Any, on_text: Any = None) -> Any:
+        self.calls += 1
+        return await super().complete(request, on_text)
+
+
+async def test_a_turn_whose_showing_keeps_failing_is_saved_once_and_its_session_paused(
     real_state: State, started: Callable[..., Worker]
 ) -> None:
+    """Decide, save, then show: a failure after the save never calls the model again."""
     session = make_session()
     await real_state.sessions.create(session, enqueue=True)
-    started(surface=FailingSurface(real_state.redis, real_state.keys))
+    model = CountingModel()
+    started(model=model, surface=FailingSurface(real_state.redis, real_state.keys))
     await wait_until(lambda: finished(real_state, session.id), within=20)
     s = await real_state.sessions.load(session.id)
     assert s is not None and s.status == SessionStatus.PAUSED
     assert "failed 3 times in a row" in (s.error or "")
-    assert s.turns == []
+    assert len(s.turns) == 1 and model.calls == 1
     dead = await real_state.queue.dead_letters()
     assert [d.job.session_id for d in dead] == [session.id]
+    snap = await real_state.sessions.snapshot(session.id)
+    assert snap is not None and snap.steps == ["turn:0", "paused:1"]  # shown once Slack is back
+
+
+class FailingModel(OfflineModel):
+    async def complete(self, request: Any, on_text: Any = None) -> Any:
+        raise RuntimeError("the model client is broken")
+
+
+async def test_a_turn_that_keeps_failing_before_its_save_is_dead_lettered_and_paused(
+    real_state: State, started: Callable[..., Worker]
+) -> None:
+    session = make_session()
+    await real_state.sessions.create(session, enqueue=True)
+    started(model=FailingModel())
+    await wait_until(lambda: _status(real_state, session.id, SessionStatus.PAUSED), within=20)
+    s = await real_state.sessions.load(session.id)
+    assert s is not None and s.turns == []
+    assert "failed 3 times in a row" in (s.error or "")
+    await wait_until(lambda: _paused_shown(real_state, session.id), within=20)
+
+
+async def _paused_shown(state: State, sid: str) -> bool:
+    events = await recorded(state.redis, state.keys, sid)
+    snap = await state.sessions.snapshot(sid)
+    return any(e["kind"] == "paused" for e in events) and snap is not None and snap.steps == []
 
 
 async def test_retry_resumes_a_paused_session_where_it_stopped(
@@ -227,7 +265,7 @@ def worker_env(prefix: str, **extra: str) -> dict[str, str]:
         REDIS_URL=REDIS_TEST_URL,
         REDIS_PREFIX=prefix,
         LEASE_TTL_MS="1500",
-        RECLAIM_IDLE_MS="1500",
+        RECLAIM_IDLE_MS="2000",
         RECLAIM_EVERY_SECONDS="0.3",
         DRAIN_SECONDS="0.2",
         **extra,
@@ -326,6 +364,40 @@ def test_the_worker_refuses_to_start_without_redis_url(tmp_path: Path) -> None:
     assert p.returncode == 2
     assert "sora-copilot worker needs REDIS_URL" in err
     assert "Traceback" not in err
+
+
+def test_a_reclaim_idle_time_within_the_lease_is_refused_at_start_in_one_line(
+    tmp_path: Path,
+) -> None:
+    p = run_cli(
+        "worker",
+        "--surface",
+        "recording",
+        cwd=tmp_path,
+        env={"REDIS_URL": REDIS_TEST_URL, "LEASE_TTL_MS": "4000", "RECLAIM_IDLE_MS": "3000"},
+    )
+    err = p.stderr.decode()
+    assert p.returncode == 2
+    assert err.strip().splitlines() == [
+        "sora-copilot: RECLAIM_IDLE_MS (3000) must be longer than LEASE_TTL_MS (4000): a dead "
+        "worker's job is taken over only once its lease has expired."
+    ]
+
+
+async def test_the_worker_takes_and_renews_leases_for_lease_ttl_ms(
+    real_state: State, started: Callable[..., Worker]
+) -> None:
+    """Every lease the worker takes or renews lasts LEASE_TTL_MS, not the 30 s default."""
+    session = make_session()
+    await real_state.sessions.create(session, enqueue=True)
+    started(model=OfflineModel(latency=0.8))  # FAST: 1 s leases, renewed every 1/3 s
+    ttls: list[int] = []
+    for _ in range(40):
+        ttl = await real_state.redis.pttl(real_state.keys.lease(session.id))
+        if ttl > 0:
+            ttls.append(ttl)
+        await asyncio.sleep(0.05)
+    assert ttls and max(ttls) <= 1000
 
 
 def test_an_unreachable_redis_is_a_clear_error_not_a_stack_trace(tmp_path: Path) -> None:

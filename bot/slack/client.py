@@ -4,9 +4,15 @@
 keeps one aiohttp session, so calls reuse their connections: without one,
 slack_sdk opens a new session and TCP connection for every API call. A 429
 is retried after its full `Retry-After` (slack_sdk's own handler reads only
-the header's first digit, so "30" would wait 3 s); 500/503 and dropped
-connections are retried with backoff. A call that still fails raises, and the
-worker leaves its turn in the queue.
+the header's first digit, so "30" would wait 3 s); 500/503 are retried with
+backoff. A dropped connection is retried only for methods that are safe to
+repeat: a post whose answer was lost may have been carried out, so it is
+never re-sent blindly (the Slack surface looks for its tag first).
+
+The worker's client (`rate_limit_retries=0`) leaves 429s to the Slack
+surface, which waits out any length and teaches the shared limiter; slack_sdk's
+request loop gives up after 100 attempts whatever its handlers say, so a long
+storm cannot be left to it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
@@ -36,6 +43,34 @@ MAX_RETRY_AFTER_S = 60.0
 HTTP_TIMEOUT_S = 30.0
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+# Methods whose repetition would repeat their effect (a second message, a second share).
+NOT_REPEATABLE = frozenset(
+    {"chat.postMessage", "chat.startStream", "chat.postEphemeral", "files.completeUploadExternal"}
+)
+
+
+def api_method(request: HttpRequest) -> str:
+    return request.url.rstrip("/").rpartition("/")[2].partition("?")[0]
+
+
+class RepeatableConnectionErrorRetryHandler(AsyncConnectionErrorRetryHandler):
+    """slack_sdk's connection-error retry, except for methods not safe to repeat."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if api_method(request) in NOT_REPEATABLE:
+            return False
+        return await super()._can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
 
 
 class RetryAfterHandler(AsyncRetryHandler):
@@ -69,13 +104,19 @@ class RetryAfterHandler(AsyncRetryHandler):
 
 
 def retry_after_seconds(response: HttpResponse | None) -> float:
+    """A 429's Retry-After, capped at MAX_RETRY_AFTER_S (for the client's own retries)."""
     if response is None:
         return 1.0
-    for name, values in response.headers.items():
-        if name.lower() == "retry-after":
+    return min(retry_after_seconds_of(response.headers), MAX_RETRY_AFTER_S)
+
+
+def retry_after_seconds_of(headers: Mapping[str, Any] | None) -> float:
+    """The seconds a 429's `Retry-After` header asks for, however long (1 if absent)."""
+    for name, values in (headers or {}).items():
+        if str(name).lower() == "retry-after":
             raw = values[0] if isinstance(values, list) and values else values
             try:
-                return min(max(float(str(raw).strip()), 0.0), MAX_RETRY_AFTER_S)
+                return max(float(str(raw).strip()), 0.0)
             except ValueError:
                 return 1.0
     return 1.0
@@ -99,10 +140,16 @@ def sdk_logger() -> logging.Logger:
     return log
 
 
-def make_client(settings: Settings, *, sleep: Sleep = asyncio.sleep) -> AsyncWebClient:
+def make_client(
+    settings: Settings,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    rate_limit_retries: int = RATE_LIMIT_RETRIES,
+) -> AsyncWebClient:
     """The client; with a running event loop, one that reuses its connections.
 
-    Close it with `close_client` when the process stops.
+    `rate_limit_retries=0` leaves every 429 to the caller (the worker's Slack
+    surface does that). Close it with `close_client` when the process stops.
     """
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     session = None
@@ -117,8 +164,8 @@ def make_client(settings: Settings, *, sleep: Sleep = asyncio.sleep) -> AsyncWeb
         session=session,
         logger=sdk_logger(),
         retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            RetryAfterHandler(sleep=sleep),
+            RepeatableConnectionErrorRetryHandler(max_retry_count=2),
+            RetryAfterHandler(max_retry_count=rate_limit_retries, sleep=sleep),
             AsyncServerErrorRetryHandler(
                 max_retry_count=SERVER_ERROR_RETRIES,
                 interval_calculator=BackoffRetryIntervalCalculator(backoff_factor=0.2),

@@ -1,30 +1,43 @@
 """The Slack surface: a session is a thread, each turn one or more messages in it.
 
-Each agent turn is posted under the speaker's name and icon and streamed as it
-is written: with Slack's chat streaming where the workspace allows it, else by
-posting the message and updating it at most once a second. Every message the
-app posts is tagged with message metadata (session, turn, part) and recorded
-in the post ledger right after it succeeds, so a redone turn updates what an
-earlier attempt posted instead of posting it twice. Posts wait for the shared
-per-channel rate limiter. All model and human text is escaped (see
-`bot.slack.blocks`), so nothing the models write can ping anyone.
+Decide, save, then show. While the model writes a turn, its message is shown
+best effort (`_Interim`: a tagged placeholder post, then updates at most once
+a second); nothing there can fail the turn. Once the turn is saved, the
+worker runs the saved steps (the outbox, see `bot.driver`), and each maps to
+one method here: the final render of the turn, the reactions, the root's
+status, and at the lock the locked reply, the pin, the cross-post and the
+report upload. Those steps are idempotent and run from the saved session:
 
-Errors: a post Slack refuses after the client's retries raises, and the
-worker leaves the job pending so the turn is redone. What cannot hurt is
-ignored (already pinned, already reacted); cosmetic calls (interim stream
-pushes, the root's status, pins, reactions) are best effort and only logged,
-so that a missing optional scope never stops a session.
+* every message is tagged with metadata (session, turn, part) when it is
+  created (`chat.postMessage`; `chat.startStream` cannot carry metadata, so
+  the app does not use it), and recorded in the post ledger right after; a
+  step that finds no record, after a crash or a lost response, looks for the
+  tag in the thread before it posts (`_find_tagged`), so nothing is posted
+  twice and nothing is left orphaned;
+* a rate limit (429) is waited out for its full `Retry-After`, however long,
+  and taught to the shared per-channel limiter so every worker backs off;
+  server errors and dropped connections are retried with capped backoff
+  (`_call`); none of these ever fails the step;
+* a refusal Slack will not take back (`not_in_channel`, `missing_scope`,
+  `is_archived`, `channel_not_found`, ...) is recorded and skipped, with one
+  line in the thread saying what a person can do. Where membership is the
+  cause and the channel is public, the bot first joins it (`conversations.join`).
+
+All model and human text is escaped (see `bot.slack.blocks`), so nothing the
+models write can ping anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -33,7 +46,6 @@ from bot.dialogue.agents import COPILOT_ICON
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker, Turn
 from bot.slack.blocks import (
-    MARKDOWN_BLOCK_MAX_CHARS,
     METADATA_EVENT,
     STREAM_UPDATE_MIN_INTERVAL_S,
     TURN_CROSSPOST,
@@ -43,6 +55,7 @@ from bot.slack.blocks import (
     TURN_STOPPED,
     USERNAME_MAX_CHARS,
     MessagePart,
+    context_block,
     crosspost_parts,
     escape,
     interrupted_part,
@@ -59,6 +72,7 @@ from bot.slack.blocks import (
     truncate,
     turn_parts,
 )
+from bot.slack.client import retry_after_seconds_of
 from bot.slack.people import People
 from bot.surfaces.base import waiting_notice
 from state import State
@@ -67,11 +81,46 @@ log = logging.getLogger("sora.slack")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
+T = TypeVar("T")
 
 REACTION_HEARD = "white_check_mark"
 REPLIES_PAGE = 200
+HISTORY_PAGES = 5  # a cross-post is looked for among the prompts channel's latest messages
 # Forget a message's last update time once it cannot matter any more.
 _UPDATE_TIMES_MAX = 10_000
+# Server errors and dropped connections: wait this long, doubling, at most the cap.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+# The interim placeholder waits this long at most for the channel's post limiter.
+INTERIM_WAIT_MAX_S = 2.0
+
+# Ledger "turns" of this module's own records (see bot.slack.blocks for the others).
+TURN_PIN = -6  # part 0: the pinned message's ts
+TURN_NOTE = -7  # a "what a person can do" line; its part is the step it explains
+TURN_SKIPPED = -8  # a step Slack refused for good; its part is the step's ledger turn (negated)
+
+# Refusals no retry fixes: the step is recorded as skipped.
+PERMANENT = frozenset(
+    {
+        "not_in_channel",
+        "missing_scope",
+        "is_archived",
+        "channel_not_found",
+        "restricted_action",
+        "not_allowed_token_type",
+        "method_not_supported_for_channel_type",
+        "ekm_access_denied",
+        "team_access_not_granted",
+        "access_denied",
+        "no_permission",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+    }
+)
+# Connection-level failures: the request may or may not have been carried out.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError, OSError)
+SLACK_OR_CONNECTION: tuple[type[Exception], ...] = (SlackApiError, *CONNECTION_ERRORS)
 
 
 def slack_error(e: SlackApiError) -> str:
@@ -83,9 +132,18 @@ def slack_error(e: SlackApiError) -> str:
 
 
 def transient(e: SlackApiError) -> bool:
-    """A rate limit or server fault that outlasted the client's retries (not a refusal)."""
+    """A rate limit or server fault (not a refusal)."""
     status = int(e.response.status_code)
     return status == 429 or status >= 500
+
+
+class Refused(Exception):
+    """Slack refused a step for good (`error` is its code); the step is skipped."""
+
+    def __init__(self, error: str, channel: str) -> None:
+        super().__init__(f"{error} in {channel}")
+        self.error = error
+        self.channel = channel
 
 
 @dataclass(frozen=True)
@@ -104,6 +162,17 @@ def _thread(session: Session) -> _Thread:
 def _agent_turn_number(session: Session, turn: Turn) -> int:
     """The number (0, 1, ...) of agent turn `turn`: its job's turn and its ledger key."""
     return sum(1 for t in session.turns[: turn.index] if t.speaker != Speaker.HUMAN)
+
+
+def _tag_of(message: Mapping[str, Any]) -> tuple[str, int, int] | None:
+    meta = message.get("metadata") or {}
+    payload = meta.get("event_payload") or {}
+    part, turn = payload.get("part"), payload.get("turn")
+    if meta.get("event_type") != METADATA_EVENT or not isinstance(part, int):
+        return None
+    if not isinstance(turn, int):
+        return None
+    return str(payload.get("session")), turn, part
 
 
 class SlackSurface:
@@ -125,12 +194,10 @@ class SlackSurface:
         self.clock = clock
         self.sleep = sleep
         self.people = people or People(client)
-        # Channels where chat streaming failed to start: they get post-then-update.
-        self.no_stream: set[str] = set()
-        self._live: dict[str, _TurnMessage] = {}  # session id -> the turn being written
+        self._live: dict[str, _Interim] = {}  # session id -> the turn being written
         self._updated: dict[str, float] = {}  # message ts -> clock of its last chat.update
 
-    # ---- the Surface protocol ----------------------------------------------------------
+    # ---- while the model writes: best effort, outside the outbox ------------------------
 
     async def turn_started(
         self,
@@ -144,79 +211,129 @@ class SlackSurface:
         redo: bool = False,
     ) -> TurnSink:
         where = _thread(session)
-        earlier = dict(posted)
-        if not earlier and redo:
-            earlier = await self._find_tagged(session, where, turn)
         icon = COPILOT_ICON if speaker == Speaker.COPILOT else session.persona.icon_emoji
-        message = _TurnMessage(
+        interim = _Interim(
             self,
             session_id=session.id,
             where=where,
             turn=turn,
             username=truncate(author, USERNAME_MAX_CHARS),
             icon=icon,
-            parts=earlier,
+            parts=posted,
         )
-        if 0 not in earlier:
-            await message.open(session)
-        self._live[session.id] = message
-        return message
+        self._live[session.id] = interim
+        if 0 not in interim.parts and redo:
+            # An earlier attempt may have posted without recording it (its worker died).
+            try:
+                interim.parts.update(await self._find_tagged(session.id, where, turn))
+            except SLACK_OR_CONNECTION as e:
+                log.info(
+                    "session %s: cannot look for turn %s's message now: %s", session.id, turn, e
+                )
+                interim.unknown = True
+                return interim  # no placeholder: the final render looks again
+        if 0 not in interim.parts:
+            await interim.open()
+        return interim
+
+    # ---- the steps after a save (see bot.driver): idempotent, retried alone -------------
 
     async def turn_finished(self, session: Session, turn: Turn) -> None:
+        """The final render of a saved turn: its message(s), then the root's status."""
         number = _agent_turn_number(session, turn)
-        message = self._live.pop(session.id, None)
-        if message is None or message.turn != number:
-            # Not opened by this process (it should have been): finish from the ledger.
-            message = _TurnMessage(
-                self,
-                session_id=session.id,
-                where=_thread(session),
-                turn=number,
-                username=truncate(turn.author, USERNAME_MAX_CHARS),
-                icon=COPILOT_ICON
-                if turn.speaker == Speaker.COPILOT
-                else session.persona.icon_emoji,
-                parts=await self.state.posts.get(session.id, number),
-            )
-        await message.finish(turn_parts(session, turn))
-        if not session.finished:  # else session_locked follows, and updates the root
+        where = _thread(session)
+        live = self._live.get(session.id)
+        if live is not None and live.turn == number:
+            self._live.pop(session.id, None)
+        else:
+            live = None
+        parts = dict(live.parts) if live is not None else {}
+        parts.update(await self.state.posts.get(session.id, number))
+        if 0 not in parts and (live is None or live.unknown):
+            # Nothing recorded, and no certainty that nothing was posted: look first.
+            parts.update(await self._find_tagged_or_none(session.id, where, number))
+        username = truncate(turn.author, USERNAME_MAX_CHARS)
+        icon = COPILOT_ICON if turn.speaker == Speaker.COPILOT else session.persona.icon_emoji
+        final = turn_parts(session, turn)
+        try:
+            for k, part in enumerate(final):
+                await self._put(session.id, where, number, k, part, parts.get(k), username, icon)
+            for k in sorted(parts):
+                if k >= len(final):
+                    await self._delete(where.channel, parts[k], number)
+        except SlackApiError as e:
+            # Refused for good (the thread's channel is gone or archived): the turn
+            # is saved, and no retry would show it.
+            log.error("session %s: turn %s cannot be shown: %s", session.id, number, e)
+            return
+        if not session.finished:  # else the lock or stop step updates the root
             await self.update_root(session)
 
     async def interjection_heard(self, session: Session, turn: Turn) -> None:
         if not turn.source_id or not session.origin.channel_id:
             return
+        channel, ts = session.origin.channel_id, turn.source_id
         try:
-            await self.client.reactions_add(
-                channel=session.origin.channel_id, timestamp=turn.source_id, name=REACTION_HEARD
+            await self._call(
+                channel,
+                lambda: self.client.reactions_add(
+                    channel=channel, timestamp=ts, name=REACTION_HEARD
+                ),
             )
         except SlackApiError as e:
             if slack_error(e) not in ("already_reacted", "message_not_found"):
-                log.warning("session %s: cannot react to %s: %s", session.id, turn.source_id, e)
+                log.warning("session %s: cannot react to %s: %s", session.id, ts, e)
 
     async def session_locked(self, session: Session) -> None:
+        """The lock's steps: locked reply, pin, cross-post, report; each once, each alone."""
         await self._abandon_live(session.id)
         if session.locked is None:
             return
         where = _thread(session)
         ledger = await self.state.posts.all(session.id)
-        reply = await self._post_once(
-            session,
-            TURN_LOCKED,
-            locked_parts(session),
-            where.channel,
-            thread_ts=where.ts,
-            posted=ledger.get(TURN_LOCKED, {}),
-        )
-        await self._pin(where.channel, reply[0])
         await self._name_starter(session)
-        if self.settings.prompts_channel and not ledger.get(TURN_CROSSPOST):
-            await self._cross_post(session, where, self.settings.prompts_channel)
-        if not ledger.get(TURN_REPORT):
-            await self._upload_report(session, where)
+        try:
+            reply = await self._post_parts(
+                session.id,
+                where.channel,
+                TURN_LOCKED,
+                locked_parts(session),
+                ledger.get(TURN_LOCKED, {}),
+                thread_ts=where.ts,
+            )
+        except SlackApiError as e:
+            log.error(
+                "session %s: the locked prompt cannot be shown in its thread: %s", session.id, e
+            )
+            return  # the prompt is saved and in the library; the thread cannot take more
+        await self._lock_step(
+            session, where, ledger, TURN_PIN, lambda: self._pin(session, where, reply[0])
+        )
+        channel = self.settings.prompts_channel
+        if channel:
+            await self._lock_step(
+                session,
+                where,
+                ledger,
+                TURN_CROSSPOST,
+                lambda: self._cross_post(session, where, channel),
+            )
+        await self._lock_step(
+            session, where, ledger, TURN_REPORT, lambda: self._upload_report(session, where)
+        )
         await self.update_root(session)
 
     async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
-        await self.update_root(session, notice=waiting_notice(seconds))
+        """While the engine waits out a Claude outage: shown on the root (best effort)."""
+        where = _thread(session)
+        part = MessagePart(
+            tail=tuple(root_blocks(session, notice=waiting_notice(seconds))),
+            fallback=root_text(session),
+        )
+        try:
+            await self.update(where.channel, where.ts, part)
+        except SLACK_OR_CONNECTION as e:
+            log.info("session %s: cannot show the wait on the root: %s", session.id, e)
 
     async def session_paused(self, session: Session) -> None:
         where = _thread(session)
@@ -235,32 +352,83 @@ class SlackSurface:
         part = paused_part(session)
         meta = message_metadata(session.id, TURN_PAUSED, failed_turn)
         ts = (await self.state.posts.get(session.id, TURN_PAUSED)).get(failed_turn)
-        if ts is not None:
-            try:
-                await self.update(where.channel, ts, part, meta)
-            except SlackApiError as e:
-                if slack_error(e) != "message_not_found":
-                    raise
-                ts = None
-        if ts is None:
-            ts = await self.post(where.channel, part, meta, thread_ts=where.ts)
-            await self.state.posts.record(session.id, TURN_PAUSED, failed_turn, ts)
+        try:
+            if ts is not None:
+                earlier = ts
+                try:
+                    await self._call(
+                        where.channel, lambda: self.update(where.channel, earlier, part, meta)
+                    )
+                except SlackApiError as e:
+                    if slack_error(e) != "message_not_found":
+                        raise
+                    ts = None
+            if ts is None:
+                found = await self._find_tagged_or_none(session.id, where, TURN_PAUSED)
+                ts = found.get(failed_turn)
+                if ts is None:
+                    ts = await self.post(where.channel, part, meta, thread_ts=where.ts)
+                else:
+                    await self._call(
+                        where.channel, lambda: self.update(where.channel, ts, part, meta)
+                    )
+                await self.state.posts.record(session.id, TURN_PAUSED, failed_turn, ts)
+        except SlackApiError as e:
+            log.error("session %s: cannot say in its thread that it paused: %s", session.id, e)
         await self.update_root(session)
 
     async def session_stopped(self, session: Session) -> None:
         await self._abandon_live(session.id)
         where = _thread(session)
-        await self._post_once(
-            session,
-            TURN_STOPPED,
-            [stopped_part(session)],
-            where.channel,
-            thread_ts=where.ts,
-            posted=await self.state.posts.get(session.id, TURN_STOPPED),
-        )
+        try:
+            await self._post_parts(
+                session.id,
+                where.channel,
+                TURN_STOPPED,
+                [stopped_part(session)],
+                await self.state.posts.get(session.id, TURN_STOPPED),
+                thread_ts=where.ts,
+            )
+        except SlackApiError as e:
+            log.error("session %s: cannot say in its thread that it stopped: %s", session.id, e)
         await self.update_root(session)
 
     # ---- Slack calls -------------------------------------------------------------------
+
+    async def _call(
+        self, channel: str | None, call: Callable[[], Awaitable[T]], *, posting: bool = False
+    ) -> T:
+        """`call`, retried until Slack answers it: a 429 after its Retry-After (any
+        length), a server error or a dropped connection with capped backoff. A
+        refusal raises. `posting`: the call makes a message (a file share), so a
+        429 teaches the channel's limiter, and an outcome that is unknown (server
+        error, no answer) raises rather than repeat it blindly."""
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                return await call()
+            except SlackApiError as e:
+                if int(e.response.status_code) == 429:
+                    await self._rate_limited(channel, e, posting=posting)
+                    continue
+                if int(e.response.status_code) < 500 or posting:
+                    raise
+                log.info("Slack server error (retrying in %.1f s): %s", delay, e)
+            except CONNECTION_ERRORS as e:
+                if posting:
+                    raise
+                log.info("Slack connection failed (retrying in %.1f s): %r", delay, e)
+            await self.sleep(delay + random.uniform(0, delay / 4))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _rate_limited(self, channel: str | None, e: SlackApiError, *, posting: bool) -> None:
+        """Wait out a 429's Retry-After. For a post, every worker's limiter of that
+        channel learns it, so they all hold back instead of each hitting it."""
+        wait = retry_after_seconds_of(e.response.headers)
+        log.info("Slack rate limit%s: waiting %.1f s", f" in {channel}" if channel else "", wait)
+        if posting and channel:
+            await self.state.ratelimit.hold(channel, wait)
+        await self.sleep(wait + random.uniform(0, 0.25))
 
     async def post(
         self,
@@ -272,20 +440,49 @@ class SlackSurface:
         username: str | None = None,
         icon_emoji: str | None = None,
     ) -> str:
-        """Post one message (after the channel's rate limiter); its ts."""
-        await self.state.ratelimit.wait(channel)
-        response = await self.client.chat_postMessage(
-            channel=channel,
-            thread_ts=thread_ts,
-            text=part.text,
-            blocks=part.blocks or None,
-            metadata=metadata,
-            username=username,
-            icon_emoji=icon_emoji,
-            unfurl_links=False,
-            unfurl_media=False,
-        )
-        return str(response["ts"])
+        """Post one tagged message (after the channel's rate limiter); its ts.
+
+        Never posted twice: when the outcome of an attempt is unknown (a dropped
+        connection, a lost answer, a server error), the tag is looked for before
+        the next attempt. A 429 waits its Retry-After, however long. A refusal raises.
+        """
+        payload = metadata["event_payload"]
+        delay = BACKOFF_FIRST_S
+        while True:
+            await self.state.ratelimit.wait(channel)
+            try:
+                response = await self.client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    text=part.text,
+                    blocks=part.blocks or None,
+                    metadata=metadata,
+                    username=username,
+                    icon_emoji=icon_emoji,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+                return str(response["ts"])
+            except SlackApiError as e:
+                if int(e.response.status_code) == 429:
+                    await self._rate_limited(channel, e, posting=True)
+                    continue
+                if int(e.response.status_code) < 500:
+                    raise
+                log.info("post to %s: server error, looking for it before retrying: %s", channel, e)
+            except CONNECTION_ERRORS as e:
+                log.info("post to %s: no answer, looking for it before retrying: %r", channel, e)
+            await self.sleep(delay + random.uniform(0, delay / 4))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+            found = await self._find_post(
+                channel,
+                thread_ts,
+                str(payload["session"]),
+                int(payload["turn"]),
+                int(payload["part"]),
+            )
+            if found is not None:
+                return found
 
     async def update(
         self,
@@ -317,88 +514,186 @@ class SlackSurface:
             cutoff = now - STREAM_UPDATE_MIN_INTERVAL_S
             self._updated = {k: v for k, v in self._updated.items() if v > cutoff}
 
-    async def update_root(self, session: Session, notice: str | None = None) -> None:
+    async def update_root(self, session: Session) -> None:
         """Show the session's round, tokens, status and buttons on the thread root.
 
-        `notice`: a passing state to show with the status (an outage being waited out).
-
-        Best effort: the next change updates it again, and the root may not be the
-        app's to edit (a session started from someone's message).
+        Waits out rate limits; a refusal is only logged (the root may not be the
+        app's to edit: a session started from someone's message).
         """
         where = _thread(session)
-        part = MessagePart(
-            tail=tuple(root_blocks(session, notice=notice)), fallback=root_text(session)
-        )
+        part = MessagePart(tail=tuple(root_blocks(session)), fallback=root_text(session))
         try:
-            await self.update(where.channel, where.ts, part)
+            await self._call(where.channel, lambda: self.update(where.channel, where.ts, part))
         except SlackApiError as e:
             log.warning("session %s: cannot update the thread root: %s", session.id, e)
 
-    # ---- internals ---------------------------------------------------------------------
+    # ---- finding posts by their tag ------------------------------------------------------
 
-    async def _find_tagged(self, session: Session, where: _Thread, turn: int) -> dict[int, str]:
-        """Messages of `turn` an earlier attempt posted without recording them, by their tag."""
+    async def _find_tagged(self, sid: str, where: _Thread, turn: int) -> dict[int, str]:
+        """Messages of `turn` in the thread, found by their tag, recorded in the ledger."""
         found: dict[int, str] = {}
         cursor: str | None = None
         while True:
-            page = await self.client.conversations_replies(
-                channel=where.channel,
-                ts=where.ts,
-                include_all_metadata=True,
-                limit=REPLIES_PAGE,
-                cursor=cursor,
+            page = await self._member(
+                where.channel,
+                lambda c=cursor: self.client.conversations_replies(  # type: ignore[misc]
+                    channel=where.channel,
+                    ts=where.ts,
+                    include_all_metadata=True,
+                    limit=REPLIES_PAGE,
+                    cursor=c,
+                ),
             )
             for m in page.get("messages") or []:
-                meta = m.get("metadata") or {}
-                payload = meta.get("event_payload") or {}
-                part = payload.get("part")
-                if (
-                    meta.get("event_type") == METADATA_EVENT
-                    and payload.get("session") == session.id
-                    and payload.get("turn") == turn
-                    and isinstance(part, int)
-                ):
-                    found.setdefault(part, str(m["ts"]))
+                tag = _tag_of(m)
+                if tag is not None and tag[0] == sid and tag[1] == turn:
+                    found.setdefault(tag[2], str(m["ts"]))
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 break
         for part, ts in sorted(found.items()):
-            await self.state.posts.record(session.id, turn, part, ts)
+            await self.state.posts.record(sid, turn, part, ts)
         return found
 
-    async def _post_once(
+    async def _find_tagged_or_none(self, sid: str, where: _Thread, turn: int) -> dict[int, str]:
+        try:
+            return await self._find_tagged(sid, where, turn)
+        except SlackApiError as e:
+            # Cannot read the thread (not a member, and joining is refused): post,
+            # accepting the small risk that a crashed attempt's message stays.
+            log.warning("session %s: cannot look for turn %s's messages: %s", sid, turn, e)
+            return {}
+
+    async def _find_post(
+        self, channel: str, thread_ts: str | None, sid: str, turn: int, part: int
+    ) -> str | None:
+        """The ts of the message tagged (sid, turn, part), if it was posted."""
+        try:
+            if thread_ts is not None:
+                found = await self._find_tagged(sid, _Thread(channel, thread_ts), turn)
+                return found.get(part)
+            cursor: str | None = None
+            for _ in range(HISTORY_PAGES):
+                page = await self._member(
+                    channel,
+                    lambda c=cursor: self.client.conversations_history(  # type: ignore[misc]
+                        channel=channel, include_all_metadata=True, limit=100, cursor=c
+                    ),
+                )
+                for m in page.get("messages") or []:
+                    if _tag_of(m) == (sid, turn, part):
+                        return str(m["ts"])
+                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+                if not cursor:
+                    break
+        except SlackApiError as e:
+            log.warning("cannot look for an unanswered post in %s: %s", channel, e)
+        return None
+
+    # ---- membership and refusals ---------------------------------------------------------
+
+    async def _member(
+        self, channel: str, call: Callable[[], Awaitable[T]], *, posting: bool = False
+    ) -> T:
+        """`call` (see `_call`); on `not_in_channel`, join the channel and call again.
+
+        Slack: `chat:write.public` posts in a public channel without joining, but
+        history reads, pins and file shares need membership (`channels:join`).
+        """
+        try:
+            return await self._call(channel, call, posting=posting)
+        except SlackApiError as e:
+            if slack_error(e) != "not_in_channel":
+                raise
+            refusal = e
+        log.info("joining %s to finish a step there", channel)
+        try:
+            await self._call(channel, lambda: self.client.conversations_join(channel=channel))
+        except SlackApiError as join_error:
+            # Private, archived, or no channels:join scope: what a person can do is
+            # still to invite the bot, so the step reports the membership refusal.
+            log.info("cannot join %s: %s", channel, join_error)
+            raise refusal from join_error
+        return await self._call(channel, call, posting=posting)
+
+    async def _lock_step(
         self,
         session: Session,
+        where: _Thread,
+        ledger: Mapping[int, Mapping[int, str]],
+        key: int,
+        run: Callable[[], Awaitable[None]],
+    ) -> None:
+        """One step of the lock, unless done or skipped before; a refusal is recorded
+        as skipped, and the thread says in one line what a person can do."""
+        if ledger.get(key) or -key in ledger.get(TURN_SKIPPED, {}):
+            return
+        try:
+            await run()
+        except SlackApiError as e:
+            error = slack_error(e) or f"HTTP {e.response.status_code}"
+            log.warning("session %s: lock step %s refused: %s", session.id, key, error)
+            await self.state.posts.record(session.id, TURN_SKIPPED, -key, error)
+            await self._note(session, where, key, _what_to_do(key, error, self.settings))
+
+    async def _note(self, session: Session, where: _Thread, key: int, text: str) -> None:
+        """One line in the thread, once per step, saying why a step was skipped."""
+        if (await self.state.posts.get(session.id, TURN_NOTE)).get(-key):
+            return
+        part = MessagePart(tail=(context_block(text),), fallback=text)
+        try:
+            ts = await self.post(
+                where.channel,
+                part,
+                message_metadata(session.id, TURN_NOTE, -key),
+                thread_ts=where.ts,
+            )
+        except SlackApiError as e:
+            log.warning("session %s: cannot post a note in its thread: %s", session.id, e)
+            return
+        await self.state.posts.record(session.id, TURN_NOTE, -key, ts)
+
+    # ---- the lock's steps ---------------------------------------------------------------
+
+    async def _post_parts(
+        self,
+        sid: str,
+        channel: str,
         turn: int,
         parts: list[MessagePart],
-        channel: str,
+        posted: Mapping[int, str],
         *,
         thread_ts: str | None,
-        posted: Mapping[int, str],
     ) -> dict[int, str]:
-        """Post the parts the ledger does not have yet; every part's ts."""
+        """Post the parts the ledger does not have yet (looking for their tags first
+        when some are missing: a crash may have come between a post and its record)."""
         out = dict(posted)
+        if len(out) < len(parts) and thread_ts is not None:
+            out.update(await self._find_tagged_or_none(sid, _Thread(channel, thread_ts), turn))
         for k, part in enumerate(parts):
             if k in out:
                 continue
-            meta = message_metadata(session.id, turn, k)
+            meta = message_metadata(sid, turn, k)
             out[k] = await self.post(channel, part, meta, thread_ts=thread_ts)
-            await self.state.posts.record(session.id, turn, k, out[k])
+            await self.state.posts.record(sid, turn, k, out[k])
         return out
 
-    async def _pin(self, channel: str, ts: str) -> None:
+    async def _pin(self, session: Session, where: _Thread, ts: str) -> None:
         try:
-            await self.client.pins_add(channel=channel, timestamp=ts)
+            await self._member(
+                where.channel, lambda: self.client.pins_add(channel=where.channel, timestamp=ts)
+            )
         except SlackApiError as e:
             if slack_error(e) != "already_pinned":
-                log.warning("cannot pin %s in %s: %s", ts, channel, e)
+                raise
+        await self.state.posts.record(session.id, TURN_PIN, 0, ts)
 
     async def _name_starter(self, session: Session) -> None:
-        """Put the starter's display name in the session, for the cross-post and the library.
+        """Put the starter's display name in the session, for the cross-post and the report.
 
         `/sora` stores the handle its payload carries and leaves this Slack call
-        out of the ack's path; the lock is the first place a name is shown. The
-        worker saves the session after this step. A failed lookup keeps the handle.
+        out of the ack's path; the lock is the first place a name is shown. A
+        failed lookup keeps the handle.
         """
         origin = session.origin
         if not origin.user_id:
@@ -408,42 +703,160 @@ class SlackSurface:
             session.origin = origin.model_copy(update={"user_name": person.name})
 
     async def _cross_post(self, session: Session, where: _Thread, channel: str) -> None:
-        try:
-            link = await self.client.chat_getPermalink(channel=where.channel, message_ts=where.ts)
-            await self._post_once(
-                session,
-                TURN_CROSSPOST,
-                crosspost_parts(session, str(link["permalink"])),
-                channel,
-                thread_ts=None,
-                posted={},
-            )
-        except SlackApiError as e:
-            if transient(e):
-                raise
-            # A refusal (not in the channel, no such channel) is a setting to fix,
-            # and no redo would fix it: the prompt is in the thread either way.
-            log.error("session %s: cannot cross-post to %s: %s", session.id, channel, e)
+        link = await self._call(
+            where.channel,
+            lambda: self.client.chat_getPermalink(channel=where.channel, message_ts=where.ts),
+        )
+        parts = crosspost_parts(session, str(link["permalink"]))
+        ledger = await self.state.posts.get(session.id, TURN_CROSSPOST)
+        for k, part in enumerate(parts):
+            if k in ledger:
+                continue
+            meta = message_metadata(session.id, TURN_CROSSPOST, k)
+            ts = await self.post(channel, part, meta)
+            await self.state.posts.record(session.id, TURN_CROSSPOST, k, ts)
 
     async def _upload_report(self, session: Session, where: _Thread) -> None:
-        # The upload ends in a message in the thread: it takes a post token too.
-        await self.state.ratelimit.wait(where.channel)
-        response = await self.client.files_upload_v2(
-            channel=where.channel,
-            thread_ts=where.ts,
-            content=report_content(session),
-            filename=report_filename(session),
-            title=report_title(session),
+        """Upload the report into the thread, once.
+
+        Slack's external upload: get an upload URL (a file id), send the bytes,
+        then complete, which shares the file as a message. The file id is
+        recorded before the share, so an attempt after a crash or a lost answer
+        looks for that file's message in the thread instead of sharing twice.
+        """
+        ledger = await self.state.posts.get(session.id, TURN_REPORT)
+        pending = ledger.get(1)
+        if pending is not None and await self._file_shared(where, pending):
+            await self.state.posts.record(session.id, TURN_REPORT, 0, pending)
+            return
+        content = report_content(session)
+        filename = report_filename(session)
+        got = await self._call(
+            where.channel,
+            lambda: self.client.files_getUploadURLExternal(filename=filename, length=len(content)),
         )
-        files = response.get("files") or []
-        file_id = str(files[0]["id"]) if files else str((response.get("file") or {})["id"])
+        file_id, url = str(got["file_id"]), str(got["upload_url"])
+        await self.state.posts.record(session.id, TURN_REPORT, 1, file_id)
+        await self._send_bytes(url, content, filename)
+        files: list[dict[str, str | None]] = [{"id": file_id, "title": report_title(session)}]
+        delay = BACKOFF_FIRST_S
+        while True:
+            # The share is a message in the thread: it takes a post token too.
+            await self.state.ratelimit.wait(where.channel)
+            try:
+                await self._member(
+                    where.channel,
+                    lambda: self.client.files_completeUploadExternal(
+                        files=files, channel_id=where.channel, thread_ts=where.ts
+                    ),
+                    posting=True,
+                )
+                break
+            except SlackApiError as e:
+                if int(e.response.status_code) < 500:
+                    raise
+            except CONNECTION_ERRORS as e:
+                log.info("report share: no answer, looking for it: %r", e)
+            await self.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+            if await self._file_shared(where, file_id):
+                break
         await self.state.posts.record(session.id, TURN_REPORT, 0, file_id)
+
+    async def _send_bytes(self, url: str, content: bytes, filename: str) -> None:
+        """POST the file's bytes to its upload URL (safe to repeat: same file id)."""
+        delay = BACKOFF_FIRST_S
+        while True:
+            session = self.client.session
+            own = session is None or session.closed
+            http = aiohttp.ClientSession() if own else session
+            assert http is not None
+            try:
+                async with http.post(url, data=content) as res:
+                    if res.status < 500:
+                        if res.status >= 400:
+                            raise SlackApiError(  # type: ignore[no-untyped-call]
+                                f"upload refused: HTTP {res.status}", _Answer(res.status)
+                            )
+                        return
+                    log.info("upload: HTTP %s, retrying", res.status)
+            except CONNECTION_ERRORS as e:
+                log.info("upload: connection failed, retrying: %r", e)
+            finally:
+                if own:
+                    await http.close()
+            await self.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _file_shared(self, where: _Thread, file_id: str) -> bool:
+        """Whether file `file_id` is already shared as a message in the thread."""
+        try:
+            page_cursor: str | None = None
+            while True:
+                page = await self._member(
+                    where.channel,
+                    lambda c=page_cursor: self.client.conversations_replies(  # type: ignore[misc]
+                        channel=where.channel, ts=where.ts, limit=REPLIES_PAGE, cursor=c
+                    ),
+                )
+                for m in page.get("messages") or []:
+                    if any(f.get("id") == file_id for f in m.get("files") or []):
+                        return True
+                page_cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+                if not page_cursor:
+                    return False
+        except SlackApiError as e:
+            log.warning("cannot look for the shared report in %s: %s", where.channel, e)
+            return False
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    async def _put(
+        self,
+        sid: str,
+        where: _Thread,
+        turn: int,
+        k: int,
+        part: MessagePart,
+        ts: str | None,
+        username: str,
+        icon: str,
+    ) -> str:
+        """Part `k` of a turn: update its message, or post it if there is none."""
+        meta = message_metadata(sid, turn, k)
+        if ts is not None:
+            earlier = ts
+            try:
+                await self._call(
+                    where.channel, lambda: self.update(where.channel, earlier, part, meta)
+                )
+                return earlier
+            except SlackApiError as e:
+                if slack_error(e) != "message_not_found":
+                    raise
+                # Someone deleted it: post it again.
+        ts = await self.post(
+            where.channel, part, meta, thread_ts=where.ts, username=username, icon_emoji=icon
+        )
+        await self.state.posts.record(sid, turn, k, ts)
+        return ts
+
+    async def _delete(self, channel: str, ts: str, turn: int) -> None:
+        """An earlier attempt's part that the final text no longer needs."""
+        try:
+            await self._call(channel, lambda: self.client.chat_delete(channel=channel, ts=ts))
+        except SlackApiError as e:
+            if slack_error(e) != "message_not_found":
+                log.warning("cannot delete the extra part %s of turn %s: %s", ts, turn, e)
 
     async def mark_interrupted(self, session_id: str, where: _Thread, turn: int, ts: str) -> None:
         """Say in a failed turn's message that Retry writes it again (best effort)."""
         try:
-            await self.update(
-                where.channel, ts, interrupted_part(), message_metadata(session_id, turn, 0)
+            await self._call(
+                where.channel,
+                lambda: self.update(
+                    where.channel, ts, interrupted_part(), message_metadata(session_id, turn, 0)
+                ),
             )
         except SlackApiError as e:
             log.info("cannot mark the failed turn's message %s: %s", ts, e)
@@ -454,15 +867,50 @@ class SlackSurface:
             await message.abandon()
 
 
-class _TurnMessage:
-    """The message(s) of one agent turn: the sink the engine streams the turn into.
+class _Answer:
+    """The minimal response a SlackApiError needs, for an upload URL's HTTP error."""
 
-    Two modes. Streaming: `chat.startStream`, then the text so far is appended at
-    most once a second and the stream stopped with the draft blocks. Updating:
-    a placeholder is posted (or an earlier attempt's message reused), updated
-    with the text so far at most once a second, then with the final turn. A
-    stream that fails midway turns into updating the same message, which always
-    ends with the complete text, so nothing is lost.
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+        self.headers: dict[str, str] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default
+
+
+def _what_to_do(key: int, error: str, settings: Settings) -> str:
+    """The one line the thread shows when a lock step is refused for good."""
+    what = {
+        TURN_PIN: "pin the prompt",
+        TURN_CROSSPOST: f"post this prompt to <#{settings.prompts_channel}>",
+        TURN_REPORT: "upload the session report",
+    }.get(key, "finish a step")
+    where = f"<#{settings.prompts_channel}>" if key == TURN_CROSSPOST else "this channel"
+    if error in ("not_in_channel", "method_not_supported_for_channel_type", "channel_not_found"):
+        gets = {
+            TURN_CROSSPOST: "prompts collected there",
+            TURN_REPORT: "the report here",
+        }.get(key, "prompts pinned here")
+        fix = f"Invite @Sora Copilot to {where} to get {gets}."
+    elif error == "is_archived":
+        fix = f"{where.capitalize()} is archived" + (
+            "; set PROMPTS_CHANNEL to another channel." if key == TURN_CROSSPOST else "."
+        )
+    elif error == "missing_scope":
+        fix = "The app lacks a permission; an admin can reinstall it from slack-manifest.yml."
+    else:
+        fix = "The prompt is locked and in the library either way."
+    return f":information_source: I could not {what} (`{escape(error)}`). {fix}"
+
+
+class _Interim:
+    """The message of one agent turn while the model writes it: best effort.
+
+    A placeholder is posted (tagged, and recorded in the post ledger), then
+    updated with the text so far at most once a second. Nothing here raises or
+    retries: a failure only means the final render (a step after the save)
+    posts or updates the message instead. `unknown` says a post may have gone
+    out without an answer, so the final render looks for its tag first.
     """
 
     def __init__(
@@ -483,51 +931,47 @@ class _TurnMessage:
         self.username = username
         self.icon = icon
         self.parts = dict(parts)  # part -> ts
-        self.streaming = False
+        self.unknown = False
         self.text = ""  # the raw message so far
-        self.streamed = ""  # escaped text already appended to the stream
-        self.last_append = 0.0
         self.shown: str | None = None  # text of the last interim update
 
     def metadata(self, part: int) -> dict[str, Any]:
         return message_metadata(self.session_id, self.turn, part)
 
-    async def open(self, session: Session) -> None:
-        """Start the message: a stream where possible, else a placeholder post."""
+    async def open(self) -> None:
+        """Post the placeholder, unless the channel's post limiter says to wait long."""
         s = self.surface
         channel = self.where.channel
-        if s.settings.slack_streaming == "auto" and channel not in s.no_stream:
-            o = session.origin
-            both = bool(o.user_id and o.team_id)  # Slack wants both, or neither (in a DM)
-            await s.state.ratelimit.wait(channel)
-            try:
-                response = await s.client.chat_startStream(
-                    channel=channel,
-                    thread_ts=self.where.ts,
-                    username=self.username,
-                    icon_emoji=self.icon,
-                    recipient_user_id=o.user_id if both else None,
-                    recipient_team_id=o.team_id if both else None,
-                )
-            except SlackApiError as e:
-                if transient(e):
-                    raise
-                log.info("chat streaming refused in %s (%s); updating messages there", channel, e)
-                s.no_stream.add(channel)
-            else:
-                self.parts[0] = str(response["ts"])
-                await s.state.posts.record(self.session_id, self.turn, 0, self.parts[0])
-                self.streaming = True
-                self.last_append = s.clock()
+        try:
+            delay = await s.state.ratelimit.acquire(channel)
+            if delay > INTERIM_WAIT_MAX_S:
                 return
-        ts = await s.post(
-            channel,
-            MessagePart(),
-            self.metadata(0),
-            thread_ts=self.where.ts,
-            username=self.username,
-            icon_emoji=self.icon,
-        )
+            if delay > 0:
+                await s.sleep(delay)
+                if await s.state.ratelimit.acquire(channel) > 0:
+                    return
+            response = await s.client.chat_postMessage(
+                channel=channel,
+                thread_ts=self.where.ts,
+                text=MessagePart().text,
+                metadata=self.metadata(0),
+                username=self.username,
+                icon_emoji=self.icon,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as e:
+            log.info("no placeholder for turn %s in %s: %s", self.turn, channel, e)
+            if int(e.response.status_code) == 429:
+                await s.state.ratelimit.hold(channel, retry_after_seconds_of(e.response.headers))
+            elif int(e.response.status_code) >= 500:
+                self.unknown = True
+            return
+        except CONNECTION_ERRORS as e:
+            log.info("placeholder for turn %s in %s: no answer: %r", self.turn, channel, e)
+            self.unknown = True
+            return
+        ts = str(response["ts"])
         self.parts[0] = ts
         await s.state.posts.record(self.session_id, self.turn, 0, ts)
         s.mark_updated(ts)  # a fresh post counts as the message's last change
@@ -539,19 +983,10 @@ class _TurnMessage:
         await self._push()
 
     async def reset(self) -> None:
-        # A repair call writes the message again. A stream cannot take text back,
-        # so it is stopped and the message is updated from here on.
-        self.text = ""
-        if self.streaming:
-            await self._stop_stream()
+        self.text = ""  # a repair call writes the message again
         await self._push()
 
-    # ---- showing progress (best effort) ------------------------------------------------
-
     async def _push(self) -> None:
-        if self.streaming:
-            await self._append()
-            return
         ts = self.parts.get(0)
         if ts is None or self.surface.update_wait(ts) > 0:
             return
@@ -561,123 +996,11 @@ class _TurnMessage:
         try:
             await self.surface.update(self.where.channel, ts, preview, self.metadata(0))
             self.shown = preview.text
-        except SlackApiError as e:
+        except SLACK_OR_CONNECTION as e:
             log.info("interim update of %s failed (the final one will show it): %s", ts, e)
 
-    async def _append(self) -> None:
-        s = self.surface
-        if s.clock() - self.last_append < STREAM_UPDATE_MIN_INTERVAL_S:
-            return
-        target = escape(self.text)
-        if len(target) > MARKDOWN_BLOCK_MAX_CHARS:
-            return  # longer than one message: the final step splits it
-        new = target[len(self.streamed) :]
-        if not new:
-            return
-        try:
-            await s.client.chat_appendStream(
-                channel=self.where.channel, ts=self.parts[0], markdown_text=new
-            )
-        except SlackApiError as e:
-            log.info("stream %s failed; updating it instead: %s", self.parts[0], e)
-            try:
-                await self._stop_stream()
-            except SlackApiError as stop_error:
-                log.info("cannot stop stream %s: %s", self.parts[0], stop_error)
-            return
-        self.streamed = target
-        self.last_append = s.clock()
-
-    async def _stop_stream(self) -> None:
-        """End the stream as it is, so the message can be updated from now on."""
-        self.streaming = False
-        try:
-            await self.surface.client.chat_stopStream(
-                channel=self.where.channel, ts=self.parts[0], metadata=self.metadata(0)
-            )
-        except SlackApiError as e:
-            if transient(e):
-                raise
-            log.info("stream %s was already over: %s", self.parts[0], e)
-
-    # ---- the end of the turn -----------------------------------------------------------
-
-    async def finish(self, parts: list[MessagePart]) -> None:
-        """Show the final turn: its text, split as needed, and its draft blocks."""
-        first = parts[0]
-        done = False
-        if self.streaming:
-            target = escape(self.text)
-            if target == first.body and target.startswith(self.streamed):
-                done = await self._complete_stream(first, target[len(self.streamed) :])
-            else:
-                await self._stop_stream()
-        if not done:
-            await self._put(0, first)
-        for k, part in enumerate(parts[1:], start=1):
-            await self._put(k, part)
-        for k in sorted(self.parts):
-            if k >= len(parts):
-                await self._delete(k)
-
-    async def _complete_stream(self, part: MessagePart, rest: str) -> bool:
-        """Stop the stream with the text not yet appended and the draft blocks."""
-        self.streaming = False
-        try:
-            await self.surface.client.chat_stopStream(
-                channel=self.where.channel,
-                ts=self.parts[0],
-                markdown_text=rest or None,
-                blocks=list(part.tail) or None,
-                metadata=self.metadata(0),
-            )
-        except SlackApiError as e:
-            if transient(e):
-                raise
-            log.info("stream %s ended early (%s); updating it instead", self.parts[0], e)
-            return False
-        return True
-
-    async def _put(self, k: int, part: MessagePart) -> None:
-        """Part `k` of the turn: update its message, or post it if there is none."""
-        s = self.surface
-        ts = self.parts.get(k)
-        if ts is not None:
-            try:
-                await s.update(self.where.channel, ts, part, self.metadata(k))
-                return
-            except SlackApiError as e:
-                if slack_error(e) != "message_not_found":
-                    raise
-                # Someone deleted it: post it again.
-        ts = await s.post(
-            self.where.channel,
-            part,
-            self.metadata(k),
-            thread_ts=self.where.ts,
-            username=self.username,
-            icon_emoji=self.icon,
-        )
-        self.parts[k] = ts
-        await s.state.posts.record(self.session_id, self.turn, k, ts)
-
-    async def _delete(self, k: int) -> None:
-        """An earlier attempt's part that the final text no longer needs."""
-        ts = self.parts.pop(k)
-        try:
-            await self.surface.client.chat_delete(channel=self.where.channel, ts=ts)
-        except SlackApiError as e:
-            if slack_error(e) != "message_not_found":
-                log.warning("cannot delete the extra part %s of turn %s: %s", ts, self.turn, e)
-
     async def abandon(self) -> None:
-        """The turn failed: end the stream and say so in its message (best effort)."""
+        """The turn failed: say so in its message (best effort)."""
         ts = self.parts.get(0)
-        if ts is None:
-            return
-        if self.streaming:
-            try:
-                await self._stop_stream()
-            except SlackApiError as e:
-                log.info("cannot stop stream %s: %s", ts, e)
-        await self.surface.mark_interrupted(self.session_id, self.where, self.turn, ts)
+        if ts is not None:
+            await self.surface.mark_interrupted(self.session_id, self.where, self.turn, ts)

@@ -55,6 +55,20 @@ Slack behaviours it imitates:
   ``message_not_in_streaming_state`` after the stream stopped or expired (Slack ends a stream
   about five minutes after it starts: ``stream_ttl``); the message's ``text`` is the
   concatenation of every ``markdown_text`` argument and ``markdown_text`` chunk.
+* the bot's membership of each channel (``seed_channel(bot_member=False)``): with
+  ``chat:write.public`` it posts in a public channel it has not joined, but history reads
+  (``conversations.replies``/``history``), ``pins.add`` and ``files.completeUploadExternal``
+  there answer ``not_in_channel`` until ``conversations.join`` (which a private channel refuses
+  with ``channel_not_found``/``method_not_supported_for_channel_type``, an archived one with
+  ``is_archived``; a repeat join warns ``already_in_channel``). A private channel the bot is not
+  in does not exist for it (``channel_not_found``); an archived one takes no posts. Sources:
+  docs.slack.dev reference pages of conversations.join, chat.postMessage (chat:write.public),
+  files.completeUploadExternal.
+* the HTTP verb of each call (slack_sdk sends read methods such as ``conversations.replies``,
+  ``conversations.history`` and ``chat.getPermalink`` as GET, with their arguments in the
+  query string): recorded in :attr:`Call.http_method`, and answered either way.
+* lost answers (:meth:`FakeSlack.lose_next`): the call is carried out, then its connection is
+  closed without an answer, so the caller cannot tell whether it happened.
 * the ``files_upload_v2`` flow: ``files.getUploadURLExternal`` hands out an upload URL on this
   server, the bytes are POSTed there (answer ``text/plain`` ``OK - <size>``), and
   ``files.completeUploadExternal`` shares the files into the channel or thread as one message.
@@ -73,8 +87,8 @@ What it does not imitate:
   app's request URL; tests sign and send those themselves. Socket Mode envelopes go out only
   when a test pushes them, and Slack's redelivery of unacknowledged envelopes and its
   periodic ``disconnect`` (refresh) are not imitated.
-* Scopes, channel membership of the bot, archived channels, Enterprise Grid, and Slack's
-  exact validation wording are not modelled; block validation checks only the limits above.
+* Scopes, Enterprise Grid, and Slack's exact validation wording are not modelled; block
+  validation checks only the limits above.
   Lengths are counted in Python characters.
 * It is stricter than Slack in one place on purpose: a ``thread_ts`` that names no message in
   the channel is refused with ``thread_not_found`` (Slack accepts it and the reply is lost
@@ -178,6 +192,10 @@ class SlackError(Exception):
         return body
 
 
+class _Lost(Exception):
+    """Raised after a call whose connection was dropped on purpose (lose_next)."""
+
+
 class _RateLimited(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__("ratelimited")
@@ -195,10 +213,14 @@ class Call:
     encoding: str = "none"  # "json", "form", "multipart", "query", "bytes" or "none"
     status: int = 200
     error: str | None = None  # the Slack error answered, if any
+    http_method: str = "POST"
+    lost: bool = False  # carried out, but its answer was never sent (see lose_next)
 
     def to_json(self) -> JSON:
         return {
             "method": self.method,
+            "http_method": self.http_method,
+            "lost": self.lost,
             "params": self.params,
             "time": self.time,
             "encoding": self.encoding,
@@ -224,6 +246,8 @@ class Channel:
     is_private: bool = False
     is_im: bool = False
     members: list[str] = field(default_factory=list)
+    bot_member: bool = True  # whether the bot has joined (conversations.join)
+    is_archived: bool = False
     messages: dict[str, JSON] = field(default_factory=dict)
     ephemerals: dict[str, list[JSON]] = field(default_factory=dict)
     pins: dict[str, JSON] = field(default_factory=dict)
@@ -240,12 +264,12 @@ class Channel:
             "is_im": self.is_im,
             "is_mpim": False,
             "is_private": self.is_private or self.is_im,
-            "is_archived": False,
+            "is_archived": self.is_archived,
             "is_general": False,
             "is_shared": False,
             "is_org_shared": False,
             "is_ext_shared": False,
-            "is_member": True,
+            "is_member": self.bot_member,
             "context_team_id": TEAM_ID,
             "topic": {"value": "", "creator": "", "last_set": 0},
             "purpose": {"value": "", "creator": "", "last_set": 0},
@@ -552,6 +576,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         "conversations.replies",
         "conversations.history",
         "conversations.info",
+        "conversations.join",
         "pins.add",
         "pins.list",
         "reactions.add",
@@ -606,6 +631,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         self.calls: list[Call] = []
         self.internal_errors: list[str] = []  # exceptions inside the fake itself (a fake bug)
         self._faults: dict[str, deque[Fault]] = {}
+        self._lost: dict[str, int] = {}
         self._rate_limit: int | None = None
         self._rate_methods: frozenset[str] = frozenset({"chat.postMessage"})
         self._rate_windows: dict[tuple[str, str], deque[float]] = {}
@@ -622,6 +648,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "conversations.info": self._conversations_info,
+            "conversations.join": self._conversations_join,
             "pins.add": self._pins_add,
             "pins.list": self._pins_list,
             "reactions.add": self._reactions_add,
@@ -683,11 +710,14 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         *,
         is_private: bool = False,
         members: Sequence[str] = (),
+        bot_member: bool = True,
+        is_archived: bool = False,
     ) -> str:
         """Create (or return) a channel and give its id. ``D…`` ids are DMs.
 
         If ``members`` is given, ``chat.postEphemeral`` to anyone else is refused with
-        ``user_not_in_channel``.
+        ``user_not_in_channel``. ``bot_member=False``: the bot has not joined it (see
+        :meth:`_require_member`); ``is_archived``: it takes no posts and no joins.
         """
         name = name.lstrip("#")
         existing = self._find_channel(id or name)
@@ -702,6 +732,8 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             is_private=is_private or channel_id.startswith("G"),
             is_im=channel_id.startswith("D"),
             members=list(members),
+            bot_member=bot_member,
+            is_archived=is_archived,
         )
         self._channels[channel_id] = channel
         return channel_id
@@ -860,8 +892,14 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         queue = self._faults.setdefault(method, deque())
         queue.extend(Fault(status=200, error=error) for _ in range(k))
 
+    def lose_next(self, method: str, k: int = 1) -> None:
+        """Carry out the next ``k`` calls of ``method``, then drop their connections
+        without an answer: the caller cannot tell whether the call happened."""
+        self._lost[method] = self._lost.get(method, 0) + k
+
     def clear_faults(self) -> None:
         self._faults.clear()
+        self._lost.clear()
 
     def set_rate_limit(
         self, per_second: int | None, methods: Iterable[str] = ("chat.postMessage",)
@@ -954,6 +992,8 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             return await handler(request)
         except web.HTTPException:
             raise
+        except _Lost:
+            return web.Response(status=200)  # never reaches the client: its connection is gone
         except Exception as exc:  # a bug in the fake: make it loud, never a silent 200
             self.internal_errors.append(f"{request.path}: {exc!r}")
             return web.Response(status=500, text=f"fake slack internal error: {exc!r}")
@@ -988,7 +1028,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         method = request.match_info["method"]
         auth = request.headers.get("Authorization", "")
         token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
-        call = Call(method=method, params={}, time=time.time())
+        call = Call(method=method, params={}, time=time.time(), http_method=request.method)
         self.calls.append(call)
         try:
             call.params, call.encoding = await self._read_params(request, method)
@@ -1025,6 +1065,12 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         except SlackError as err:
             body = err.body()
             call.error = err.error
+        if self._lost.get(method):
+            self._lost[method] -= 1
+            call.lost = True
+            if request.transport is not None:
+                request.transport.close()  # done, and the answer never arrives
+            raise _Lost()
         return web.json_response(body)
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
@@ -1321,6 +1367,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
 
     def _chat_post_message(self, params: JSON, token: str | None) -> JSON:
         ch = self._channel(_str_arg(params, "channel"))
+        self._require_postable(ch)
         content = self._message_content(params, required=True)
         thread_ts = _str_arg(params, "thread_ts")
         msg = self._bot_message(self._new_ts(), params)
@@ -1498,8 +1545,38 @@ class FakeSlack(_SlackTiers, LoopbackServer):
 
     # ------------------------------------------------------------------ methods: conversations
 
+    def _require_member(self, ch: Channel) -> None:
+        """Slack: reading history, pinning and sharing files need the bot in the channel
+        (``chat:write.public`` covers only posting in public channels). A private
+        channel the bot is not in does not exist for it."""
+        if ch.bot_member or ch.is_im:
+            return
+        raise SlackError("channel_not_found" if ch.is_private else "not_in_channel")
+
+    def _conversations_join(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel"))
+        if ch.is_im or ch.is_private:
+            if not ch.bot_member:
+                raise SlackError(
+                    "channel_not_found"
+                    if ch.is_private
+                    else "method_not_supported_for_channel_type"
+                )
+            raise SlackError("method_not_supported_for_channel_type")
+        if ch.is_archived:
+            raise SlackError("is_archived")
+        extra: JSON = {}
+        if ch.bot_member:
+            extra = {
+                "warning": "already_in_channel",
+                "response_metadata": {"warnings": ["already_in_channel"]},
+            }
+        ch.bot_member = True
+        return {"channel": ch.info(), **extra}
+
     def _conversations_replies(self, params: JSON, token: str | None) -> JSON:
         ch = self._channel(_str_arg(params, "channel"))
+        self._require_member(ch)
         ts = _required(params, "ts")
         thread = self._thread_messages(ch, ts)
         if not thread:
@@ -1516,6 +1593,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
 
     def _conversations_history(self, params: JSON, token: str | None) -> JSON:
         ch = self._channel(_str_arg(params, "channel"))
+        self._require_member(ch)
         metadata = _as_bool(params.get("include_all_metadata"))
         items = [
             m
@@ -1532,6 +1610,14 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "response_metadata": {"next_cursor": cursor},
         }
 
+    def _require_postable(self, ch: Channel) -> None:
+        """Posting: archived channels take nothing; a private channel the bot is not in
+        is invisible; a public one takes posts without joining (``chat:write.public``)."""
+        if ch.is_archived:
+            raise SlackError("is_archived")
+        if ch.is_private and not ch.bot_member:
+            raise SlackError("channel_not_found")
+
     def _conversations_info(self, params: JSON, token: str | None) -> JSON:
         ch = self._channel(_str_arg(params, "channel"))
         info = ch.info()
@@ -1543,6 +1629,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
 
     def _pins_add(self, params: JSON, token: str | None) -> JSON:
         ch = self._channel(_str_arg(params, "channel"))
+        self._require_member(ch)
         ts = _str_arg(params, "timestamp")
         if ts is None:
             raise SlackError("no_item_specified")
@@ -1841,6 +1928,8 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         if thread_ts is not None and not channel_ids:
             raise SlackError("invalid_arguments", "[ERROR] thread_ts requires channel_id")
         channels = [self._channel(c) for c in channel_ids]
+        for ch in channels:
+            self._require_member(ch)
         for f, entry in zip(files, entries, strict=True):
             f["_complete"] = True
             if entry.get("title"):
