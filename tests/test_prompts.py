@@ -17,8 +17,10 @@ from bot.dialogue.agents import (
 from bot.dialogue.engine import Engine, add_interjection
 from bot.dialogue.models import Session, SessionStatus
 from bot.dialogue.profiles import personas, resolve_persona, targets
+from tests.fakes.anthropic_server import MIN_CACHE_TOKENS, tokens
 from tests.support import ScriptedModel, copilot, draft_json, make_session, persona
 
+CACHED_MODELS = ("claude-sonnet-5", "claude-sonnet-5-5", "claude-opus-5-5")
 FREE_TEXT = ["a 1970s Italian horror director", "a pastry chef who hates fuss"]
 
 
@@ -30,6 +32,8 @@ def test_every_system_prompt_is_long_enough_to_be_cached_from_the_first_request(
     session = make_session(persona=who, target=target)
     for system in (copilot_system(session), persona_system(session)):
         assert len(system) >= MIN_CACHEABLE_SYSTEM_CHARS
+        # And by the fake API's own counting, above the largest minimum of the models we run.
+        assert tokens(system) >= max(MIN_CACHE_TOKENS[m] for m in CACHED_MODELS)
         # Nothing that changes during a session: no round number, no idea, no time.
         assert session.idea not in system and not re.search(r"Round \d", system)
 

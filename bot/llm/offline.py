@@ -850,6 +850,15 @@ def _persona(brief: dict[str, Any], hold: int | None) -> dict[str, Any]:
         "Nearly.",
     ]
     opener = openers[min(revisions, len(openers) - 1)]
+    answer = ""
+    if revisions == 0:
+        # The Copilot's opening asked what the viewer should feel and what to remember.
+        mood = _look(persona)["mood"]
+        things = [o for o in shot.idea.objects if shot.idea.head(o) not in _WEATHER]
+        keep = f"{shot.subject} with {things[-1]}" if things else shot.subject
+        answer = (
+            f" To your questions: they should feel {_clean(mood)}; the image to keep is {keep}."
+        )
     if unmet:
         ask = _BY_ID[unmet[0]].ask(shot, persona)
     elif polish_left:
@@ -857,6 +866,6 @@ def _persona(brief: dict[str, Any], hold: int | None) -> dict[str, Any]:
     else:
         ask = "Cut the clutter: three beats at most, each one a thing the camera can see."
     return {
-        "message": f"{opener} {ask}{replies}",
+        "message": f"{opener}{answer} {ask}{replies}",
         "verdict": {"decision": "revise", "version": None},
     }
