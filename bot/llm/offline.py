@@ -118,6 +118,14 @@ def _time_from_look(light: str) -> str:
     return "in the late afternoon"
 
 
+def _light_for(light: str, time: str) -> str:
+    """The persona's light, made possible at the idea's hour (no daylight at midnight)."""
+    night = re.search(r"night|midnight|evening|twilight|dusk|blue hour", time)
+    if night and re.search(r"daylight|sun|morning|high-key", light):
+        return "practical light from lamps and windows, soft and low"
+    return light
+
+
 def _look(persona: dict[str, Any]) -> dict[str, str]:
     look: dict[str, str] = dict(persona.get("look") or {})
     defaults = {
@@ -164,7 +172,7 @@ def _first_shot(brief: dict[str, Any]) -> Shot:
         style=look["style"],
         camera=look["camera"],
         lens=look["lens"],
-        light=look["light"],
+        light=_light_for(look["light"], time),
         palette=look["palette"],
         mood=look["mood"],
         sound=f"{look['sound']}; {sound_cue(idea)} as the scene settles",
@@ -286,8 +294,9 @@ def _detail(persona: dict[str, Any]) -> str:
 _DETAILS = [
     (r"horror|giallo|thriller", "a tap dripping in the background, every drop audible"),
     (r"chef|cook|baker|food", "flour on the knuckles"),
-    (r"director|film", "a practical lamp that flickers once"),
+    (r"weather|rain|storm|cloud", "rain streaking through the lamplight"),
     (r"anime|animat", "wind moving every strand of hair"),
+    (r"director|film", "a practical lamp that flickers once"),
     (r"fashion|designer", "a loose thread catching the light"),
     (r"sci-?fi|futur|space", "condensation on a visor"),
     (r"music|jazz|dj", "a foot keeping time"),
@@ -511,7 +520,8 @@ def _heard_needs(history: list[dict[str, str]]) -> tuple[list[str], list[dict[st
     notes: list[dict[str, str]] = []
     for h in history:
         if h["speaker"] == "persona":
-            low = h["text"].lower()
+            # Only the objection: the answers to the Copilot's questions ask for nothing.
+            low = re.sub(r"to your questions:[^.]*\.", "", h["text"].lower())
             for n in NEEDS:
                 if re.search(n.heard, low) and n.id not in ids:
                     ids.append(n.id)
@@ -760,8 +770,8 @@ def _copilot(brief: dict[str, Any]) -> dict[str, Any]:
     if latest is None:
         greet = f"{persona['display_name'].split()[0]}, " if persona.get("name") != "custom" else ""
         obj = idea.objects[0] if idea.objects else "that moment"
-        message = (
-            f"{_cap(greet)}here is a first pass at {idea.subject} in {shot.place}. Two "
+        message = _cap(
+            f"{greet}here is a first pass at {idea.subject} in {shot.place}. Two "
             f"questions before we polish: what should the viewer feel when {obj} first "
             f"appears, and which single image should they remember? I started with "
             f"{_clean(shot.camera)} and {_clean(shot.light)}."
