@@ -3,9 +3,11 @@
 Runs one 6-round session per shipped target (13 turns: the persona revises until the round
 limit) through the real client and engine, configured as the app is (`Settings()` defaults:
 effort, thinking, output budget), against the fake Anthropic API with each model's minimum
-cacheable prompt modelled. Replies come from the fake's schema-only model, with strings of
-`--text-chars` characters (600 makes a Copilot reply about 1,600 tokens, as real ones are).
-The fake counts four characters a token.
+cacheable prompt modelled. Replies come from the fake's schema-only model with strings of
+typical lengths (a message of 800 characters, a prompt of 1,200, a 40-character title,
+150 for each other part: a Copilot reply of about 1,000 tokens), or with `--text-chars N`
+every string N characters long (600 makes a Copilot reply of about 1,600 tokens, the size
+of the longest replies). The fake counts four characters a token.
 
 Prints, per target: the share of input tokens read from the cache, whether each agent's first
 request already wrote the cache, input tokens per locked prompt, and the estimated cost on the
@@ -28,6 +30,8 @@ from bot.llm.prices import estimate_cost
 from tests.fakes.anthropic_server import FakeAnthropic, min_cache_tokens_for
 
 TARGET_SHARE = 0.80
+TYPICAL_TEXT_CHARS = 150
+TYPICAL_FIELD_CHARS = {"message": 800, "prompt_text": 1200, "title": 40}
 
 
 def _prompt_tokens(u: Usage) -> int:
@@ -84,13 +88,18 @@ async def _session(fake: FakeAnthropic, model: str, target: str) -> dict[str, An
     }
 
 
-async def main(model: str, text_chars: int) -> None:
+async def main(model: str, text_chars: int | None) -> None:
     async with FakeAnthropic() as fake:  # per-model minimum cacheable prompt: on
-        fake.filler.text_chars = text_chars
+        if text_chars is None:
+            fake.filler.text_chars = TYPICAL_TEXT_CHARS
+            fake.filler.field_chars = dict(TYPICAL_FIELD_CHARS)
+        else:
+            fake.filler.text_chars = text_chars
         rows = [await _session(fake, model, name) for name in sorted(targets())]
+    strings = "typical" if text_chars is None else f"{text_chars}-character"
     print(
         f"model {model} (minimum cacheable prompt {min_cache_tokens_for(model)} tokens), "
-        f"strings of {text_chars} characters, 6 rounds"
+        f"{strings} strings, 6 rounds"
     )
     for r in rows:
         first = ", ".join(
@@ -115,7 +124,7 @@ async def main(model: str, text_chars: int) -> None:
             {
                 "bench": "cache",
                 "model": model,
-                "text_chars": text_chars,
+                "strings": strings,
                 "cache_read_share": round(share, 4),
                 "target": TARGET_SHARE,
                 "sessions": rows,
@@ -127,6 +136,6 @@ async def main(model: str, text_chars: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.cache", description=__doc__)
     parser.add_argument("--model", default=Settings(_env_file=None).anthropic_model)  # type: ignore[call-arg]
-    parser.add_argument("--text-chars", type=int, default=600)
+    parser.add_argument("--text-chars", type=int, default=None)
     args = parser.parse_args()
     asyncio.run(main(args.model, args.text_chars))

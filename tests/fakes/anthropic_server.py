@@ -363,13 +363,14 @@ class SchemaFiller:
     """Fills a schema the way a model that reads only the schema would.
 
     The first enum value, the first anyOf branch, and for strings arbitrary text that differs
-    from call to call, as long as `text_chars` unless the schema's description gives length
-    limits; arrays hold `minItems` items (at least one). It never reads the system prompt or
-    the conversation.
+    from call to call, as long as `text_chars` (or `field_chars[name]` for a property of that
+    name) unless the schema's description gives length limits; arrays hold `minItems` items
+    (at least one). It never reads the system prompt or the conversation.
     """
 
-    def __init__(self, text_chars: int = 60) -> None:
+    def __init__(self, text_chars: int = 60, field_chars: dict[str, int] | None = None) -> None:
         self.text_chars = text_chars
+        self.field_chars = dict(field_chars or {})
         self.calls = 0
 
     def __call__(self, body: JSON) -> str:
@@ -381,9 +382,11 @@ class SchemaFiller:
 
     def text(self, schema: JSON, path: str) -> str:
         hints = _length_hints(schema)
+        name = path.rsplit(".", 1)[-1].split("[", 1)[0]
+        wanted = self.field_chars.get(name, self.text_chars)
         low = hints.get("minLength", 1)
-        high = hints.get("maxLength", max(self.text_chars, low))
-        length = min(max(self.text_chars, low), high)
+        high = hints.get("maxLength", max(wanted, low))
+        length = min(max(wanted, low), high)
         seed = f"{path} {self.calls}: arbitrary words that fill the schema. "
         return (seed * (length // len(seed) + 1))[:length].strip().ljust(length, ".")
 
