@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 from collections.abc import AsyncIterator
 from typing import Any, get_args
@@ -86,6 +87,31 @@ async def test_a_schema_only_model_locks_a_six_round_session_without_a_repair_ca
         assert d.size in profile.sizes and d.duration_seconds in profile.durations
         assert profile.prompt_min_chars <= len(d.prompt_text) <= profile.prompt_max_chars
     assert session.locked is not None and session.locked.draft == session.drafts[-1]
+
+
+@pytest.mark.parametrize("target", sorted(targets()))
+async def test_each_agents_request_is_its_previous_one_plus_new_turns_and_reads_it_from_cache(
+    fake: FakeAnthropic, target: str
+) -> None:
+    session = make_session(target=target, max_rounds=6)
+    engine = make_engine(claude(fake), settings())
+    while session.status == SessionStatus.RUNNING:
+        await engine.take_turn(session)
+    by_agent: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+    for body, turn in zip(fake.requests, session.turns, strict=True):
+        by_agent.setdefault(turn.speaker.value, []).append((body, turn.usage))
+    for agent, calls in by_agent.items():
+        for (before, _), (after, usage) in itertools.pairwise(calls):
+            assert after["system"] == before["system"], agent
+            assert after["output_config"] == before["output_config"], agent
+            n = len(before["messages"])
+            assert after["messages"][: n - 1] == before["messages"][: n - 1], agent
+            texts = [b["text"] for b in after["messages"][n - 1]["content"]]
+            assert texts == [b["text"] for b in before["messages"][n - 1]["content"]], agent
+            # Everything the previous request sent is read from the cache now.
+            assert usage.cache_read_tokens >= sum(
+                len(b["text"]) // 4 for m in before["messages"] for b in m["content"]
+            ), agent
 
 
 def test_every_shipped_target_gets_a_schema_the_api_accepts_with_its_legal_values() -> None:

@@ -426,8 +426,8 @@ sound if it makes none.
 - The last round is different: if you ask for changes then, the Copilot's next draft is
   locked as final without your review. So in the last round name everything that must still
   change, or approve the latest draft.
-- You see older drafts as their prompt text only, and the latest draft in full, with its
-  parameters and parts.
+- You see each draft in full, with its parameters and parts, in the message where it
+  arrives.
 - Keep messages under 150 words.
 
 # How to judge a draft
@@ -519,9 +519,9 @@ def _render_other(t: Turn, session: Session) -> str:
     if t.speaker == Speaker.COPILOT:
         text = f"{COPILOT_NAME}:\n{t.text}"
         if t.draft is not None:
-            latest = session.latest_draft
-            full = latest is not None and t.draft.version == latest.version
-            text += "\n\n" + render_draft(t.draft, session.target, full=full)
+            # In full, as it was the latest when it arrived: a message never changes once
+            # sent, so each request stays its previous one plus new turns (prompt cache).
+            text += "\n\n" + render_draft(t.draft, session.target, full=True)
         return text
     return f"{session.persona.display_name}:\n{t.text}"
 
