@@ -71,14 +71,20 @@ def repair_calls(fake: FakeAnthropic) -> int:
 # ---- the schema-only model --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", sorted(targets()))
-async def test_a_schema_only_model_locks_a_six_round_session_without_a_repair_call(
-    fake: FakeAnthropic, target: str
-) -> None:
+async def schema_only_session(fake: FakeAnthropic, target: str) -> Session:
+    """A 6-round session on `target`, each turn answered by the fake's schema-only model."""
     session = make_session(target=target, max_rounds=6)
     engine = make_engine(claude(fake), settings())
     while session.status == SessionStatus.RUNNING:
         await engine.take_turn(session)
+    return session
+
+
+@pytest.mark.parametrize("target", sorted(targets()))
+async def test_a_schema_only_model_locks_a_six_round_session_without_a_repair_call(
+    fake: FakeAnthropic, target: str
+) -> None:
+    session = await schema_only_session(fake, target)
     assert session.status == SessionStatus.LOCKED, session.error
     assert repair_calls(fake) == 0
     assert len(fake.requests) == len(session.turns)  # one call per turn, nothing repeated
@@ -93,10 +99,7 @@ async def test_a_schema_only_model_locks_a_six_round_session_without_a_repair_ca
 async def test_each_agents_request_is_its_previous_one_plus_new_turns_and_reads_it_from_cache(
     fake: FakeAnthropic, target: str
 ) -> None:
-    session = make_session(target=target, max_rounds=6)
-    engine = make_engine(claude(fake), settings())
-    while session.status == SessionStatus.RUNNING:
-        await engine.take_turn(session)
+    session = await schema_only_session(fake, target)
     by_agent: dict[str, list[tuple[dict[str, Any], Any]]] = {}
     for body, turn in zip(fake.requests, session.turns, strict=True):
         by_agent.setdefault(turn.speaker.value, []).append((body, turn.usage))
