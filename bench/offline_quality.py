@@ -76,6 +76,10 @@ async def main(target: str, rounds: int) -> None:
     last = [not check_draft(d, resolve_target(target)) for d in finals]
     rows = [
         ("locked", f"{len(finals)} of {len(sessions)}"),
+        (
+            "approved by the persona",
+            str(sum(1 for s in sessions if s.locked and s.locked.reason == "approved")),
+        ),
         ("distinct locked prompts", str(len({d.prompt_text for d in finals}))),
         ("median prompt length", f"{statistics.median(lengths):.0f} characters"),
         (

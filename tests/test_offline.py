@@ -131,9 +131,11 @@ async def test_an_interjection_is_taken_up_in_the_next_draft() -> None:
 
 @pytest.mark.parametrize("target", sorted(targets()))
 async def test_every_shipped_target_locks_a_draft_that_passes_its_check(target: str) -> None:
-    for who in ("director", "brand"):
+    for who in ("director", "brand", "a pastry chef who hates fuss"):
         session = await run(next(iter(IDEAS)), who, target=target)
         assert session.locked is not None, (target, who)
+        # Every objection was answered with a new draft until the persona approved.
+        assert session.locked.reason == LockReason.APPROVED, (target, who)
         d = session.locked.draft
         t = session.target
         assert check_draft(d, t) == [], (target, who, d.prompt_text)

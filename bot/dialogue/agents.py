@@ -636,14 +636,6 @@ def build_request(session: Session, *, max_tokens: int) -> ModelRequest:
         "round": session.next_round,
         "max_rounds": session.max_rounds,
         "latest_draft": latest.model_dump() if latest else None,
-        "latest_findings": (
-            [
-                {"code": f.code, "message": f.message}
-                for f in checks.check_draft(latest, session.target)
-            ]
-            if latest
-            else []
-        ),
         "pushed_back": session.persona_pushed_back,
         "persona_revisions": revisions,
         "heard": heard,

@@ -481,14 +481,21 @@ NEEDS: list[Need] = [
 _BY_ID = {n.id: n for n in NEEDS}
 
 
-def persona_needs(persona: dict[str, Any]) -> list[Need]:
-    """The needs behind a persona's must-haves, in their order, one per must-have."""
+# Needs a target cannot meet: a persona does not ask a silent model for a sound cue.
+_SILENT_NEEDS = frozenset({"sound_cue"})
+
+
+def persona_needs(persona: dict[str, Any], target: dict[str, Any]) -> list[Need]:
+    """The needs behind a persona's must-haves, in their order, one per must-have, minus
+    those the target cannot meet."""
     out: list[Need] = []
     for must in persona.get("must_haves", []):
         for n in NEEDS:
             if re.search(n.must_have, must, re.I) and n not in out:
                 out.append(n)
                 break
+    if target.get("audio", "none") == "none":
+        out = [n for n in out if n.id not in _SILENT_NEEDS]
     return out
 
 
@@ -608,7 +615,7 @@ def current_shot(brief: dict[str, Any]) -> tuple[Shot, list[str], list[str]]:
             if longer:
                 shot.duration = min(longer)
             changes.append(f"{shot.duration} seconds")
-    if any(n.id == "vertical" for n in persona_needs(persona)) and "vertical" in ids:
+    if "vertical" in ids:
         vertical = [z for z in brief["target"]["sizes"] if _VERTICAL.match(z)]
         if vertical:
             shot.size = vertical[0]
@@ -690,6 +697,8 @@ def render(shot: Shot, target: dict[str, Any]) -> str:
                 f"The camera: {_clean(shot.camera)}, {_clean(shot.lens)}.",
                 f"{_cap(shot.place)} {shot.time}, {_clean(shot.light)}, {_clean(shot.palette)}.",
                 " ".join(f"{_cap(b)}." for b in beats if b != (beats[1] if len(beats) > 1 else "")),
+                *(f"{_cap(d)}." for d in details),
+                *([f"{_cap(shot.composition)}."] if shot.composition else []),
                 f"{_cap(_clean(shot.style))}.",
                 *(f"{_cap(p)}." for p in positives),
             ]
@@ -820,7 +829,8 @@ def _unmet(brief: dict[str, Any], draft: dict[str, Any]) -> list[str]:
     """The persona's needs the draft's prompt does not meet yet, in must-have order."""
     low = draft["prompt_text"].lower()
     persona = brief["persona"]
-    return [n.id for n in persona_needs(persona) if not n.met(low, draft, persona)]
+    needs = persona_needs(persona, brief["target"])
+    return [n.id for n in needs if not n.met(low, draft, persona)]
 
 
 def _persona(brief: dict[str, Any], hold: int | None) -> dict[str, Any]:
