@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     max_running_per_user: int = Field(3, ge=1)
     max_running_per_team: int = Field(50, ge=1)
     max_running_per_channel: int = Field(10, ge=1)
+    # chat.update calls a minute for the whole workspace, shared by every worker (Slack's
+    # Tier 3 is about 50); turns' interim updates use what must-land updates leave.
+    slack_updates_per_minute: int = Field(40, ge=2)
     # Turns stream with Slack's chat streaming where it works ("auto"), or always
     # post-then-update ("update").
     slack_streaming: Literal["auto", "update"] = "auto"

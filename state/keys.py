@@ -157,6 +157,10 @@ class Keys:
         """Sorted set: one member per chat.update in the last minute, scored by its time (µs)."""
         return self._k("updates", "budget", team)
 
+    def update_budget_waiting(self, team: str) -> str:
+        """String, expiring: set while a must-land chat.update waits for the budget."""
+        return self._k("updates", "waiting", team)
+
     def streaming(self, team: str) -> str:
         """Sorted set: turns being written right now, scored by when their claim lapses (µs)."""
         return self._k("updates", "streaming", team)

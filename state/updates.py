@@ -3,9 +3,9 @@
 Slack rates `chat.update` at Tier 3: about 50 calls a minute per method, per
 app, per workspace (api.slack.com/apis/rate-limits), whatever the number of
 workers. So the budget lives in Redis: a sliding window of the calls made in
-the last 60 s (Redis's own clock, `TIME` inside the scripts), so that no
-60-second window ever holds more than `per_minute` calls, not even at a burst's
-start.
+the last minute (Redis's own clock, `TIME` inside the scripts, and a margin
+for the time a request takes to reach Slack), so that no 60-second window ever
+holds more than `per_minute` calls, not even at a burst's start.
 
 Two kinds of call draw from it:
 
@@ -13,7 +13,8 @@ Two kinds of call draw from it:
   never waits, and they may use only the budget's first `per_minute - reserve`
   calls of any window, so the last `reserve` stay free for what must land.
 - Everything else (a turn's final render, the root's status) must land:
-  `wait_for` waits for a free call of the whole budget.
+  `wait_for` waits for a free call of the whole budget, and while it waits no
+  interim update takes one, on any worker: what must land goes first.
 
 `streaming` counts the turns being written at once across the workspace, so
 each can stretch the interval of its interim updates (`interval`) and the
@@ -32,24 +33,35 @@ from state.keys import Keys
 
 Sleep = Callable[[float], Awaitable[object]]
 
-WINDOW_US = 60_000_000
+# Slack counts its minute when a request arrives, and a request arrives a little after
+# its call was taken here (more so on a busy machine): the window is longer than a
+# minute by that margin, so late arrivals never crowd one of Slack's minutes.
+WINDOW_US = 62_000_000
 DEFAULT_PER_MINUTE = 40  # under Tier 3's ~50, for other apps' nothing and Slack's "50+"
 MIN_INTERVAL_S = 1.0  # a message is updated at most once a second, however idle the budget
 
-# KEYS: window. ARGV: member, limit. Returns 0 when a call was taken, else the µs
-# until the oldest call in the window leaves it (taking nothing).
+# KEYS: window, must-land waiting flag. ARGV: member, limit, '1' for a must-land call,
+# window µs.
+# Returns 0 when a call was taken, else the µs until the oldest call in the window
+# leaves it (taking nothing). While a must-land call waits (the flag is set), interim
+# calls take nothing: what must land goes first, on every worker.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000000)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]))
+local must = ARGV[3] == '1'
+if (must or redis.call('EXISTS', KEYS[2]) == 0)
+   and redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], now, ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], 61000)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4]) / 1000) + 1000)
+  if must then redis.call('DEL', KEYS[2]) end
   return 0
 end
+local wait = 1000000
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local wait = tonumber(oldest[2]) + 60000000 - now
+if oldest[2] then wait = tonumber(oldest[2]) + tonumber(ARGV[4]) - now end
 if wait < 1 then wait = 1 end
+if must then redis.call('SET', KEYS[2], '1', 'PX', math.ceil(wait / 1000) + 1000) end
 return wait
 """
 
@@ -93,15 +105,19 @@ class UpdateBudget:
         self._take = redis.register_script(_TAKE)
         self._streaming = redis.register_script(_STREAMING)
 
-    async def _try(self, team: str, limit: int) -> float:
+    async def _try(self, team: str, limit: int, *, must: bool) -> float:
         wait_us = await self._take(
-            keys=[self._keys.update_budget(team)], args=[secrets.token_hex(8), limit]
+            keys=[self._keys.update_budget(team), self._keys.update_budget_waiting(team)],
+            args=[secrets.token_hex(8), limit, "1" if must else "0", WINDOW_US],
         )
         return int(wait_us) / 1_000_000
 
     async def take(self, team: str) -> bool:
-        """An interim update's call, if the budget has one to spare now. Never waits."""
-        return await self._try(team, self.per_minute - self.reserve) == 0
+        """An interim update's call, if the budget has one to spare now. Never waits.
+
+        None while a must-land update waits for one, nor from the last `reserve`.
+        """
+        return await self._try(team, self.per_minute - self.reserve, must=False) == 0
 
     async def wait_for(self, team: str) -> float:
         """A call for an update that must land: waits until the window has room.
@@ -109,7 +125,7 @@ class UpdateBudget:
         Returns the seconds waited. Call it outside any model stream.
         """
         waited = 0.0
-        while (delay := await self._try(team, self.per_minute)) > 0:
+        while (delay := await self._try(team, self.per_minute, must=True)) > 0:
             await self._sleep(delay)
             waited += delay
         return waited

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from state import State
-from state.updates import UpdateBudget
+from state.updates import WINDOW_US, UpdateBudget
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 
 
@@ -34,7 +34,7 @@ async def test_a_must_land_update_waits_for_the_minute_to_have_room(state: State
         await budget.wait_for("T1")
     assert await budget.wait_for("T1") > 0
     [wait] = slept
-    assert 0 < wait <= 60
+    assert 0 < wait <= WINDOW_US / 1_000_000
 
 
 async def test_concurrent_takers_never_exceed_the_budget(real_state: State) -> None:
@@ -56,3 +56,23 @@ async def test_the_interval_stretches_with_the_turns_streaming_at_once(state: St
 def test_a_budget_with_no_room_for_interim_updates_is_refused(state: State) -> None:
     with pytest.raises(ValueError):
         UpdateBudget(state.redis, state.keys, per_minute=4, reserve=4)
+
+
+async def test_while_a_must_land_update_waits_no_interim_update_takes_a_call(
+    state: State,
+) -> None:
+    waited: list[float] = []
+
+    async def meanwhile(seconds: float) -> None:
+        waited.append(seconds)
+        # A minute later the window is empty again, but the must-land call goes first.
+        await state.redis.delete(state.keys.update_budget("T1"))
+        assert not await budget.take("T1")
+
+    budget = UpdateBudget(state.redis, state.keys, per_minute=4, reserve=1, sleep=meanwhile)
+    for _ in range(4):
+        await budget.wait_for("T1")
+    assert not await budget.take("T1")
+    await budget.wait_for("T1")
+    assert waited
+    assert await budget.take("T1")  # it landed: interim updates go on

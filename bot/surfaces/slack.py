@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -76,6 +77,7 @@ from bot.slack.client import retry_after_seconds_of
 from bot.slack.people import People
 from bot.surfaces.base import waiting_notice
 from state import State
+from state.updates import MIN_INTERVAL_S, UpdateBudget
 
 log = logging.getLogger("sora.slack")
 
@@ -93,6 +95,11 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 # The interim placeholder waits this long at most for the channel's post limiter.
 INTERIM_WAIT_MAX_S = 2.0
+# The chat.update budget's key: one bot token, one workspace.
+WORKSPACE = "workspace"
+# A turn counts as being written for this long after its last interim update (renewed
+# while it is), so a worker that dies stops counting soon after.
+STREAM_CLAIM_S = 60.0
 
 # Ledger "turns" of this module's own records (see bot.slack.blocks for the others).
 TURN_PIN = -6  # part 0: the pinned message's ts
@@ -121,6 +128,8 @@ PERMANENT = frozenset(
 # Connection-level failures: the request may or may not have been carried out.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError, OSError)
 SLACK_OR_CONNECTION: tuple[type[Exception], ...] = (SlackApiError, *CONNECTION_ERRORS)
+# What may go wrong with a best-effort interim update: it is then skipped.
+INTERIM_ERRORS: tuple[type[Exception], ...] = (*SLACK_OR_CONNECTION, RedisError)
 
 
 def slack_error(e: SlackApiError) -> str:
@@ -196,6 +205,11 @@ class SlackSurface:
         self.people = people or People(client)
         self._live: dict[str, _Interim] = {}  # session id -> the turn being written
         self._updated: dict[str, float] = {}  # message ts -> clock of its last chat.update
+        # Slack's Tier 3: chat.update calls a minute for the whole workspace (this app's one
+        # bot token), shared by every worker through Redis.
+        self.budget = UpdateBudget(
+            state.redis, state.keys, per_minute=settings.slack_updates_per_minute, sleep=sleep
+        )
 
     # ---- while the model writes: best effort, outside the outbox ------------------------
 
@@ -245,6 +259,7 @@ class SlackSurface:
         live = self._live.get(session.id)
         if live is not None and live.turn == number:
             self._live.pop(session.id, None)
+            await live.close()
         else:
             live = None
         parts = dict(live.parts) if live is not None else {}
@@ -491,10 +506,16 @@ class SlackSurface:
         part: MessagePart,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        """Update a message, waiting first if it was updated less than a second ago."""
+        """Update a message that must show this (a final render, the root's status).
+
+        Waits first if it was updated less than a second ago, then for a call of the
+        workspace's chat.update budget (`state.updates`), so that every worker
+        together stays within Slack's Tier 3.
+        """
         wait = self.update_wait(ts)
         if wait > 0:
             await self.sleep(wait)
+        await self.budget.wait_for(WORKSPACE)
         await self.client.chat_update(
             channel=channel, ts=ts, text=part.text, blocks=part.blocks, metadata=metadata
         )
@@ -907,10 +928,18 @@ class _Interim:
     """The message of one agent turn while the model writes it: best effort.
 
     A placeholder is posted (tagged, and recorded in the post ledger), then
-    updated with the text so far at most once a second. Nothing here raises or
-    retries: a failure only means the final render (a step after the save)
-    posts or updates the message instead. `unknown` says a post may have gone
-    out without an answer, so the final render looks for its tag first.
+    updated with the text so far, so that every member of the channel sees
+    the turn grow (Slack's chat streaming is live only for one recipient in a
+    channel, and carries no metadata tag). Each update draws from the
+    workspace's chat.update budget (`state.updates`) and comes at most every
+    `budget.interval(n)` seconds, n being the turns written at once in the
+    workspace: one turn alone updates every second, twenty share the budget.
+    Nothing here raises, waits on Slack or retries: no call left means the
+    update is skipped, and a 429 skips it too (the worker's client does not
+    retry 429s), so reading the model's stream never stalls. A failure only
+    means the final render (a step after the save) posts or updates the
+    message instead. `unknown` says a post may have gone out without an
+    answer, so the final render looks for its tag first.
     """
 
     def __init__(
@@ -934,6 +963,12 @@ class _Interim:
         self.unknown = False
         self.text = ""  # the raw message so far
         self.shown: str | None = None  # text of the last interim update
+        self.next_try = 0.0  # clock before which no interim update is tried
+        self.counted = False  # whether this turn counts among the workspace's streams
+
+    @property
+    def key(self) -> str:
+        return f"{self.session_id}:{self.turn}"
 
     def metadata(self, part: int) -> dict[str, Any]:
         return message_metadata(self.session_id, self.turn, part)
@@ -987,20 +1022,46 @@ class _Interim:
         await self._push()
 
     async def _push(self) -> None:
+        s = self.surface
         ts = self.parts.get(0)
-        if ts is None or self.surface.update_wait(ts) > 0:
+        now = s.clock()
+        if ts is None or now < self.next_try or s.update_wait(ts) > 0:
             return
         preview = preview_part(self.text)
         if preview.text == self.shown:
             return
+        budget = s.budget
+        self.next_try = now + MIN_INTERVAL_S  # no other attempt while this one runs
         try:
-            await self.surface.update(self.where.channel, ts, preview, self.metadata(0))
+            streams = await budget.streaming(WORKSPACE, self.key, for_s=STREAM_CLAIM_S)
+            self.counted = True
+            self.next_try = now + budget.interval(streams)
+            if not await budget.take(WORKSPACE):
+                return  # the workspace's budget is spent for now: skip this one
+            await s.client.chat_update(
+                channel=self.where.channel,
+                ts=ts,
+                text=preview.text,
+                blocks=preview.blocks,
+                metadata=self.metadata(0),
+            )
+            s.mark_updated(ts)
             self.shown = preview.text
-        except SLACK_OR_CONNECTION as e:
-            log.info("interim update of %s failed (the final one will show it): %s", ts, e)
+        except INTERIM_ERRORS as e:
+            log.info("interim update of %s skipped (the final one will show it): %s", ts, e)
+
+    async def close(self) -> None:
+        """The turn is no longer being written: stop counting it among the streams."""
+        if self.counted:
+            self.counted = False
+            try:
+                await self.surface.budget.done_streaming(WORKSPACE, self.key)
+            except RedisError as e:  # its claim lapses by itself
+                log.info("turn %s: cannot stop counting its stream: %s", self.key, e)
 
     async def abandon(self) -> None:
         """The turn failed: say so in its message (best effort)."""
+        await self.close()
         ts = self.parts.get(0)
         if ts is not None:
             await self.surface.mark_interrupted(self.session_id, self.where, self.turn, ts)
