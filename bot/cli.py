@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import os
 import re
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -36,7 +37,7 @@ from bot.sessions import BadInput, new_session
 from bot.surfaces.base import Surface
 from bot.surfaces.keyboard import Keyboard
 from bot.surfaces.recording import RecordingSurface
-from bot.surfaces.terminal import PlainSurface, RichSurface, rounds_phrase
+from bot.surfaces.terminal import Output, PlainSurface, RichSurface, rounds_phrase
 from bot.worker import Worker, WorkerConfig
 from state import (
     EMBEDDED_NOTICE,
@@ -155,13 +156,13 @@ def _quiet_logging() -> None:
 TerminalSurface = PlainSurface | RichSurface
 
 
-def make_surface(*, resumable: bool, interactive: bool) -> TerminalSurface:
+def make_surface(out: Output, *, resumable: bool, interactive: bool) -> TerminalSurface:
     """Rich output for a person at a terminal; plain text for pipes, files and dumb terminals."""
-    if sys.stdout.isatty():
-        console = Console(file=sys.stdout, highlight=False)
+    if out.isatty():
+        console = Console(file=cast(TextIO, out), highlight=False)
         if console.is_terminal and not console.is_dumb_terminal:
             return RichSurface(console, resumable=resumable, interactive=interactive)
-    return PlainSurface(sys.stdout, resumable=resumable)
+    return PlainSurface(cast(TextIO, out), resumable=resumable)
 
 
 def _stdin_is_terminal() -> bool:
@@ -252,7 +253,9 @@ async def attend(
     """Show `session` in this terminal until it ends, take interjections, write the report."""
     interactive = _stdin_is_terminal()
     resumable = not is_embedded(state.redis)
-    surface = make_surface(resumable=resumable, interactive=interactive)
+    interrupted = asyncio.Event()
+    out = Output(sys.stdout, on_gone=interrupted.set)  # `| head` ends the session too
+    surface = make_surface(out, resumable=resumable, interactive=interactive)
     author = _user_name()
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
@@ -275,7 +278,6 @@ async def attend(
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    interrupted = asyncio.Event()
     signals = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -296,7 +298,8 @@ async def attend(
         if isinstance(surface, RichSurface):
             surface.interactive = keyboard is not None
         surface.note(
-            f"Session {session.id}{' (offline)' if offline else ''}: "
+            f"{'Session' if fresh else 'Resuming session'} {session.id}"
+            f"{' (offline)' if offline else ''}: "
             f"{session.persona.display_name} and the Sora Copilot, target {session.target.name}, "
             f"{rounds_phrase(session.max_rounds)}."
         )
@@ -323,11 +326,14 @@ async def attend(
     except OSError as e:
         sys.stderr.write(f"sora-copilot: could not write the report to {out_dir}: {e}\n")
         return EXIT_INTERRUPTED if was_interrupted else EXIT_NOT_LOCKED
+    if out.gone:
+        sys.stderr.write(f"Stopped: the output was closed. Report: {md}\n")
+        return EXIT_NOT_LOCKED
     if was_interrupted:
         sys.stderr.write(f"\nStopped. Report: {md}\n")
         return EXIT_INTERRUPTED
-    sys.stdout.write(f"\nReport: {md}\nJSON:   {js}\n")
-    sys.stdout.flush()
+    out.write(f"\nReport: {md}\nJSON:   {js}\n")
+    out.flush()
     if session.status == SessionStatus.LOCKED:
         return EXIT_OK
     # The surface has shown why (once); this line is for scripts reading stderr.
@@ -616,11 +622,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Started with stdout or stderr closed (`>&-`): write to nowhere rather than crash.
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
     # Reports and streamed text are UTF-8 whatever the terminal's locale says.
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(encoding="utf-8")
+    sys.stderr = cast(TextIO, Output(sys.stderr))  # `2>/dev/full` costs messages, not a crash
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()

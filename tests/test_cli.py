@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -225,3 +226,60 @@ def test_resume_without_redis_says_why(tmp_path: Path) -> None:
     p = cli("resume", "3f9c0a1b2d4e5f60", tmp_path=tmp_path)
     assert p.returncode == 2
     assert "resume needs REDIS_URL" in p.stderr.decode()
+
+
+# ---- output that goes away ----------------------------------------------------------------
+
+
+def _cli_process(*args: str, cwd: Path, **kw: object) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "REDIS_URL"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=cwd,
+        env=env,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def test_a_reader_that_goes_away_stops_the_session_with_a_report(tmp_path: Path) -> None:
+    # `sora-copilot run … | head -1`: paced, so the session is still writing when the pipe closes.
+    p = _cli_process(
+        "run",
+        "A fox",
+        "--pace",
+        "300",
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.readline().startswith(b"Session ")
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 1, err
+    assert "Stopped: the output was closed. Report: out/session-" in err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    [data] = list((tmp_path / "out").glob("session-*.json"))
+    assert json.loads(data.read_text("utf-8"))["session"]["status"] == "stopped"
+
+
+@pytest.mark.parametrize("redirect", ["<&-", ">&-", "2>&-", ">/dev/full", "2>/dev/full"])
+def test_a_closed_or_full_standard_stream_is_no_crash(redirect: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "REDIS_URL"))}
+    p = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'"$0" -m bot.cli run "A fox" --rounds 1 {redirect}',
+            sys.executable,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    both = p.stdout + p.stderr
+    assert b"Traceback" not in both and b"Exception ignored" not in both, both
+    # A full stdout stops the session (nobody can watch it); the rest run to the lock.
+    assert p.returncode == (1 if redirect == ">/dev/full" else 0), both
+    assert list((tmp_path / "out").glob("session-*.md"))

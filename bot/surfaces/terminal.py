@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
-from typing import TextIO
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -29,6 +30,53 @@ from bot.surfaces.base import waiting_notice
 
 INVALID_REPLY = "(that reply is void; it is written again)"
 INTERJECT_HINT = "type a note and press Enter to interject; Ctrl-C stops"
+
+
+class Output:
+    """stdout that survives its reader going away (`| head`, a full disk, a closed pipe).
+
+    The first failed write calls `on_gone` once (the CLI stops the session, which
+    otherwise would wait forever on a surface that cannot show it) and every later
+    write is dropped. Everything else is the wrapped stream's.
+    """
+
+    def __init__(self, stream: TextIO, on_gone: Callable[[], None] = lambda: None):
+        self.stream = stream
+        self.on_gone = on_gone
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.stream.write(text)
+            except OSError:
+                self._lost()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except OSError:
+                self._lost()
+
+    def _lost(self) -> None:
+        self.gone = True
+        # Python flushes stdout at exit and would complain there about the same pipe.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        self.on_gone()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def rounds_phrase(n: int) -> str:
