@@ -364,6 +364,7 @@ class Worker:
                 tokens={
                     "input": u.input_tokens,
                     "output": u.output_tokens,
+                    "thinking": u.thinking_tokens,
                     "cache_read": u.cache_read_tokens,
                     "cache_write": u.cache_write_tokens,
                 },

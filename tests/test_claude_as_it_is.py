@@ -22,6 +22,7 @@ from bot.dialogue.agents import reply_schema
 from bot.dialogue.engine import Engine, OutagePolicy, TurnFailed, TurnResult, resume
 from bot.dialogue.models import Session, SessionStatus
 from bot.dialogue.profiles import targets
+from bot.dialogue.report import metadata
 from bot.driver import drive_turn, make_engine
 from bot.llm.anthropic_model import (
     AnthropicModel,
@@ -227,6 +228,7 @@ async def test_unlimited_thinking_eats_the_budget_and_one_retry_with_twice_it_co
     high = DEFAULT_THINKING_TOKENS["high"]
     usage = session.turns[0].usage
     assert usage.thinking_tokens == 2 * high  # recorded from usage.output_tokens_details
+    assert metadata(session)["tokens"]["thinking"] == 2 * high  # and shown in the report
     assert usage.output_tokens > usage.thinking_tokens
     assert session.turns[0].draft is not None
 

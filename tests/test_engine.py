@@ -206,6 +206,14 @@ async def test_a_truncated_reply_is_retried_once_with_twice_the_budget_then_paus
     assert "128 tokens" in (session.error or "")
 
 
+async def test_a_budget_at_the_output_limit_is_not_doubled_past_it() -> None:
+    cut = ModelReply(text='{"message": "Hi th', stop_reason="max_tokens", usage=Usage(), model="m")
+    model = ScriptedModel([cut, cut])
+    with pytest.raises(TurnFailed):
+        await Engine(model=model, max_tokens=100_000).take_turn(make_session())
+    assert [r.max_tokens for r in model.requests] == [100_000, 128_000]
+
+
 async def test_a_truncated_reply_then_a_whole_one_completes_the_turn() -> None:
     cut = ModelReply(text='{"message": "Hi th', stop_reason="max_tokens", usage=Usage(), model="m")
     model = ScriptedModel([cut, copilot("Hi", draft_json(1))])

@@ -44,6 +44,9 @@ from bot.dialogue.streaming import MessageFieldDecoder
 from bot.llm.base import ChatModel, ModelError, ModelReply, ModelRequest
 
 NO_PROGRESS_LIMIT = 2
+# The largest max_tokens a retry of a cut-off reply asks for: the current models' output limit
+# (128K tokens on the 5.x models, per their model pages).
+MAX_OUTPUT_TOKENS_CAP = 128_000
 
 
 class SessionError(Exception):
@@ -176,10 +179,11 @@ class Engine:
                     why = (reply.refusal or "").strip() or "no reason was given"
                     raise self._fail(session, f"Claude declined this turn: {why}", "refused")
                 if reply.stop_reason == "max_tokens":
-                    if not widened:
+                    if not widened and req.max_tokens < MAX_OUTPUT_TOKENS_CAP:
                         # Thinking and text share the budget; one more try with twice it.
                         widened = True
-                        req = dataclasses.replace(req, max_tokens=req.max_tokens * 2)
+                        wider = min(req.max_tokens * 2, MAX_OUTPUT_TOKENS_CAP)
+                        req = dataclasses.replace(req, max_tokens=wider)
                         if sink is not None:
                             await sink.reset()
                         continue

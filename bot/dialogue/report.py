@@ -68,6 +68,7 @@ def metadata(session: Session) -> dict[str, Any]:
         "tokens": {
             "input": usage.input_tokens,
             "output": usage.output_tokens,
+            "thinking": usage.thinking_tokens,  # part of output
             "cache_read": usage.cache_read_tokens,
             "cache_write": usage.cache_write_tokens,
             "total": usage.total,
