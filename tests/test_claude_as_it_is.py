@@ -268,6 +268,19 @@ async def test_a_refusal_without_an_explanation_names_its_category(fake: FakeAnt
     assert session.error == "Claude declined this turn: cyber"
 
 
+async def test_an_empty_reply_is_repaired_without_an_empty_block_the_api_would_reject(
+    fake: FakeAnthropic,
+) -> None:
+    fake.enqueue_text("   ")
+    fake.enqueue_text(copilot("Hi", draft_json(1)))
+    session = make_session()
+    await make_engine(claude(fake), settings()).take_turn(session)
+    assert len(fake.requests) == 2 and session.turns[0].draft is not None
+    repair = fake.requests[1]["messages"]
+    assert repair[-1]["role"] == "user" and "was not accepted" in json.dumps(repair[-1])
+    assert len(repair) == len(fake.requests[0]["messages"])  # no blank assistant message
+
+
 # ---- outages -------------------------------------------------------------------------------------
 
 
