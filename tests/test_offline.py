@@ -127,6 +127,19 @@ async def test_an_interjection_is_taken_up_in_the_next_draft() -> None:
     turn = (await engine.take_turn(session)).turn
     assert turn.draft is not None and "in low fog" in turn.draft.prompt_text
     assert "Ana, taken" in turn.text
+    # The persona speaks after the Copilot answered: it does not answer Ana again.
+    after = (await engine.take_turn(session)).turn
+    assert "Ana" not in after.text
+    # An interjection the persona answers first reaches the next draft without a second answer.
+    add_interjection(session, author="Bo", text="What about snow instead?")
+    await engine.take_turn(session)  # the Copilot answers Bo
+    add_interjection(session, author="Cy", text="Make it slower")
+    answered_by_persona = (await engine.take_turn(session)).turn
+    assert "Cy, noted" in answered_by_persona.text and "Bo" not in answered_by_persona.text
+    if session.status == SessionStatus.RUNNING:
+        nxt = (await engine.take_turn(session)).turn
+        assert "Cy, taken" not in nxt.text
+        assert nxt.draft is None or "Cy's note is in this draft" in nxt.text
 
 
 @pytest.mark.parametrize("target", sorted(targets()))

@@ -796,17 +796,33 @@ def _copilot(brief: dict[str, Any]) -> dict[str, Any]:
             message = f"v{latest['version'] + 1}: {said}."
     _, notes = _heard_needs(brief.get("history", []))
     pending = {h["text"] for h in _pending_humans(brief)}
+    answered = {h["text"] for h in _answered_humans(brief)}
     for note, change in zip(notes, noted, strict=True):
         if note["text"] in pending:
             taken = f"taken: {change}" if change else "heard; it does not change the frame"
             message += f" {note['author']}, {taken}."
+        elif note["text"] in answered and change:
+            # Already answered by the persona: say only what it changed in the plan.
+            message += f" {note['author']}'s note is in this draft: {change}."
     if brief["round"] >= brief["max_rounds"]:
         message += " This is my final draft."
     return {"message": message, "draft": draft_of(shot, target)}
 
 
 def _pending_humans(brief: dict[str, Any]) -> list[dict[str, str]]:
-    return [h for h in brief.get("heard", []) if h["speaker"] == "human"]
+    """Interjections after the last agent turn: this speaker is the one to answer them."""
+    out: list[dict[str, str]] = []
+    for h in reversed(brief.get("heard", [])):
+        if h["speaker"] != "human":
+            break
+        out.insert(0, h)
+    return out
+
+
+def _answered_humans(brief: dict[str, Any]) -> list[dict[str, str]]:
+    """Interjections since this speaker's last turn that the other agent already answered."""
+    pending = _pending_humans(brief)
+    return [h for h in brief.get("heard", []) if h["speaker"] == "human" and h not in pending]
 
 
 # ---- the persona ---------------------------------------------------------------------------
