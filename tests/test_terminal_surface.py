@@ -131,3 +131,13 @@ async def test_rich_says_when_claude_is_waited_for() -> None:
     await surface.model_waiting(make_session(), 2.2, "overloaded_error")
     surface.close()
     assert "Claude is overloaded; retrying in 3 s (overloaded_error)" in buf.getvalue()
+
+
+def test_a_paragraph_taller_than_the_screen_shows_its_newest_lines_while_it_streams() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=40, height=10)
+    surface = RichSurface(console, interactive=True)
+    surface.stream(" ".join(f"word{i}" for i in range(200)))  # one paragraph, ~40 lines
+    lines = console.render_lines(surface._region(), console.options, pad=False)
+    assert len(lines) <= 10
+    text = "".join(seg.text for line in lines for seg in line)
+    assert "word199" in text and "word0 " not in text

@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.padding import Padding
 from rich.rule import Rule
+from rich.segment import Segment, Segments
 from rich.spinner import Spinner
 from rich.text import Text
 
@@ -277,13 +278,22 @@ class RichSurface:
     def _region(self) -> RenderableType:
         parts: list[RenderableType] = []
         if self._buf.strip():
-            parts.append(Markdown(self._buf))
+            parts.append(self._tail(Markdown(self._buf)))
         if self._spinner is not None:
             parts.append(self._spinner)
         if self.interactive:
             hint = Text(self._line) if self._line else Text(INTERJECT_HINT, style="dim")
             parts.append(Text.assemble(("› ", "bold yellow"), hint))
         return Group(*parts)
+
+    def _tail(self, renderable: RenderableType) -> RenderableType:
+        """The last lines of `renderable` that fit above the status and input lines: a
+        live region taller than the screen cannot be redrawn in place."""
+        room = max(self.console.height - 3, 1)
+        lines = self.console.render_lines(renderable, self.console.options, pad=False)
+        if len(lines) <= room:
+            return renderable
+        return Segments([seg for line in lines[-room:] for seg in (*line, Segment.line())])
 
     def _refresh(self) -> None:
         if self.live.is_started:
