@@ -264,7 +264,7 @@ async def attend(
         entry = InboxEntry(kind="interjection", author=author, text=text)
         result = await state.inbox.push(session.id, entry)
         if result == PushResult.QUEUED:
-            surface.note("  (heard: the next speaker will answer it)")
+            surface.sent(author, text)
         elif result == PushResult.FULL:
             surface.note("  (not sent: too many notes wait to be heard; try after this turn)")
         else:

@@ -153,6 +153,9 @@ def test_a_line_typed_mid_session_is_heard_as_a_human_turn(terminal: Start, tmp_
     assert run.wait() == 0, run.output
     humans = [t for t in _report(tmp_path)["turns"] if t["speaker"] == "human"]
     assert [h["text"] for h in humans] == ["more fog, please"]
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", run.output)
+    assert "sent: more fog, please" in shown  # under the input line while it waits
+    assert "(you) ─" in shown  # then a turn of its own on screen
     assert "Traceback" not in run.output
 
 

@@ -144,6 +144,9 @@ class PlainSurface:
     def edit(self, line: str) -> None:
         pass  # the terminal echoes what is typed
 
+    def sent(self, author: str, text: str) -> None:
+        self.note("  (heard: the next speaker will answer it)")
+
     # ---- the Surface protocol -----------------------------------------------------------
 
     async def turn_started(
@@ -240,6 +243,7 @@ class RichSurface:
         self._line = ""
         self._ticker: asyncio.Task[None] | None = None
         self._streamed = False  # text of this turn has been shown
+        self._sent: list[tuple[str, str]] = []  # interjections queued, not yet on screen
         self._until: float | None = None
         self.live = Live(
             console=console,
@@ -260,6 +264,7 @@ class RichSurface:
             self._ticker.cancel()
             self._ticker = None
         self._flush(everything=True)
+        self._print_sent()
         self._spinner = None
         self.interactive = False
         with contextlib.suppress(Exception):
@@ -273,6 +278,22 @@ class RichSurface:
         self._line = line
         self._refresh()
 
+    def sent(self, author: str, text: str) -> None:
+        """An interjection was queued: it waits under the input line, and joins the
+        transcript on screen where the next speaker starts, the one who answers it."""
+        self._sent.append((author, text))
+        self._refresh()
+
+    def _print_sent(self) -> None:
+        colour = _COLOURS[Speaker.HUMAN]
+        for author, text in self._sent:
+            self.console.print()
+            self.console.print(
+                Rule(Text(f"{author} (you)", style=f"bold {colour}"), style=colour, align="left")
+            )
+            self.console.print(Text(text))
+        self._sent.clear()
+
     # ---- the live region -----------------------------------------------------------------
 
     def _region(self) -> RenderableType:
@@ -281,6 +302,8 @@ class RichSurface:
             parts.append(self._tail(Markdown(self._buf)))
         if self._spinner is not None:
             parts.append(self._spinner)
+        for _, text in self._sent:
+            parts.append(Text.assemble(("  sent: ", "dim yellow"), (text, "dim")))
         if self.interactive:
             hint = Text(self._line) if self._line else Text(INTERJECT_HINT, style="dim")
             parts.append(Text.assemble(("› ", "bold yellow"), hint))
@@ -348,6 +371,7 @@ class RichSurface:
         posted: Mapping[int, str],
         redo: bool = False,
     ) -> TurnSink:
+        self._print_sent()
         colour = _COLOURS[speaker]
         self.console.print()
         self.console.print(
