@@ -82,9 +82,6 @@ class Settings(BaseSettings):
     # chat.update calls a minute for the whole workspace, shared by every worker (Slack's
     # Tier 3 is about 50); turns' interim updates use what must-land updates leave.
     slack_updates_per_minute: int = Field(40, ge=2)
-    # Turns stream with Slack's chat streaming where it works ("auto"), or always
-    # post-then-update ("update").
-    slack_streaming: Literal["auto", "update"] = "auto"
 
 
 class SettingsError(Exception):

@@ -79,7 +79,7 @@ def app_env(
     slack: FakeSlack, claude: FakeAnthropic, *, prompts: str, **extra: str
 ) -> dict[str, str]:
     """The environment of an app process pointed at the fakes: none of the caller's
-    Anthropic, Slack or Redis settings, streaming on, and `extra`."""
+    Anthropic, Slack or Redis settings, and `extra`."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "SLACK_", "REDIS_"))
     }
@@ -89,7 +89,6 @@ def app_env(
         ANTHROPIC_API_KEY=claude.api_key,
         ANTHROPIC_BASE_URL=claude.base_url,
         PROMPTS_CHANNEL=prompts,
-        SLACK_STREAMING="auto",
         **extra,
     )
     return env
