@@ -9,10 +9,12 @@ thing that keeps them inside it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.dialogue.engine import Engine
@@ -30,19 +32,26 @@ from tests.support import make_session, wait_until
 SESSIONS = 20
 BUDGET = 170  # chat.update calls a minute for the workspace (the app's setting)
 STARTER = "U0ANA"
-TURN_S = 4.0
+TURN_S = 3.0
 
 
 class SlowModel(OfflineModel):
-    """The offline model, writing each reply over about `TURN_S` seconds as Claude does."""
+    """The offline model, writing each reply's message over about `TURN_S` seconds, a
+    chunk at a time, as Claude does (the rest of the structured reply follows at once)."""
 
     async def complete(
         self, request: ModelRequest, on_text: TextCallback | None = None
     ) -> ModelReply:
-        chunks = max(1, len(self.write(request)) // CHUNK_CHARS)
+        reply = self.write(request)
+        message = len(json.dumps(json.loads(reply)["message"], ensure_ascii=False))
+        chunks = max(1, message // CHUNK_CHARS)
+        sent = 0
 
         async def slowly(text: str) -> None:
-            await asyncio.sleep(TURN_S / chunks)
+            nonlocal sent
+            if sent < message:
+                await asyncio.sleep(TURN_S / chunks)
+            sent += len(text)
             assert on_text is not None
             await on_text(text)
 
@@ -61,18 +70,19 @@ async def slack() -> AsyncIterator[FakeSlack]:
         yield fake
 
 
-async def test_twenty_sessions_stream_at_once_within_the_workspaces_update_budget(
-    slack: FakeSlack, real_state: State, caplog: pytest.LogCaptureFixture
-) -> None:
-    settings = Settings(
+def app_settings(slack: FakeSlack) -> Settings:
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         slack_bot_token=slack.token,
         slack_api_url=slack.api_url,
         slack_updates_per_minute=BUDGET,
     )
-    client = make_client(settings, rate_limit_retries=0)
+
+
+async def start_sessions(client: AsyncWebClient, state: State, n: int) -> list[Session]:
+    """`n` sessions, each with its thread root posted in a channel of its own, queued."""
     sessions: list[Session] = []
-    for i in range(SESSIONS):
+    for i in range(n):
         session = make_session(max_rounds=1)
         channel = f"C0S{i:02d}"
         root = await client.chat_postMessage(
@@ -86,28 +96,38 @@ async def test_twenty_sessions_stream_at_once_within_the_workspaces_update_budge
             user_name="ana",
             team_id=TEAM_ID,
         )
-        await real_state.sessions.create(session, enqueue=True)
+        await state.sessions.create(session, enqueue=True)
         sessions.append(session)
-    # A few 429s on the way: an interim update skips, a final one waits and lands.
-    slack.fail_next("chat.update", k=3, status=429, retry_after=1)
-    workers = [
+    return sessions
+
+
+async def run_until_locked(
+    slack: FakeSlack,
+    state: State,
+    client: AsyncWebClient,
+    settings: Settings,
+    sessions: list[Session],
+    *,
+    workers: int,
+) -> list[Session]:
+    """Run workers (as `sora-copilot worker` does) until every session is locked and pinned."""
+    running = [
         Worker(
-            state=real_state,
+            state=state,
             engine=Engine(model=SlowModel()),
-            surface=SlackSurface(client=client, state=real_state, settings=settings),
+            surface=SlackSurface(client=client, state=state, settings=settings),
             config=WorkerConfig(concurrency=SESSIONS, block_ms=50, drain_s=1, reclaim_every_s=0.5),
             name=f"w{n}",
         )
-        for n in range(2)  # two workers: the budget is shared through Redis, not memory
+        for n in range(workers)
     ]
     stopping = asyncio.Event()
-    tasks = [asyncio.create_task(w.run(stopping)) for w in workers]
-    caplog.set_level(logging.ERROR)
+    tasks = [asyncio.create_task(w.run(stopping)) for w in running]
 
     async def all_locked() -> list[Session] | None:
-        loaded = [await real_state.sessions.load(s.id) for s in sessions]
+        loaded = [await state.sessions.load(s.id) for s in sessions]
         done = [s for s in loaded if s is not None and s.status == SessionStatus.LOCKED]
-        return done if len(done) == SESSIONS else None
+        return done if len(done) == len(sessions) else None
 
     try:
         done = await wait_until(all_locked, "every session to lock", within=180)
@@ -119,6 +139,22 @@ async def test_twenty_sessions_stream_at_once_within_the_workspaces_update_budge
     finally:
         stopping.set()
         await asyncio.gather(*tasks)
+    return done
+
+
+async def test_twenty_sessions_stream_at_once_within_the_workspaces_update_budget(
+    slack: FakeSlack, real_state: State, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = app_settings(slack)
+    client = make_client(settings, rate_limit_retries=0)
+    caplog.set_level(logging.ERROR)
+    try:
+        sessions = await start_sessions(client, real_state, SESSIONS)
+        # A few 429s on the way: an interim update skips, a final one waits and lands.
+        slack.fail_next("chat.update", k=3, status=429, retry_after=1)
+        # Two workers: the budget is shared through Redis, not memory.
+        done = await run_until_locked(slack, real_state, client, settings, sessions, workers=2)
+    finally:
         await close_client(client)
 
     # Within the budget: no 60 s of the run held more chat.update calls than it allows,
@@ -148,3 +184,24 @@ async def test_twenty_sessions_stream_at_once_within_the_workspaces_update_budge
         and c.params.get("text") != final_text[c.params["ts"]]
     ]
     assert partial, "no interim update reached Slack"
+
+
+async def test_an_interim_update_slack_fails_is_skipped_not_retried_inside_the_stream(
+    slack: FakeSlack, real_state: State
+) -> None:
+    settings = app_settings(slack)
+    client = make_client(settings, rate_limit_retries=0)
+    try:
+        sessions = await start_sessions(client, real_state, 1)
+        # The first chat.update is the opening's first interim update: Slack fails it.
+        slack.fail_next("chat.update", k=1, status=503)
+        [done] = await run_until_locked(slack, real_state, client, settings, sessions, workers=1)
+    finally:
+        await close_client(client)
+    failed, after = slack.calls_to("chat.update")[:2]
+    assert failed.status == 503
+    assert after.params != failed.params  # not sent again: the next update moved on
+    first = await real_state.posts.get(done.id, 0)
+    shown = slack.message(str(done.origin.channel_id), first[0])
+    assert shown is not None
+    assert shown["text"] == turn_parts(done, done.agent_turns[0])[0].text

@@ -100,6 +100,8 @@ WORKSPACE = "workspace"
 # A turn counts as being written for this long after its last interim update (renewed
 # while it is), so a worker that dies stops counting soon after.
 STREAM_CLAIM_S = 60.0
+# An interim update Slack has not answered in this long is given up (the model goes on).
+INTERIM_TIMEOUT_S = 5.0
 
 # Ledger "turns" of this module's own records (see bot.slack.blocks for the others).
 TURN_PIN = -6  # part 0: the pinned message's ts
@@ -209,6 +211,15 @@ class SlackSurface:
         # bot token), shared by every worker through Redis.
         self.budget = UpdateBudget(
             state.redis, state.keys, per_minute=settings.slack_updates_per_minute, sleep=sleep
+        )
+        # Interim updates run inside the model's stream: one attempt each, no retry of
+        # any kind (a 429, a server error, a dropped connection), on the same connections.
+        self.interim_client = AsyncWebClient(
+            token=client.token,
+            base_url=client.base_url,
+            session=client.session,
+            logger=client.logger,
+            retry_handlers=[],
         )
 
     # ---- while the model writes: best effort, outside the outbox ------------------------
@@ -1038,12 +1049,15 @@ class _Interim:
             self.next_try = now + budget.interval(streams)
             if not await budget.take(WORKSPACE):
                 return  # the workspace's budget is spent for now: skip this one
-            await s.client.chat_update(
-                channel=self.where.channel,
-                ts=ts,
-                text=preview.text,
-                blocks=preview.blocks,
-                metadata=self.metadata(0),
+            await asyncio.wait_for(
+                s.interim_client.chat_update(
+                    channel=self.where.channel,
+                    ts=ts,
+                    text=preview.text,
+                    blocks=preview.blocks,
+                    metadata=self.metadata(0),
+                ),
+                INTERIM_TIMEOUT_S,
             )
             s.mark_updated(ts)
             self.shown = preview.text
