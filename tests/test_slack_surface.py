@@ -295,6 +295,7 @@ async def test_update_mode_posts_then_updates_at_most_once_a_second(rig: Rig) ->
         return await original(**kw)
 
     rig.client.chat_update = spy  # type: ignore[method-assign]
+    surface.interim_client.chat_update = spy  # type: ignore[method-assign]
     await run_turns(Engine(model=TickingModel(rig.clock, step=0.4)), session, surface, n=2)
 
     assert rig.slack.calls_to("chat.startStream") == []
