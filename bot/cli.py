@@ -166,8 +166,12 @@ def make_surface(out: Output, *, resumable: bool, interactive: bool) -> Terminal
 
 
 def _stdin_is_terminal() -> bool:
+    """A terminal we may read from: not closed, and this process in its foreground (a
+    background job that reads or sets the terminal's mode is stopped by the kernel)."""
     try:
-        return sys.stdin is not None and sys.stdin.isatty()
+        if sys.stdin is None or not sys.stdin.isatty():
+            return False
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
     except (ValueError, OSError):  # closed
         return False
 

@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -34,18 +33,26 @@ _DROPPED = ("ANTHROPIC_", "SLACK_", "REDIS_URL", "PORT", "NO_COLOR")
 class PtyRun:
     """`sora-copilot <args>` in a pseudo-terminal of 100x30."""
 
-    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, *args: str, cwd: Path, env: dict[str, str] | None = None, background: bool = False
+    ):
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
         base = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED)}
+        command = [sys.executable, "-m", "bot.cli", *args]
+        if background:  # `sora-copilot run … &` from a shell with job control
+            command = ["bash", "-c", 'set -m; "$@" & wait $!', "bash", *command]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", *args],
+            command,
             cwd=cwd,
             env={**base, "TERM": "xterm-256color", **(env or {})},
             stdin=self.slave,
             stdout=self.slave,
             stderr=self.slave,
+            # Its own session, with the pty as its controlling terminal and itself in the
+            # foreground: Ctrl-C typed at the pty reaches it as SIGINT, as in a shell.
             start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
         self._out = bytearray()
         self._lock = threading.Lock()
@@ -103,8 +110,8 @@ Start = Callable[..., PtyRun]
 def terminal(tmp_path: Path) -> Iterator[Start]:
     runs: list[PtyRun] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> PtyRun:
-        run = PtyRun(*args, cwd=tmp_path, env=env)
+    def start(*args: str, env: dict[str, str] | None = None, background: bool = False) -> PtyRun:
+        run = PtyRun(*args, cwd=tmp_path, env=env, background=background)
         runs.append(run)
         return run
 
@@ -131,10 +138,10 @@ def test_run_in_a_terminal_ends_by_itself_after_the_report(terminal: Start, tmp_
     assert lflag & termios.ECHO and lflag & termios.ICANON
 
 
-def test_one_sigint_mid_session_exits_130_with_a_report(terminal: Start, tmp_path: Path) -> None:
+def test_one_ctrl_c_mid_session_exits_130_with_a_report(terminal: Start, tmp_path: Path) -> None:
     run = terminal("run", "A lighthouse keeper finds a message", "--rounds", "6", "--pace", "100")
     run.wait_for("Round 1 of 6")  # the opening, and its draft v1, are saved
-    run.proc.send_signal(signal.SIGINT)
+    run.type("\x03")  # Ctrl-C: the terminal sends SIGINT
     assert run.wait() == 130, run.output
     out = run.output
     assert "Stopped. Report: out/session-" in out
@@ -157,6 +164,15 @@ def test_a_line_typed_mid_session_is_heard_as_a_human_turn(terminal: Start, tmp_
     assert "sent: more fog, please" in shown  # under the input line while it waits
     assert "(you) ─" in shown  # then a turn of its own on screen
     assert "Traceback" not in run.output
+
+
+def test_a_background_job_runs_to_its_end_without_touching_the_keyboard(
+    terminal: Start, tmp_path: Path
+) -> None:
+    # Setting the terminal's mode from the background would stop the job (SIGTTOU).
+    run = terminal("run", "A fox", "--rounds", "1", "--pace", "5000", background=True)
+    assert run.wait(within=60) == 0, run.output
+    assert _report(tmp_path)["status"] == "locked"
 
 
 def test_no_color_keeps_the_layout_without_colour(terminal: Start, tmp_path: Path) -> None:
