@@ -135,3 +135,25 @@ async def test_the_report_lists_the_prompt_check_of_the_locked_draft() -> None:
     section = md.split("### Prompt check", 1)[1].split("###", 1)[0]
     assert section.strip()
     assert not md.startswith("> **Offline**")  # a session a real model wrote has no banner
+
+
+async def test_the_locked_reply_in_slack_is_ready_to_use_too() -> None:
+    from bot.slack.blocks import locked_markdown
+
+    v1 = draft_json(1, duration=8, size="16:9")
+    model = ScriptedModel(
+        [
+            copilot("Opening", v1),
+            persona("Wetter."),
+            copilot("Wetter", draft_json(2, duration=8, size="9:16")),
+            persona("Yes.", "approve", 2),
+        ]
+    )
+    session = make_session(target="veo-3.1")
+    engine = Engine(model=model)
+    while session.status == SessionStatus.RUNNING:
+        await engine.take_turn(session)
+    md = locked_markdown(session)
+    assert md.count(session.drafts[1].prompt_text) == 1
+    assert "- **Aspect ratio**: 9:16" in md and "- **Negative prompt**: on-screen text" in md
+    assert "**How to use it**: Paste into Veo 3.1 in Flow or the Gemini API, 8 s, 9:16" in md

@@ -14,8 +14,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.dialogue.models import Draft, LockReason, Session, SessionStatus, Turn
-from bot.dialogue.report import LOCK_REASONS, fence, metadata, render_markdown, render_parts
+from bot.dialogue.models import Draft, LockReason, Session, SessionStatus, TargetProfile, Turn
+from bot.dialogue.report import (
+    LOCK_REASONS,
+    fence,
+    metadata,
+    ready_prompt,
+    render_markdown,
+    render_parts,
+)
 
 # Slack's limits (one place for each).
 MARKDOWN_BLOCK_MAX_CHARS = 12_000  # markdown blocks of one message, together
@@ -416,10 +423,9 @@ def locked_markdown(session: Session) -> str:
         f":lock: **Locked prompt: v{d.version} {escape(d.title)}**",
         _lock_line(session),
         "",
-        f"**Caption**: {escape(d.title)} · **Duration**: {d.duration_seconds} s · "
-        f"**Size**: {escape(d.size)} · **Target**: {escape(d.target)}",
+        f"**Caption**: {escape(d.title)} · **Target**: {escape(session.target.model_name)}",
         "",
-        fence(escape(d.prompt_text)),
+        *ready_prompt_lines(d, session.target),
         "",
         "**Structured parts**",
         "",
@@ -440,6 +446,17 @@ def locked_markdown(session: Session) -> str:
         f"- **Lock reason**: {m['lock_reason']}",
     ]
     return "\n".join(lines)
+
+
+def ready_prompt_lines(d: Draft, target: TargetProfile) -> list[str]:
+    """The locked prompt ready to use: one copy-ready block, its parameters, where to paste."""
+    r = ready_prompt(d, target)
+    lines = [fence(escape(r.prompt_text)), ""]
+    lines += [f"- **{k}**: {escape(v)}" for k, v in r.parameters]
+    lines.append(f"**How to use it**: {escape(r.how_to_use)}")
+    if r.retired:
+        lines.append(f"_{escape(r.retired)}._")
+    return lines
 
 
 def _lock_line(session: Session) -> str:
