@@ -85,7 +85,9 @@ async def test_the_inbox_expires_with_its_session(state: State, backend: Redis) 
     await state.inbox.push(session.id, said("hi"))
     session_ttl = await backend.pttl(state.keys.session(session.id))
     inbox_ttl = await backend.pttl(state.keys.inbox(session.id))
-    assert 0 < inbox_ttl <= session_ttl
+    # The inbox's TTL is set when it is pushed, a moment after the session's: allow that moment
+    # (a second, for a loaded machine) rather than a race on milliseconds.
+    assert 0 < inbox_ttl <= session_ttl + 1000
 
 
 async def test_an_entry_this_build_cannot_read_is_reported_not_skipped(
