@@ -72,9 +72,20 @@ def choose_model(settings: Settings, *, offline: bool, err: TextIO) -> ChatModel
     return AnthropicModel.from_settings(settings)
 
 
-async def open_state(settings: Settings, *, prefix: str, err: TextIO) -> State:
-    """The shared store, or the embedded one (saying so) when REDIS_URL is unset."""
-    redis = await connect(settings.redis_url, tls_verify=settings.redis_tls_verify)
+async def open_state(settings: Settings, *, prefix: str, err: TextIO, web: bool = False) -> State:
+    """The shared store, or the embedded one (saying so) when REDIS_URL is unset.
+
+    `web`: for a process that answers Slack requests and runs no worker, whose
+    Redis timeouts are short so that a user hears of a stalled Redis at once.
+    """
+    redis = await connect(
+        settings.redis_url,
+        tls_verify=settings.redis_tls_verify,
+        connect_timeout=settings.redis_connect_timeout_seconds,
+        socket_timeout=settings.redis_web_socket_timeout_seconds
+        if web
+        else settings.redis_socket_timeout_seconds,
+    )
     if is_embedded(redis):
         err.write(EMBEDDED_NOTICE + "\n")
     state = State.create(
@@ -492,7 +503,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "(Basic Information) to check that each request comes from Slack.",
     )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, web=True)
     from bot.web import serve
 
     await serve(settings=settings, state=state, host=args.host, port=args.port or settings.port)

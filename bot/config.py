@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     redis_prefix: str = "sora"
     # false: no certificate check on rediss:// (managed Redis with a self-signed certificate)
     redis_tls_verify: bool = True
+    # Explicit socket timeouts: a stalled Redis is an error after this long, not after
+    # redis-py's implicit wait. The web process answers Slack within ~1 s either way;
+    # workers wait longer (their XREADGROUP blocks for 1 s by itself).
+    redis_connect_timeout_seconds: float = Field(5.0, gt=0)
+    redis_socket_timeout_seconds: float = Field(5.0, gt=1.0)
+    redis_web_socket_timeout_seconds: float = Field(1.0, gt=0)
     session_ttl_seconds: int = 30 * 24 * 3600
     event_dedupe_ttl_seconds: int = 3600
 

@@ -22,6 +22,7 @@ EMBEDDED_NOTICE = (
 )
 
 CONNECT_TIMEOUT_S = 5.0
+SOCKET_TIMEOUT_S = 5.0
 # redis-py's default pool raises "Too many connections" once 100 are in use, and a
 # worker with 100+ turns in flight would crash. Connections open only on demand, so
 # a high cap costs nothing; a blocking pool would, on every command (a condition
@@ -59,7 +60,13 @@ def is_embedded(redis: Redis) -> bool:
     return isinstance(redis, fakeredis.FakeAsyncRedis)
 
 
-async def connect(url: str | None, *, tls_verify: bool = True) -> Redis:
+async def connect(
+    url: str | None,
+    *,
+    tls_verify: bool = True,
+    socket_timeout: float | None = SOCKET_TIMEOUT_S,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+) -> Redis:
     """A client for `url`, checked with a PING; the embedded store for None.
 
     `tls_verify=False` (REDIS_TLS_VERIFY=false) turns certificate checks off
@@ -69,6 +76,11 @@ async def connect(url: str | None, *, tls_verify: bool = True) -> Redis:
     connecting-heroku-redis#connecting-in-python). The link stays encrypted,
     but the server is not authenticated: opt in only where that is the case.
     It changes nothing for `redis://`.
+
+    `socket_timeout`: how long any command may wait for Redis's answer before it
+    raises (redis.exceptions.TimeoutError). Keep it above the longest blocking
+    command's block time (a worker's XREADGROUP). `connect_timeout`: the same
+    for opening a connection.
 
     Raises `StateUnavailable` (naming the URL, without its password) when Redis
     cannot be reached. With None, callers should print `EMBEDDED_NOTICE`.
@@ -82,7 +94,8 @@ async def connect(url: str | None, *, tls_verify: bool = True) -> Redis:
         client = Redis.from_url(
             url,
             decode_responses=True,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
             health_check_interval=30,
             max_connections=MAX_CONNECTIONS,
             driver_info=DRIVER_INFO,
