@@ -632,6 +632,9 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         self.internal_errors: list[str] = []  # exceptions inside the fake itself (a fake bug)
         self._faults: dict[str, deque[Fault]] = {}
         self._lost: dict[str, int] = {}
+        # Called with each Web API call once it is carried out and before its answer
+        # leaves: a test can act "between a call and its answer" (kill the caller).
+        self.on_call: Callable[[Call], None] | None = None
         self._rate_limit: int | None = None
         self._rate_methods: frozenset[str] = frozenset({"chat.postMessage"})
         self._rate_windows: dict[tuple[str, str], deque[float]] = {}
@@ -1065,6 +1068,8 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         except SlackError as err:
             body = err.body()
             call.error = err.error
+        if self.on_call is not None:
+            self.on_call(call)  # after the call is carried out, before its answer is sent
         if self._lost.get(method):
             self._lost[method] -= 1
             call.lost = True
