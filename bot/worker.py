@@ -1,16 +1,18 @@
 """The worker: takes turn jobs from the queue and drives the engine.
 
-A job says "advance session S to turn N". The worker takes S's lease and a
+A job says "advance session S from turn N". The worker takes S's lease and a
 snapshot in one step, applies what humans did (interjections, stop, lock,
 retry), takes the turn (DECIDE), saves it in one fenced write together with
 what is left to show of it (SAVE), then runs those steps through a surface
-(SHOW) and, in one last write, clears them, acks the job and enqueues the
-next. The turn number fences every write: a worker that lost the race writes
-nothing. A worker that dies before the save leaves its job pending; another
-takes it over (`reclaim`) and redoes the turn, and the post ledger and the
-posts' tags make the surface update the earlier post instead of posting
-twice. One that dies after the save leaves the steps: the next one shows
-them, and the model is not called again.
+(SHOW). The save reads back the session's inbox, so the worker goes straight
+on to the next turn under the same job and lease; when the session ends or
+waits for a person, one last write clears the steps, acks the job and
+releases the lease. The turn number fences every write: a worker that lost
+the race writes nothing. A worker that dies before a save leaves its job
+pending; another takes it over (`reclaim`) and redoes that turn, and the post
+ledger and the posts' tags make the surface update the earlier post instead
+of posting twice. One that dies after a save leaves the steps: the next one
+shows them, and the model is not called again for that turn.
 """
 
 from __future__ import annotations
@@ -113,11 +115,13 @@ class Worker:
         self.on_finished = on_finished
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[str, tuple[Job, str]] = {}  # job id -> (job, lease owner)
+        self._stopping = asyncio.Event()
 
     # ---- the loop --------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Work until `stopping` is set; then stop taking jobs and drain."""
+        self._stopping = stopping
         await self.state.queue.ensure_group()
         heartbeat = asyncio.create_task(self._heartbeat())
         last_reclaim = 0.0
@@ -167,12 +171,17 @@ class Worker:
     # ---- one job -------------------------------------------------------------------------
 
     async def handle(self, job: Job) -> None:
-        """Advance the job's session by one turn, or find that the job is moot.
+        """Advance the job's session turn after turn, or find that the job is moot.
 
-        Decide, save, then show: the turn is saved (with what is left to show of
+        Decide, save, then show: each turn is saved (with what is left to show of
         it) before any Slack step, so no Slack failure can make the model speak
-        a saved turn twice. A job that finds its session saved but not yet
-        shown (its worker died in between) shows it, with no model call.
+        a saved turn twice. The job then carries the session on: the worker
+        holds the lease and takes the next turn at once, with the rev and the
+        inbox its save read back, until the session ends or waits for a person;
+        then one last write clears the steps, acks the job and releases the
+        lease. A worker that dies leaves the job pending and the last saved
+        steps in the store: whoever takes the job over shows them (no model
+        call) and carries on from the saved turn.
         """
         owner = f"{self.name}:{job.id}"
         started = time.perf_counter()
@@ -189,44 +198,39 @@ class Worker:
         if not snap.leased:
             return  # another worker is on it; the job stays pending and comes back if needed
         session = snap.session
+        if not snap.steps and (session.finished or session.next_turn != job.turn):
+            await self._moot(job, owner)  # a duplicate, or a job already done
+            return
         self._working[job.id] = (job, owner)
+        steps, rev, inbox = snap.steps, snap.rev, snap.inbox
+        posted, redo = snap.posts_for(session.next_turn), job.deliveries > 1
         phase = "show the saved steps of"
         try:
-            if snap.steps:
-                await show(self.surface, session, snap.steps, library=self.state.library)
-                if session.finished or session.next_turn != job.turn:
-                    # The job's turn was saved by an earlier attempt: it is now shown.
-                    await self.state.sessions.finish(
-                        session,
-                        steps=snap.steps,
-                        ack=job,
-                        enqueue_next=session.status == SessionStatus.RUNNING,
-                        release_lease=owner,
-                    )
-                    self._finished(session)
+            while True:
+                await show(self.surface, session, steps, library=self.state.library)
+                if session.finished or (session.status != SessionStatus.RUNNING and not inbox):
+                    break
+                if self._stopping.is_set():
+                    break  # draining: the job is enqueued again for another worker
+                phase = "take"
+                turn = session.next_turn
+                result, steps = await self._decide(session, inbox, posted, redo=redo)
+                phase = "save"
+                saved = await self.state.sessions.save_and_read(
+                    session,
+                    expected_turn=turn,
+                    expected_rev=rev,
+                    consume_inbox=len(inbox),
+                    steps=steps,
+                )
+                if saved is None:
+                    await self._moot(job, owner)  # someone else advanced it (a stalled lease)
                     return
-                await self.state.sessions.finish(session, steps=snap.steps)
-            elif session.finished or session.next_turn != job.turn:
-                await self._moot(job, owner)
-                return
-            phase = "take"
-            result, steps = await self._decide(
-                session, snap.inbox, snap.posts_for(job.turn), redo=job.deliveries > 1
-            )
-            phase = "save"
-            saved = await self.state.sessions.save(
-                session,
-                expected_turn=job.turn,
-                expected_rev=snap.rev,
-                consume_inbox=len(snap.inbox),
-                steps=steps,
-            )
-            if not saved:
-                await self._moot(job, owner)
-                return
-            self._log_turn(session, job, result, time.perf_counter() - started)
-            phase = "show"
-            await show(self.surface, session, steps, library=self.state.library)
+                self._log_turn(session, job, turn, result, time.perf_counter() - started)
+                started = time.perf_counter()
+                rev, inbox, posted, redo = saved.rev, saved.inbox, {}, False
+                phase = "show"
+            phase = "finish"
             await self.state.sessions.finish(
                 session,
                 steps=steps,
@@ -238,10 +242,10 @@ class Worker:
             # Left pending: whoever takes the job over shows a saved turn from its
             # steps (no model call), or takes an unsaved one again.
             log.exception(
-                "session %s turn %s: could not %s it; job %s stays pending%s",
+                "session %s: could not %s turn %s; job %s stays pending%s",
                 job.session_id,
-                job.turn,
                 phase,
+                session.next_turn,
                 job.id,
                 " (the save may have landed: then it is shown, not redone)"
                 if phase == "save"
@@ -317,18 +321,25 @@ class Worker:
     async def _pause_dead(self, job: Job) -> None:
         """A job that failed too often: pause its session so a human can Retry.
 
-        Whoever holds the lease: the write is fenced by the session's rev, so a
-        worker still on the turn (its save refused) cannot undo the pause. The
-        pause is saved with its steps and a job that shows them.
+        Whoever holds the lease, if the job's turn is the session's: the write is
+        fenced by the session's rev, so a worker still on the turn (its save
+        refused) cannot undo the pause. The pause is saved with its steps and a
+        job that shows them.
         """
-        snap = await self.state.sessions.snapshot(job.session_id)
+        owner = f"{self.name}:{job.id}"
+        snap = await self.state.sessions.snapshot(
+            job.session_id, lease_owner=owner, lease_ttl_ms=self.config.lease_ttl_ms
+        )
         if snap is None:
             return
         session = snap.session
-        if session.status != SessionStatus.RUNNING:
-            return  # finished, or paused already: nothing is stuck
-        if session.next_turn != job.turn and not snap.steps:
-            return  # a later job carries the session on
+        if session.status != SessionStatus.RUNNING or (
+            session.next_turn != job.turn and (not snap.steps or not snap.leased)
+        ):
+            # Finished or paused already, or carried on by a later job or by a live
+            # worker (its own job holds the lease): nothing is stuck.
+            await self.state.leases.release(job.session_id, owner)
+            return
         session.status = SessionStatus.PAUSED
         session.error = (
             f"Turn {job.turn} failed {self.state.queue.max_deliveries} times in a row; "
@@ -341,17 +352,20 @@ class Worker:
             expected_rev=snap.rev,
             steps=steps,
             enqueue_next=True,
+            release_lease=owner,
         ):
             log.warning("session %s changed while its dead job was set aside", session.id)
+            await self.state.leases.release(job.session_id, owner)
 
     def _log_turn(
-        self, session: Session, job: Job, result: TurnResult | None, seconds: float
+        self, session: Session, job: Job, turn: int, result: TurnResult | None, seconds: float
     ) -> None:
         line: dict[str, object] = {
             "event": "turn",
             "worker": self.name,
             "session": session.id,
-            "turn": job.turn,
+            "turn": turn,
+            "job": job.id,
             "status": session.status.value,
             "latency_ms": round(seconds * 1000, 1),
         }

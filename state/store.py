@@ -126,7 +126,8 @@ end
 # ARGV: 1 json, 2 new turn, 3 expected turn, 4 expected rev (''), 5 messages,
 #       6 schema, 7 status, 8 finished, 9 consume, 10 ttl s (0: none), 11 ack id (''),
 #       12 group, 13 turn to enqueue (''), 14 sid, 15 jobs maxlen, 16 lease owner to
-#       release (''), 17 has thread, 18 has user, 19 has team, 20 steps (JSON list).
+#       release (''), 17 has thread, 18 has user, 19 has team, 20 steps (JSON list),
+#       21 inbox entries to read back (0: none).
 # Returns {code, rev, enqueued job id}; code 1 ok, 0 stale, -1 no session,
 # -2 transcript would shrink, -3 session already finished, -4 newer schema stored.
 # Everything that can fail (XADD) runs before the first write: a script error
@@ -164,7 +165,9 @@ if ARGV[8] == '1' then
   if ARGV[19] == '1' then redis.call('ZREM', KEYS[8], ARGV[14]) end
 end
 ack_and_release(KEYS[5], ARGV[12], ARGV[11], KEYS[4], ARGV[16])
-return {{1, rev, job}}
+local inbox = {{}}
+if tonumber(ARGV[21]) > 0 then inbox = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[21]) - 1) end
+return {{1, rev, job, inbox}}
 """
 )
 
@@ -198,6 +201,14 @@ _REFUSALS = {
     -3: "the session is already finished",
     -4: "a newer schema version is stored",
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Saved:
+    """What `save_and_read` gives back: the session's new rev and its unapplied inbox."""
+
+    rev: int
+    inbox: list[InboxEntry]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -386,13 +397,61 @@ class SessionStore:
         enqueues in their stead: a crash in between leaves the job pending, and
         whoever takes it over finds the steps in its snapshot.
         """
+        saved = await self._write(
+            session,
+            expected_turn=expected_turn,
+            consume_inbox=consume_inbox,
+            expected_rev=expected_rev,
+            ack=ack,
+            enqueue_next=enqueue_next,
+            release_lease=release_lease,
+            steps=steps,
+        )
+        return saved is not None
+
+    async def save_and_read(
+        self,
+        session: Session,
+        *,
+        expected_turn: int,
+        expected_rev: int,
+        consume_inbox: int,
+        steps: Sequence[str],
+    ) -> Saved | None:
+        """`save` (keeping the job and the lease), then read what a worker needs to take
+        the next turn at once: the new rev and the inbox left. None on a refusal.
+        1 round trip: a worker that goes on with the session needs no snapshot.
+        """
+        return await self._write(
+            session,
+            expected_turn=expected_turn,
+            consume_inbox=consume_inbox,
+            expected_rev=expected_rev,
+            steps=steps,
+            _read_inbox=True,
+        )
+
+    async def _write(
+        self,
+        session: Session,
+        *,
+        expected_turn: int,
+        consume_inbox: int = 0,
+        expected_rev: int | None = None,
+        ack: Job | None = None,
+        enqueue_next: bool = False,
+        release_lease: str | None = None,
+        steps: Sequence[str] = (),
+        _read_inbox: bool = False,
+    ) -> Saved | None:
+        """`save`; with `_read_inbox`, also the inbox left after the write."""
         if consume_inbox < 0:
             raise ValueError("consume_inbox must be >= 0")
         if enqueue_next and session.finished:
             raise ValueError(f"session {session.id} is finished: it has no next turn")
         origin = session.origin
         thread = origin.channel_id and origin.thread_ts
-        code, _rev, _job = await self._save(
+        reply = await self._save(
             keys=[
                 self._keys.session(session.id),
                 self._keys.inbox(session.id),
@@ -424,9 +483,10 @@ class SessionStore:
                 "1" if origin.user_id else "0",
                 "1" if origin.team_id else "0",
                 json.dumps(list(steps)),
+                self._inbox_max if _read_inbox else 0,
             ],
         )
-        code = int(code)
+        code = int(reply[0])
         if code != 1:
             log.info(
                 "refused save of session %s at turn %s: %s",
@@ -434,8 +494,9 @@ class SessionStore:
                 expected_turn,
                 _REFUSALS.get(code, str(code)),
             )
-            return False
-        return True
+            return None
+        inbox = reply[3] if len(reply) > 3 else []
+        return Saved(rev=int(reply[1]), inbox=parse_entries(session.id, (text(e) for e in inbox)))
 
     async def finish(
         self,
