@@ -210,8 +210,10 @@ class Worker:
                 await show(self.surface, session, steps, library=self.state.library)
                 if session.finished or (session.status != SessionStatus.RUNNING and not inbox):
                     break
-                if self._stopping.is_set():
-                    break  # draining: the job is enqueued again for another worker
+                if self._stopping.is_set() and rev != snap.rev:
+                    # Draining, after a turn saved here: hand the session on (the
+                    # finish enqueues its next turn for another worker).
+                    break
                 phase = "take"
                 turn = session.next_turn
                 result, steps = await self._decide(session, inbox, posted, redo=redo)
