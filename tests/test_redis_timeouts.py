@@ -26,7 +26,8 @@ class StallingProxy:
         target = urlsplit(REDIS_TEST_URL)
         self.target = (target.hostname or "127.0.0.1", target.port or 6379)
         self.db = target.path or "/0"
-        self.stalled = False
+        self.flowing = asyncio.Event()  # cleared: Redis stalls
+        self.flowing.set()
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -39,8 +40,7 @@ class StallingProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             while data := await reader.read(65536):
-                while self.stalled:
-                    await asyncio.sleep(0.05)
+                await self.flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -76,12 +76,12 @@ async def test_a_stalled_redis_is_a_timeout_error_after_the_socket_timeout(
     redis = await connect(proxy.url, socket_timeout=0.3)
     try:
         assert await redis.ping()
-        proxy.stalled = True
+        proxy.flowing.clear()
         with pytest.raises(RedisTimeout):
             # Without an explicit timeout redis-py would wait for as long as the stall.
             await asyncio.wait_for(redis.get("sora-timeout-probe"), timeout=10)
     finally:
-        proxy.stalled = False
+        proxy.flowing.set()
         await redis.aclose()
 
 
@@ -93,7 +93,9 @@ async def test_the_web_process_uses_the_short_timeout_and_workers_the_longer_one
         redis_socket_timeout_seconds=4.0,
     )
     for web, expected in ((True, 0.7), (False, 4.0)):
-        state = await open_state(settings, prefix=f"sora-timeouts-{uuid.uuid4().hex[:6]}", err=io.StringIO(), web=web)
+        state = await open_state(
+            settings, prefix=f"sora-timeouts-{uuid.uuid4().hex[:6]}", err=io.StringIO(), web=web
+        )
         try:
             kwargs = state.redis.connection_pool.connection_kwargs
             assert kwargs["socket_timeout"] == expected
