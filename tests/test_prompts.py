@@ -99,19 +99,25 @@ async def test_the_copilot_sees_every_past_draft_labelled_with_its_version() -> 
     assert [d.version for d in session.drafts] == [1, 2, 3]
 
 
-async def test_the_persona_sees_each_draft_in_full_where_it_arrived() -> None:
-    # Never shortened later: a message that changes after it was sent voids the prompt cache
-    # for everything after it.
-    _, model = await _three_drafts()
+async def test_the_persona_sees_each_draft_once_as_its_prompt_and_parameters() -> None:
+    # Each draft where it arrived, never shortened later (a message that changes after it was
+    # sent voids the prompt cache), and its parts are not repeated after the prompt.
+    session, model = await _three_drafts()
     last = [r for r in model.requests if r.agent == "persona"][-1]
     text = "\n".join(m.content for m in last.messages)
-    for old in (1, 2):
-        block = text.split(f"Draft v{old}:", 1)[1].split("Round", 1)[0]
-        assert "Parts:" in block and "Parameters:" in block
+    for d in session.drafts:
+        assert text.count(f"Draft v{d.version}:") == 1
+        assert text.count(d.prompt_text) == 1
     latest = text.split("Draft v3:", 1)[1]
     assert "Parameters: Duration: 8 s; Size: 1280x720; Audio: on" in latest
-    assert "Parts:\n- Subject:" in latest and "- Avoid:\n  - on-screen text" in latest
+    assert "Parts:" not in text and "- Subject:" not in text
+    assert session.drafts[-1].parts.subject not in latest.split("Parameters:", 1)[1]
     assert ".." not in latest.replace("...", "")
+    # The earlier requests are prefixes of the last: nothing already sent was re-rendered.
+    earlier = [r for r in model.requests if r.agent == "persona"][-2]
+    assert [m.content for m in earlier.messages[:-1]] == [
+        m.content for m in last.messages[: len(earlier.messages) - 1]
+    ]
 
 
 async def test_the_prompt_checks_findings_reach_the_copilot_like_a_note() -> None:

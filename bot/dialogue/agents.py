@@ -426,8 +426,8 @@ sound if it makes none.
 - The last round is different: if you ask for changes then, the Copilot's next draft is
   locked as final without your review. So in the last round name everything that must still
   change, or approve the latest draft.
-- You see each draft in full, with its parameters and parts, in the message where it
-  arrives.
+- You see each draft once, in the message where it arrives: the exact prompt the video
+  model will get, and its parameters. Judge that text: nothing else reaches the screen.
 - Keep messages under 150 words.
 
 # How to judge a draft
@@ -478,29 +478,15 @@ def draft_parameters(d: Draft, t: TargetProfile) -> list[tuple[str, str]]:
     return params
 
 
-def _render_parts(d: Draft) -> str:
-    p = d.parts
-    beats = "\n".join(f"  {i}. {b.strip()}" for i, b in enumerate(p.action_beats, 1))
-    avoid = "\n".join(f"  - {a.strip()}" for a in p.avoid) or "  (nothing)"
-    return (
-        f"- Subject: {p.subject.strip()}\n"
-        f"- Setting: {p.setting.strip()}\n"
-        f"- Action beats:\n{beats}\n"
-        f"- Camera: {p.camera.strip()}\n"
-        f"- Lighting and palette: {p.lighting_palette.strip()}\n"
-        f"- Sound: {p.sound.strip()}\n"
-        f"- Style: {p.style.strip()}\n"
-        f"- Avoid:\n{avoid}"
-    )
+def render_draft(d: Draft, t: TargetProfile) -> str:
+    """A draft as the persona reads it: the prompt the video model gets, and its parameters.
 
-
-def render_draft(d: Draft, t: TargetProfile, *, full: bool) -> str:
-    """A draft as an agent reads it: the prompt, and when `full` its parameters and parts."""
-    head = f"Draft v{d.version}: {d.title}\n```\n{d.prompt_text}\n```"
-    if not full:
-        return head
+    Shown once, where it arrives, and never re-rendered (a message that changes after it was
+    sent voids the prompt cache for everything after it). The structured parts are not
+    repeated: the prompt check makes sure the prompt already says each of them.
+    """
     params = "; ".join(f"{k}: {v}" for k, v in draft_parameters(d, t))
-    return f"{head}\nParameters: {params}\nParts:\n{_render_parts(d)}"
+    return f"Draft v{d.version}: {d.title}\n```\n{d.prompt_text}\n```\nParameters: {params}"
 
 
 def _quote_interjection(t: Turn) -> str:
@@ -519,9 +505,7 @@ def _render_other(t: Turn, session: Session) -> str:
     if t.speaker == Speaker.COPILOT:
         text = f"{COPILOT_NAME}:\n{t.text}"
         if t.draft is not None:
-            # In full, as it was the latest when it arrived: a message never changes once
-            # sent, so each request stays its previous one plus new turns (prompt cache).
-            text += "\n\n" + render_draft(t.draft, session.target, full=True)
+            text += "\n\n" + render_draft(t.draft, session.target)
         return text
     return f"{session.persona.display_name}:\n{t.text}"
 
