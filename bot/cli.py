@@ -8,6 +8,7 @@ import contextlib
 import getpass
 import logging
 import os
+import pwd
 import re
 import signal
 import sys
@@ -565,11 +566,18 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+TERMINAL_USER = "the person at the terminal"
+
+
 def _user_name() -> str:
+    """The person at the terminal, as the transcript names them: their real name where the
+    system knows one, never a bare login such as `root`."""
     try:
-        return getpass.getuser()
+        login = getpass.getuser()
+        real = pwd.getpwnam(login).pw_gecos.split(",")[0].strip()
     except (KeyError, OSError):
-        return "you"
+        return TERMINAL_USER
+    return real if real and real.lower() != login.lower() else TERMINAL_USER
 
 
 def _pace(text: str) -> float:

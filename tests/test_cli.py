@@ -38,6 +38,10 @@ def test_run_offline_locks_a_prompt_and_writes_a_utf8_report(tmp_path: Path) -> 
     assert "Running offline" in err and "ANTHROPIC_API_KEY is not set" in err
     assert "── Sora Copilot · Opening ──" in out and "── Tomás Ferreira · Round 1 of 6 ──" in out
     assert "══ Locked" in out
+    # Beside the locked prompt: the target's parameters and how to use it.
+    after_lock = out.split("══ Locked", 1)[1]
+    assert "Duration: " in after_lock and "Size: " in after_lock
+    assert "Paste into the Sora app" in after_lock
     [report] = list((tmp_path / "reports").glob("session-*.md"))
     [data] = list((tmp_path / "reports").glob("session-*.json"))
     session = json.loads(data.read_text(encoding="utf-8"))["session"]
@@ -283,3 +287,20 @@ def test_a_closed_or_full_standard_stream_is_no_crash(redirect: str, tmp_path: P
     # A full stdout stops the session (nobody can watch it); the rest run to the lock.
     assert p.returncode == (1 if redirect == ">/dev/full" else 0), both
     assert list((tmp_path / "out").glob("session-*.md"))
+
+
+def test_a_typed_line_is_signed_with_a_real_name_never_a_bare_login(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from bot import cli
+
+    monkeypatch.setattr(cli.getpass, "getuser", lambda: "ada")
+    monkeypatch.setattr(cli.pwd, "getpwnam", lambda _: SimpleNamespace(pw_gecos="Ada Lovelace,,,"))
+    assert cli._user_name() == "Ada Lovelace"
+    monkeypatch.setattr(cli.pwd, "getpwnam", lambda _: SimpleNamespace(pw_gecos="root"))
+    monkeypatch.setattr(cli.getpass, "getuser", lambda: "root")
+    assert cli._user_name() == cli.TERMINAL_USER
+    monkeypatch.setattr(cli.pwd, "getpwnam", lambda _: (_ for _ in ()).throw(KeyError(_)))
+    assert cli._user_name() == cli.TERMINAL_USER

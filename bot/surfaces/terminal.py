@@ -26,7 +26,7 @@ from rich.text import Text
 
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Draft, Session, Speaker, Turn
-from bot.dialogue.report import LOCK_REASONS, fence
+from bot.dialogue.report import LOCK_REASONS, fence, ready_prompt
 from bot.surfaces.base import waiting_notice
 
 INVALID_REPLY = "(that reply is void; it is written again)"
@@ -182,6 +182,7 @@ class PlainSurface:
             f'\n══ Locked: v{d.version} "{d.title}" ({LOCK_REASONS[locked.reason]}) ══\n'
             + fence(d.prompt_text)
             + "\n"
+            + "".join(f"{line}\n" for line in _use_lines(d, session))
         )
 
     async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
@@ -423,6 +424,8 @@ class RichSurface:
             )
         )
         self.console.print(Padding(Text(d.prompt_text), (0, 0, 0, 2)))
+        for line in _use_lines(d, session):
+            self.console.print(Text(line, style="green"))
         self._refresh()
 
     async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
@@ -442,3 +445,12 @@ class RichSurface:
         self._spinner = None
         self.console.print(Text(f"\nStopped by {session.stopped_by}", style="bold"))
         self._refresh()
+
+
+def _use_lines(d: Draft, session: Session) -> list[str]:
+    """Beside the locked prompt: the parameters the target needs, and how to use it."""
+    r = ready_prompt(d, session.target)
+    lines = [f"{k}: {v}" for k, v in r.parameters] + [r.how_to_use]
+    if r.retired:
+        lines.append(f"{r.retired}.")
+    return lines
