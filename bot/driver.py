@@ -66,8 +66,8 @@ async def take_turn(
         redo=redo,
     )
 
-    async def waiting(seconds: float, reason: str) -> None:
-        await surface.model_waiting(session, seconds, reason)
+    async def waiting(seconds: float, reason: str, status: int | None) -> None:
+        await surface.model_waiting(session, seconds, reason, status)
 
     try:
         return await engine.take_turn(session, sink, on_wait=waiting)

@@ -7,8 +7,11 @@ frees the user and team slots in the same write; a channel's set is pruned of
 finished (locked or stopped) sessions whenever it is read. Slots whose session
 no longer exists (it expired, or the web process died between `try_add` and
 `create`) are pruned lazily once older than a grace period, so a crash never
-leaks a slot for good. A paused session still holds its slot (it can be
-retried or stopped).
+leaks a slot for good. A paused session keeps its place in the sets but is not
+counted while it is paused: nothing of it is running, so it takes no slot from a
+new /sora (a set-aside job's session is paused, never left "running"). Retried,
+it counts again; a Retry is never refused for a cap, so a retry may take a user
+or team briefly past its cap.
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ local function prune(key, session_prefix, older_than)
       redis.call('ZREM', key, sid)
     end
   end
+end
+-- Members that take a slot: all but paused sessions (a reserved sid whose session
+-- does not exist yet counts, within the grace period that prune applies).
+local function active(key, session_prefix)
+  local n = 0
+  for _, sid in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    if redis.call('HGET', session_prefix .. sid, 'status') ~= 'paused' then n = n + 1 end
+  end
+  return n
 end
 -- Also drops finished sessions: no save removes them from a channel's set.
 local function prune_finished(key, session_prefix, older_than)
@@ -61,7 +73,7 @@ for i = 1, 3 do
       prune(KEYS[i], prefix, now - tonumber(ARGV[5]))
     end
     if limits[i] >= 0 and not redis.call('ZSCORE', KEYS[i], sid)
-       and redis.call('ZCARD', KEYS[i]) >= limits[i] then
+       and active(KEYS[i], prefix) >= limits[i] then
       return -i
     end
   end
@@ -84,7 +96,7 @@ if ARGV[3] == '1' then
 else
   prune(KEYS[1], ARGV[1], now_ms() - tonumber(ARGV[2]))
 end
-return redis.call('ZCARD', KEYS[1])
+return active(KEYS[1], ARGV[1])
 """
 )
 

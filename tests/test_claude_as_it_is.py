@@ -352,6 +352,10 @@ async def test_a_storm_longer_than_the_window_pauses_once_and_retry_completes(
 
 def test_the_waiting_notice_reads_as_the_issue_asks_and_shows_on_the_slack_root() -> None:
     assert waiting_notice(7.2) == "Claude is overloaded; retrying in 8 s"
+    # The notice says what is happening: a dropped connection is not an overload.
+    assert waiting_notice(3, None) == "Claude cannot be reached; retrying in 3 s"
+    assert waiting_notice(3, 429) == "Claude's rate limit is reached; retrying in 3 s"
+    assert waiting_notice(3, 503) == "Claude's API is failing (HTTP 503); retrying in 3 s"
     session = make_session()
     text = json.dumps(root_blocks(session, notice=waiting_notice(4)))
     assert "Claude is overloaded; retrying in 4 s" in text

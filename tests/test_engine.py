@@ -253,12 +253,14 @@ class FakeClock:
     def __init__(self) -> None:
         self.slept: list[float] = []
         self.told: list[tuple[float, str]] = []
+        self.statuses: list[int | None] = []
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
 
-    async def on_wait(self, seconds: float, why: str) -> None:
+    async def on_wait(self, seconds: float, why: str, status: int | None) -> None:
         self.told.append((seconds, why))
+        self.statuses.append(status)
 
 
 def overload() -> ModelError:
@@ -281,6 +283,7 @@ async def test_an_outage_shorter_than_the_window_is_waited_out_with_backoff() ->
     assert clock.slept == [2, 4, 5]  # doubling, capped
     assert [s for s, _ in clock.told] == clock.slept
     assert "529" in clock.told[0][1]
+    assert clock.statuses == [529, 529, 529]  # what the surfaces word their notice from
     assert sink.resets == 3
 
 

@@ -99,3 +99,36 @@ async def test_the_channel_cap_says_which_cap_refused_and_finished_sessions_leav
         await r.reserve("c", "Uc", "T1", max_user=3, max_team=9, channel="C1", max_channel=2)
         is None
     )
+
+
+async def test_a_paused_session_takes_no_slot_until_it_is_retried(state: State) -> None:
+    r = state.running
+    sessions = []
+    for sid in ("p1", "p2"):
+        session = make_session()
+        session.id = sid
+        await state.sessions.create(session)
+        sessions.append(session)
+        assert (
+            await r.reserve(sid, "U1", "T1", max_user=2, max_team=2, channel="C1", max_channel=2)
+            is None
+        )
+    assert await r.reserve("p3", "U1", "T2", max_user=2, max_team=9) == Cap.USER
+
+    # A set-aside job pauses its session: its slot is free for a new /sora everywhere.
+    paused = await state.sessions.load("p1")
+    assert paused is not None
+    paused.status = SessionStatus.PAUSED
+    assert await state.sessions.save(paused, expected_turn=0)
+    counts = (await r.count_user("U1"), await r.count_team("T1"), await r.count_channel("C1"))
+    assert counts == (1, 1, 1)
+    assert (
+        await r.reserve("p3", "U1", "T1", max_user=2, max_team=2, channel="C1", max_channel=2)
+        is None
+    )
+
+    # Retried, it runs and counts again (a retry is never refused for a cap).
+    paused.status = SessionStatus.RUNNING
+    assert await state.sessions.save(paused, expected_turn=0)
+    assert await r.count_user("U1") == 3
+    assert await r.reserve("p4", "U1", "T9", max_user=3, max_team=9) == Cap.USER

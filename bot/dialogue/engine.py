@@ -61,7 +61,7 @@ class TurnFailed(Exception):
         self.kind = kind  # "invalid" | "truncated" | "refused" | "api"
 
 
-WaitCallback = Callable[[float, str], Awaitable[None]]
+WaitCallback = Callable[[float, str, int | None], Awaitable[None]]
 """Told `(seconds, why)` before the engine waits out an outage and calls the model again."""
 
 
@@ -169,7 +169,7 @@ class Engine:
                     if sink is not None:
                         await sink.reset()
                     if on_wait is not None:
-                        await on_wait(delay, str(e))
+                        await on_wait(delay, str(e), e.status)
                     slept = time.perf_counter()
                     await self.sleep(delay)
                     model_seconds += time.perf_counter() - slept  # waiting on the model

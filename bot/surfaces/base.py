@@ -15,9 +15,21 @@ from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker, Turn
 
 
-def waiting_notice(seconds: float) -> str:
-    """What a surface shows while the engine waits out an outage before calling Claude again."""
-    return f"Claude is overloaded; retrying in {max(math.ceil(seconds), 1)} s"
+def waiting_notice(seconds: float, status: int | None = 529) -> str:
+    """What a surface shows while the engine waits out an outage before calling Claude again.
+
+    `status` is the HTTP status of the failure (None: no answer at all, such as a refused
+    connection or a broken stream), so the person reads what is actually happening.
+    """
+    if status == 529:
+        what = "Claude is overloaded"
+    elif status == 429:
+        what = "Claude's rate limit is reached"
+    elif status is None:
+        what = "Claude cannot be reached"
+    else:
+        what = f"Claude's API is failing (HTTP {status})"
+    return f"{what}; retrying in {max(math.ceil(seconds), 1)} s"
 
 
 class Surface(Protocol):
@@ -43,7 +55,9 @@ class Surface(Protocol):
 
     async def turn_finished(self, session: Session, turn: Turn) -> None: ...
 
-    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
+    async def model_waiting(
+        self, session: Session, seconds: float, reason: str, status: int | None = 529
+    ) -> None:
         """Claude failed past its client's retries (`reason`); the turn is tried again in
         `seconds`. Shown as `waiting_notice(seconds)`; the turn's sink is reused after."""
         ...

@@ -80,7 +80,9 @@ class RecordingSurface:
     async def session_locked(self, session: Session) -> None:
         await self._event(session.id, kind="locked")
 
-    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
+    async def model_waiting(
+        self, session: Session, seconds: float, reason: str, status: int | None = 529
+    ) -> None:
         await self._event(session.id, kind="waiting", seconds=round(seconds, 3))
 
     async def session_paused(self, session: Session) -> None:

@@ -349,11 +349,13 @@ class SlackSurface:
         )
         await self.update_root(session)
 
-    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
+    async def model_waiting(
+        self, session: Session, seconds: float, reason: str, status: int | None = 529
+    ) -> None:
         """While the engine waits out a Claude outage: shown on the root (best effort)."""
         where = _thread(session)
         part = MessagePart(
-            tail=tuple(root_blocks(session, notice=waiting_notice(seconds))),
+            tail=tuple(root_blocks(session, notice=waiting_notice(seconds, status))),
             fallback=root_text(session),
         )
         try:

@@ -185,8 +185,10 @@ class PlainSurface:
             + "".join(f"{line}\n" for line in _use_lines(d, session))
         )
 
-    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
-        self._say(f"\n.. {waiting_notice(seconds)} ({reason})\n")
+    async def model_waiting(
+        self, session: Session, seconds: float, reason: str, status: int | None = 529
+    ) -> None:
+        self._say(f"\n.. {waiting_notice(seconds, status)} ({reason})\n")
 
     async def session_paused(self, session: Session) -> None:
         self._say(
@@ -246,6 +248,7 @@ class RichSurface:
         self._streamed = False  # text of this turn has been shown
         self._sent: list[tuple[str, str]] = []  # interjections queued, not yet on screen
         self._until: float | None = None
+        self._outage_status: int | None = 529
         self.live = Live(
             console=console,
             auto_refresh=False,
@@ -337,7 +340,9 @@ class RichSurface:
         while self._spinner is not None:
             if self._until is not None:
                 left = max(self._until - loop.time(), 0)
-                self._spinner.update(text=Text(waiting_notice(left), style="yellow"))
+                self._spinner.update(
+                    text=Text(waiting_notice(left, self._outage_status), style="yellow")
+                )
             self._refresh()
             await asyncio.sleep(0.1)
 
@@ -428,10 +433,14 @@ class RichSurface:
             self.console.print(Text(line, style="green"))
         self._refresh()
 
-    async def model_waiting(self, session: Session, seconds: float, reason: str) -> None:
-        self.console.print(Text(f"  {waiting_notice(seconds)} ({reason})", style="yellow"))
+    async def model_waiting(
+        self, session: Session, seconds: float, reason: str, status: int | None = 529
+    ) -> None:
+        notice = waiting_notice(seconds, status)
+        self.console.print(Text(f"  {notice} ({reason})", style="yellow"))
         until = asyncio.get_running_loop().time() + seconds
-        self._wait(waiting_notice(seconds), style="yellow", until=until)
+        self._outage_status = status
+        self._wait(notice, style="yellow", until=until)
 
     async def session_paused(self, session: Session) -> None:
         self._spinner = None
