@@ -212,7 +212,18 @@ async def test_a_slash_command_becomes_a_pinned_locked_prompt_in_its_thread(
         requests_before = len(claude.requests)
         assert await post_signed(http, url, event_body(event), JSON_TYPE) == 200
 
-        await wait_until(lambda: slack.pins(CHANNEL), "the locked prompt to be pinned", within=60)
+        # The lock's steps run one after another once it is saved (pin, cross-post, report,
+        # root): wait for the last of them, not the first.
+        def lock_shown() -> bool:
+            root_now = json.dumps(slack.message(CHANNEL, root_ts), ensure_ascii=False)
+            return bool(
+                slack.pins(CHANNEL)
+                and slack.messages(PROMPTS)
+                and slack.files()
+                and "Locked" in root_now
+            )
+
+        await wait_until(lock_shown, "the lock's steps to be shown", within=60)
 
     session_id = await real_state.threads.lookup(CHANNEL, root_ts)
     assert session_id is not None
