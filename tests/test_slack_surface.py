@@ -127,11 +127,11 @@ class Rig:
             **kw,
         )
 
-    def surface(self, streaming: str = "update", **kw: Any) -> SlackSurface:
+    def surface(self, **kw: Any) -> SlackSurface:
         return SlackSurface(
             client=self.client,
             state=self.state,
-            settings=self.settings(slack_streaming=streaming, **kw),
+            settings=self.settings(**kw),
             clock=self.clock,
             sleep=self.clock.sleep,
         )
@@ -226,18 +226,14 @@ async def run_turns(
         done += 1
 
 
-MODES = ["auto", "update"]
-
-
 # ---- turns ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("streaming", MODES)
 async def test_turns_are_thread_replies_under_each_speakers_name_and_icon_and_the_root_follows(
-    rig: Rig, streaming: str
+    rig: Rig,
 ) -> None:
     session = await rig.session()
-    surface = rig.surface(streaming)
+    surface = rig.surface()
     await run_turns(Engine(model=OfflineModel()), session, surface, n=3)
 
     replies = rig.thread(session)[1:]
@@ -275,7 +271,7 @@ async def test_every_turn_message_is_created_tagged_never_as_an_untagged_stream(
     """chat.startStream cannot carry metadata, so a message it created could not be
     found again after a crash: every message is created by chat.postMessage, tagged."""
     session = await rig.session()
-    surface = rig.surface("auto")
+    surface = rig.surface()
     await run_turns(Engine(model=TickingModel(rig.clock, step=0.3)), session, surface, n=2)
 
     assert rig.slack.calls_to("chat.startStream") == []
@@ -286,7 +282,7 @@ async def test_every_turn_message_is_created_tagged_never_as_an_untagged_stream(
 
 async def test_update_mode_posts_then_updates_at_most_once_a_second(rig: Rig) -> None:
     session = await rig.session()
-    surface = rig.surface("update")
+    surface = rig.surface()
     updates: list[tuple[float, str, str]] = []
     original = rig.client.chat_update
 
@@ -311,8 +307,7 @@ async def test_update_mode_posts_then_updates_at_most_once_a_second(rig: Rig) ->
     assert all(b - a >= 1.0 for a, b in itertools.pairwise(root_times))
 
 
-@pytest.mark.parametrize("streaming", MODES)
-async def test_mentions_in_model_output_reach_slack_escaped(rig: Rig, streaming: str) -> None:
+async def test_mentions_in_model_output_reach_slack_escaped(rig: Rig) -> None:
     loud = "Hey <!channel> and <!here>, ask <@U123> & co."
     model = ScriptedModel(
         [
@@ -321,7 +316,7 @@ async def test_mentions_in_model_output_reach_slack_escaped(rig: Rig, streaming:
         ]
     )
     session = await rig.session()
-    await run_turns(Engine(model=model), session, rig.surface(streaming), n=2)
+    await run_turns(Engine(model=model), session, rig.surface(), n=2)
 
     stored = json.dumps(rig.thread(session)[1:], ensure_ascii=False)
     sent = json.dumps([c.params for c in rig.slack.calls], ensure_ascii=False)
@@ -374,15 +369,14 @@ async def take_turn_directly(
     return turn
 
 
-@pytest.mark.parametrize("streaming", MODES)
 async def test_a_turn_longer_than_a_message_is_split_and_a_shorter_redo_drops_the_rest(
-    rig: Rig, streaming: str
+    rig: Rig,
 ) -> None:
     text = long_text()
     assert len(text) > 2 * MARKDOWN_BLOCK_MAX_CHARS
     session = await rig.session()
     before = session.model_copy(deep=True)
-    surface = rig.surface(streaming)
+    surface = rig.surface()
     await take_turn_directly(surface, session, text)
 
     parts = tagged(rig.thread(session), 0)
@@ -396,7 +390,7 @@ async def test_a_turn_longer_than_a_message_is_split_and_a_shorter_redo_drops_th
     # The turn is redone (its worker died before the save) with a short text.
     ledger = await rig.state.posts.get(session.id, 0)
     assert sorted(ledger) == list(range(len(parts)))
-    await take_turn_directly(rig.surface(streaming), before, "Short now.", posted=ledger)
+    await take_turn_directly(rig.surface(), before, "Short now.", posted=ledger)
     [message] = tagged(rig.thread(session), 0)
     assert message["ts"] == parts[0]["ts"] and message["text"] == "Short now."
 
@@ -434,22 +428,19 @@ def test_split_markdown_never_splits_an_escaped_entity() -> None:
 # ---- redone turns ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("streaming", MODES)
 @pytest.mark.parametrize("found_by", ["ledger", "metadata tag"])
-async def test_a_redone_turn_updates_its_earlier_message(
-    rig: Rig, streaming: str, found_by: str
-) -> None:
+async def test_a_redone_turn_updates_its_earlier_message(rig: Rig, found_by: str) -> None:
     session = await rig.session()
     before = session.model_copy(deep=True)
     engine = Engine(model=OfflineModel())
-    await drive_turn(engine, session, rig.surface(streaming))
+    await drive_turn(engine, session, rig.surface())
     [first] = tagged(rig.thread(session), 0)
 
     posted = await rig.state.posts.get(session.id, 0)
     if found_by == "metadata tag":  # the worker died after posting, before recording
         await rig.state.redis.delete(rig.state.keys.posts(session.id))
         posted = {}
-    another_worker = rig.surface(streaming)
+    another_worker = rig.surface()
     await drive_turn(engine, before, another_worker, posted=posted, redo=True)
 
     [message] = tagged(rig.thread(session), 0)
@@ -466,7 +457,7 @@ async def test_lock_pins_the_prompt_cross_posts_it_uploads_the_report_and_shows_
     rig: Rig,
 ) -> None:
     session = await rig.session(idea="🌊 A lighthouse keeper finds a message in a bottle ✨")
-    surface = rig.surface("auto", prompts_channel=PROMPTS)
+    surface = rig.surface(prompts_channel=PROMPTS)
     await run_turns(Engine(model=OfflineModel()), session, surface)
     assert session.status == SessionStatus.LOCKED and session.locked is not None
     prompt = session.locked.draft.prompt_text
@@ -512,7 +503,7 @@ async def test_lock_pins_the_prompt_cross_posts_it_uploads_the_report_and_shows_
 
     # Done again (a redo, or another worker): nothing new is posted, pinned or uploaded.
     calls = Counter(c.method for c in rig.slack.calls)
-    for again in (surface, rig.surface("auto", prompts_channel=PROMPTS)):
+    for again in (surface, rig.surface(prompts_channel=PROMPTS)):
         await again.session_locked(session)
     now = Counter(c.method for c in rig.slack.calls)
     for method in ("chat.postMessage", "files.getUploadURLExternal", "chat.startStream"):
@@ -525,9 +516,7 @@ async def test_lock_pins_the_prompt_cross_posts_it_uploads_the_report_and_shows_
 async def test_a_failed_name_lookup_at_the_lock_keeps_the_handle(rig: Rig) -> None:
     session = await rig.session()
     rig.slack.error_next("users.info", "user_not_found")
-    await run_turns(
-        Engine(model=OfflineModel()), session, rig.surface("auto", prompts_channel=PROMPTS)
-    )
+    await run_turns(Engine(model=OfflineModel()), session, rig.surface(prompts_channel=PROMPTS))
     assert session.status == SessionStatus.LOCKED
     [cross] = tagged(rig.slack.messages(PROMPTS), TURN_CROSSPOST)
     assert "started by alice" in block_texts(cross)
@@ -538,7 +527,7 @@ async def test_a_429_storm_delays_posts_but_loses_none(rig: Rig) -> None:
     session = await rig.session()
     rig.slack.fail_next("chat.postMessage", k=3, status=429, retry_after=1)
     rig.slack.fail_next("chat.update", k=2, status=429, retry_after=2)
-    surface = rig.surface("update")
+    surface = rig.surface()
     await run_turns(Engine(model=OfflineModel()), session, surface)
     assert session.status == SessionStatus.LOCKED
 
@@ -566,11 +555,10 @@ async def test_interjection_heard_adds_a_check_mark_once(rig: Rig) -> None:
     assert [c.error for c in rig.slack.calls_to("reactions.add")] == [None, "already_reacted"]
 
 
-@pytest.mark.parametrize("streaming", MODES)
-async def test_a_failed_turn_pauses_with_a_retry_button_once(rig: Rig, streaming: str) -> None:
+async def test_a_failed_turn_pauses_with_a_retry_button_once(rig: Rig) -> None:
     session = await rig.session()
     model = ScriptedModel([ModelError("overloaded <!channel>", status=529)])
-    surface = rig.surface(streaming)
+    surface = rig.surface()
     engine = Engine(model=model, outage=OutagePolicy(window_seconds=0))  # no waiting out
     result = await drive_turn(engine, session, surface)
     assert result is None and session.status == SessionStatus.PAUSED
@@ -601,7 +589,7 @@ async def test_an_outage_being_waited_out_shows_on_the_root_and_the_turn_posts_o
         roots.append(block_texts(rig.root(session)))
 
     engine = Engine(model=model, sleep=sleep, jitter=lambda: 1.0)
-    result = await drive_turn(engine, session, rig.surface("update"))
+    result = await drive_turn(engine, session, rig.surface())
     assert result is not None and session.status == SessionStatus.RUNNING
     assert len(roots) == 1 and "Claude is overloaded; retrying in 2 s" in roots[0]
     assert len(tagged(rig.thread(session), 0)) == 1  # the turn's message, posted once
@@ -612,7 +600,7 @@ async def test_a_turn_set_aside_by_another_worker_is_marked_when_the_session_pau
     rig: Rig,
 ) -> None:
     session = await rig.session()
-    dead_worker = rig.surface("update")
+    dead_worker = rig.surface()
     sink = await dead_worker.turn_started(
         session,
         speaker=Speaker.COPILOT,
@@ -627,7 +615,7 @@ async def test_a_turn_set_aside_by_another_worker_is_marked_when_the_session_pau
     assert half["text"] == "Half a thought"
     session.status = SessionStatus.PAUSED
     session.error = "Turn 0 failed 3 times in a row; it was set aside. Retry resumes it."
-    await rig.surface("update").session_paused(session)
+    await rig.surface().session_paused(session)
 
     [message] = tagged(rig.thread(session), 0)
     assert "Retry writes it again" in block_texts(message)
@@ -653,7 +641,7 @@ async def test_a_stopped_session_says_who_stopped_it_once(rig: Rig) -> None:
 async def test_the_worker_runs_a_whole_session_into_its_thread(rig: Rig) -> None:
     session = await rig.session()
     await rig.state.sessions.create(session, enqueue=True)
-    surface = rig.surface("auto", prompts_channel=PROMPTS)
+    surface = rig.surface(prompts_channel=PROMPTS)
     worker = Worker(
         state=rig.state,
         engine=Engine(model=OfflineModel()),
