@@ -11,7 +11,7 @@ a Slack failure repeats nothing, and never calls the model.
 A step is a string, so the outbox is plain JSON in the store:
 ``heard:<source id>`` (the reaction on a human's message), ``turn:<n>`` (the
 final render of agent turn n and the root's status), ``locked`` (the locked
-reply, pin, cross-post, report), ``library`` (the prompt library entry),
+reply, pin, report, root, cross-post), ``library`` (the prompt library entry),
 ``paused:<n>``, ``stopped``.
 """
 

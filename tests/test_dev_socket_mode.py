@@ -125,10 +125,14 @@ async def test_dev_runs_a_session_over_socket_mode_on_the_embedded_store(
     )
     assert await slack.socket_ack(reply) == {"envelope_id": reply}
 
-    # Showing Locked on the root is the lock's last step: pin, cross-post and report come first.
+    # The lock's steps: pin and report, then Locked on the root, then the cross-post (last, as
+    # it waits on the prompts channel's rate).
     await wait_until(
-        lambda: "Locked" in json.dumps(slack.message(CHANNEL, root_ts), ensure_ascii=False),
-        "the root to show Locked",
+        lambda: (
+            "Locked" in json.dumps(slack.message(CHANNEL, root_ts), ensure_ascii=False)
+            and slack.messages(PROMPTS)
+        ),
+        "the root to show Locked and the cross-post",
         within=60,
     )
     assert len(slack.pins(CHANNEL)) == 1

@@ -311,7 +311,11 @@ class SlackSurface:
                 log.warning("session %s: cannot react to %s: %s", session.id, ts, e)
 
     async def session_locked(self, session: Session) -> None:
-        """The lock's steps: locked reply, pin, cross-post, report; each once, each alone."""
+        """The lock's steps: locked reply, pin, report, root, cross-post; each once, each alone.
+
+        The cross-post goes last: it waits for the prompts channel's post rate, which every
+        session's lock shares, so it must delay nothing in this thread.
+        """
         await self._abandon_live(session.id)
         if session.locked is None:
             return
@@ -335,6 +339,10 @@ class SlackSurface:
         await self._lock_step(
             session, where, ledger, TURN_PIN, lambda: self._pin(session, where, reply[0])
         )
+        await self._lock_step(
+            session, where, ledger, TURN_REPORT, lambda: self._upload_report(session, where)
+        )
+        await self.update_root(session)
         channel = self.settings.prompts_channel
         if channel:
             await self._lock_step(
@@ -344,10 +352,6 @@ class SlackSurface:
                 TURN_CROSSPOST,
                 lambda: self._cross_post(session, where, channel),
             )
-        await self._lock_step(
-            session, where, ledger, TURN_REPORT, lambda: self._upload_report(session, where)
-        )
-        await self.update_root(session)
 
     async def model_waiting(
         self, session: Session, seconds: float, reason: str, status: int | None = 529
