@@ -50,7 +50,8 @@ from state import (
     is_embedded,
     redact,
 )
-from state.errors import UnknownSchema
+from state.errors import StateMisconfigured, UnknownSchema
+from state.health import check_eviction
 
 EXIT_OK = 0
 EXIT_NOT_LOCKED = 1
@@ -73,11 +74,15 @@ def choose_model(settings: Settings, *, offline: bool, err: TextIO) -> ChatModel
     return AnthropicModel.from_settings(settings)
 
 
-async def open_state(settings: Settings, *, prefix: str, err: TextIO, web: bool = False) -> State:
+async def open_state(
+    settings: Settings, *, prefix: str, err: TextIO, web: bool = False, app: bool = False
+) -> State:
     """The shared store, or the embedded one (saying so) when REDIS_URL is unset.
 
     `web`: for a process that answers Slack requests and runs no worker, whose
     Redis timeouts are short so that a user hears of a stalled Redis at once.
+    `app`: for the Slack app's processes (serve, worker, dev): a Redis that may
+    evict their keys is refused (`REDIS_EVICTION_CHECK`).
     """
     redis = await connect(
         settings.redis_url,
@@ -89,6 +94,14 @@ async def open_state(settings: Settings, *, prefix: str, err: TextIO, web: bool 
     )
     if is_embedded(redis):
         err.write(EMBEDDED_NOTICE + "\n")
+    elif app:
+        try:
+            warning = await check_eviction(redis, mode=settings.redis_eviction_check)
+        except StateMisconfigured:
+            await redis.aclose()
+            raise
+        if warning:
+            err.write(warning + "\n")
     state = State.create(
         redis, prefix=prefix, settings=settings, lease_ttl_ms=settings.lease_ttl_ms
     )
@@ -442,7 +455,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "(--surface recording records turns in Redis instead, for tests).",
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, app=True)
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
     if model.offline and args.offline_latency:
         model = OfflineModel(latency=args.offline_latency)
@@ -504,7 +517,9 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "(Basic Information) to check that each request comes from Slack.",
     )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, web=True)
+    state = await open_state(
+        settings, prefix=settings.redis_prefix, err=sys.stderr, web=True, app=True
+    )
     from bot.web import serve
 
     await serve(settings=settings, state=state, host=args.host, port=args.port or settings.port)
@@ -541,7 +556,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         ) from e
     except OSError as e:
         raise BadInput(f"Slack is not reachable at {settings.slack_api_url}: {e}") from e
-    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, app=True)
     app = build_app(settings=settings, state=state, client=client)
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
     worker = Worker(
@@ -671,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":
             return asyncio.run(_dev(args, settings))
-    except (BadInput, SettingsError, StateUnavailable, UnknownSchema) as e:
+    except (BadInput, SettingsError, StateUnavailable, StateMisconfigured, UnknownSchema) as e:
         sys.stderr.write(f"sora-copilot: {e}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -61,7 +61,14 @@ class Settings(BaseSettings):
     redis_connect_timeout_seconds: float = Field(5.0, gt=0)
     redis_socket_timeout_seconds: float = Field(5.0, gt=1.0)
     redis_web_socket_timeout_seconds: float = Field(1.0, gt=0)
-    session_ttl_seconds: int = 30 * 24 * 3600
+    # refuse: serve, worker and dev exit when Redis may evict the app's keys (any
+    # maxmemory-policy but noeviction) or will not say (CONFIG GET disabled); warn: print
+    # one line and run (a managed Redis whose plan is noeviction but hides CONFIG).
+    redis_eviction_check: Literal["refuse", "warn"] = "refuse"
+    # Retention: a finished (locked or stopped) session is kept this long (s); a library
+    # entry (a locked prompt) this long after its lock, 0 for ever.
+    session_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    library_ttl_seconds: int = Field(0, ge=0)
     event_dedupe_ttl_seconds: int = 3600
 
     # Workers
@@ -72,6 +79,9 @@ class Settings(BaseSettings):
     reclaim_every_seconds: float = Field(5.0, gt=0)
     # On SIGTERM, how long in-flight turns may finish before they are left to others.
     drain_seconds: float = Field(20.0, ge=0)
+    # How often one worker (under a lease) looks for running sessions with nothing behind
+    # them: no job queued and no worker on them (a lost job stream), or no state at all.
+    sweep_every_seconds: float = Field(30.0, gt=0)
 
     # Slack
     slack_bot_token: SecretStr | None = None

@@ -29,7 +29,7 @@ from bot.dialogue.models import Origin, Persona, Session, SessionStatus
 from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
 from bot.slack.blocks import METADATA_EVENT, root_blocks, root_text
 from bot.slack.people import People
-from state import InboxEntry, LibraryEntry, PushResult, State
+from state import InboxEntry, LibraryEntry, PushResult, State, describe, is_full
 from state.running import Cap
 
 log = logging.getLogger("sora.sessions")
@@ -232,6 +232,16 @@ class Invoker:
 
 
 _STORE_DOWN = "The session store did not answer, so nothing was started; try again in a minute."
+
+
+def store_failed(e: Exception) -> str:
+    """What to tell a person whose request the store failed: a full Redis says so (it
+    answered: it is out of memory, and waiting a minute will not help)."""
+    if is_full(e):
+        return f"{describe(e)}. Nothing was started; tell whoever runs this app."
+    return _STORE_DOWN
+
+
 _CONTROL_DONE: dict[ControlKind, str] = {
     "stop": "Stop requested: the session stops before its next turn.",
     "lock": "Lock requested: the latest draft is locked before the next turn.",
@@ -293,8 +303,8 @@ class Sessions:
                 max_channel=s.max_running_per_channel,
             )
         except RedisError as e:
-            log.exception("session %s: the store failed before starting", session.id)
-            raise Refused(_STORE_DOWN) from e
+            log.error("session %s: the store failed before starting: %s", session.id, describe(e))
+            raise Refused(store_failed(e)) from e
         if cap is not None:
             raise Refused(_cap_message(cap, s))
 
@@ -345,8 +355,8 @@ class Sessions:
         except SlackApiError as e:
             raise Refused(_post_failure(e)) from e
         except RedisError as e:
-            log.exception("session %s: the store failed while starting", session.id)
-            raise Refused(_STORE_DOWN) from e
+            log.error("session %s: the store failed while starting: %s", session.id, describe(e))
+            raise Refused(store_failed(e)) from e
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             log.warning("session %s: Slack did not answer: %s", session.id, e)
             raise Refused(

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from bot.config import Settings
@@ -42,7 +42,8 @@ from bot.dialogue.models import LockReason, Session, SessionStatus
 from bot.driver import show, steps_after, take_turn
 from bot.sessions import BadInput
 from bot.surfaces.base import Surface
-from state import InboxEntry, Job, State
+from state import InboxEntry, Job, State, describe, is_full
+from state.sweep import Lost
 
 log = logging.getLogger("sora.worker")
 RETRY_TAKE_S = 1.0
@@ -56,6 +57,7 @@ class WorkerConfig:
     reclaim_every_s: float = 5.0
     block_ms: int = 1_000
     drain_s: float = 20.0  # on shutdown, how long in-flight turns may finish
+    sweep_every_s: float = 30.0  # see state.sweep; one worker at a time sweeps
 
     def __post_init__(self) -> None:
         if self.reclaim_idle_ms <= self.lease_ttl_ms:
@@ -85,6 +87,7 @@ class WorkerConfig:
             reclaim_idle_ms=settings.reclaim_idle_ms,
             reclaim_every_s=settings.reclaim_every_seconds,
             drain_s=settings.drain_seconds,
+            sweep_every_s=settings.sweep_every_seconds,
         )
 
     @property
@@ -106,13 +109,17 @@ class Worker:
         config: WorkerConfig = WorkerConfig(),
         name: str | None = None,
         on_finished: Callable[[Session], None] | None = None,
+        on_lost: Callable[[Lost], Awaitable[None]] | None = None,
     ):
+        """`on_lost`: how to tell a thread that its session's state is gone (the
+        sweep finds those); without it they are only logged."""
         self.state = state
         self.engine = engine
         self.surface = surface
         self.config = config
         self.name = name or worker_name()
         self.on_finished = on_finished
+        self.on_lost = on_lost
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[str, tuple[Job, str]] = {}  # job id -> (job, lease owner)
         self._stopping = asyncio.Event()
@@ -124,6 +131,7 @@ class Worker:
         self._stopping = stopping
         await self.state.queue.ensure_group()
         heartbeat = asyncio.create_task(self._heartbeat())
+        sweeping = asyncio.create_task(self._sweeping(stopping))
         last_reclaim = 0.0
         while not stopping.is_set():
             free = self.config.concurrency - len(self._tasks)
@@ -150,6 +158,37 @@ class Worker:
                 task.add_done_callback(self._tasks.discard)
         await self._drain()
         heartbeat.cancel()
+        sweeping.cancel()
+        await asyncio.gather(sweeping, return_exceptions=True)
+
+    async def _sweeping(self, stopping: asyncio.Event) -> None:
+        """Sweep every `sweep_every_s` (the first one at start, so that a Redis that
+        came back without the stream moves again at once)."""
+        while not stopping.is_set():
+            await self.sweep()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.config.sweep_every_s)
+
+    async def sweep(self) -> None:
+        """One sweep (`state.sweep`), unless another worker is sweeping now."""
+        try:
+            result = await self.state.sweeper.run(
+                self.name, lease_ms=int(self.config.sweep_every_s * 1000)
+            )
+        except Exception as e:
+            log.warning("the sweep failed (%s); it runs again later", describe(e))
+            return
+        if result is None:
+            return
+        for sid in result.requeued:
+            log.warning("session %s was running with no job and no worker: re-queued", sid)
+        for lost in result.lost:
+            log.warning("session %s: its state is gone (lost by Redis)", lost.session_id)
+            if self.on_lost is not None and lost.channel:
+                try:
+                    await self.on_lost(lost)
+                except Exception as e:
+                    log.warning("session %s: could not tell its thread: %r", lost.session_id, e)
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -189,8 +228,13 @@ class Worker:
             snap = await self.state.sessions.snapshot(
                 job.session_id, lease_owner=owner, lease_ttl_ms=self.config.lease_ttl_ms
             )
-        except Exception:
-            log.exception("cannot read session %s; leaving job %s pending", job.session_id, job.id)
+        except Exception as e:
+            if is_full(e):
+                log.error("cannot read session %s: %s", job.session_id, describe(e))
+            else:
+                log.exception(
+                    "cannot read session %s; leaving job %s pending", job.session_id, job.id
+                )
             return
         if snap is None:
             await self.state.queue.ack(job)  # the session expired or never existed
@@ -240,9 +284,21 @@ class Worker:
                 enqueue_next=session.status == SessionStatus.RUNNING,
                 release_lease=owner,
             )
-        except Exception:
+        except Exception as e:
             # Left pending: whoever takes the job over shows a saved turn from its
             # steps (no model call), or takes an unsaved one again.
+            if is_full(e):
+                log.error(
+                    "session %s: could not %s turn %s: %s; job %s stays pending",
+                    job.session_id,
+                    phase,
+                    session.next_turn,
+                    describe(e),
+                    job.id,
+                )
+                with contextlib.suppress(Exception):
+                    await self.state.leases.release(job.session_id, owner)
+                return
             log.exception(
                 "session %s: could not %s turn %s; job %s stays pending%s",
                 job.session_id,

@@ -6,7 +6,15 @@ library. Build them all at once with `State.create(await connect(url))`.
 from state.connection import EMBEDDED_NOTICE, connect, embedded, is_embedded, redact
 from state.container import State
 from state.dedupe import EventDedupe
-from state.errors import SessionExists, StateError, StateUnavailable, UnknownSchema
+from state.errors import (
+    SessionExists,
+    StateError,
+    StateMisconfigured,
+    StateUnavailable,
+    UnknownSchema,
+    describe,
+    is_full,
+)
 from state.inbox import Inbox, InboxEntry, InboxKind, PushResult
 from state.index import ThreadIndex
 from state.keys import Keys
@@ -41,12 +49,15 @@ __all__ = [
     "Snapshot",
     "State",
     "StateError",
+    "StateMisconfigured",
     "StateUnavailable",
     "ThreadIndex",
     "TurnQueue",
     "UnknownSchema",
     "connect",
+    "describe",
     "embedded",
     "is_embedded",
+    "is_full",
     "redact",
 ]

@@ -6,15 +6,18 @@ Every client this package builds decodes replies to `str`
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import fakeredis
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.driver_info import DriverInfo
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from state.errors import StateUnavailable
+from state.errors import StateUnavailable, describe
 
 EMBEDDED_NOTICE = (
     "No REDIS_URL: using the embedded in-process store (fakeredis). "
@@ -33,21 +36,42 @@ MAX_CONNECTIONS = 2048
 # about 1 ms of CPU per connection, half of opening one, paid again whenever a
 # burst grows the pool. Built once here, and shared.
 DRIVER_INFO = DriverInfo()
+# A pooled connection that Redis closed (a restart, a failover, an idle timeout) fails
+# its next command with ConnectionError; without a retry each stale connection cost one
+# failed command, and a worker left that job to wait out RECLAIM_IDLE_MS (60 s). Retried
+# at once on a fresh connection, a restart costs what the reconnect costs. Only
+# connection errors: a timeout is a stalled Redis, which must stay a quick error (the web
+# process answers Slack within a second). redis-py docs, "Retries":
+# redis.readthedocs.io/en/stable/retry.html (Retry, retry_on_error).
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
+# A connection idle this long is PINGed before use (and reopened if that fails).
+HEALTH_CHECK_INTERVAL_S = 10
+
+# Query parameters redis-py reads credentials from (`?password=...`).
+_SECRET_QUERY = re.compile(r"((?:^|[?&])(?:password|username)=)[^&#]*", re.IGNORECASE)
 
 
 def redact(url: str) -> str:
-    """`url` with its password replaced by ***, safe for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparseable Redis URL>"
+    """`url` with its password replaced by ***, safe for logs and error messages.
+
+    Works on the text, not on a parse: a password with '#', '/', '?' or '@' in it
+    (base64 access keys) makes `urlsplit` cut the URL in the wrong place, and a URL
+    that does not parse at all must not be printed raw either. The userinfo is
+    everything between '://' and the last '@'; only the user name before its ':'
+    is kept.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at != -1:
+        user, colon, _ = rest[:at].partition(":")
+        rest = (f"{user}:***" if colon else "***") + rest[at:]
+    if "?" in rest:
+        head, _, query = rest.partition("?")
+        rest = head + "?" + _SECRET_QUERY.sub(r"\1***", query)
+    return f"{scheme}{sep}{rest}"
 
 
 def embedded() -> Redis:
@@ -96,16 +120,23 @@ async def connect(
             decode_responses=True,
             socket_connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
-            health_check_interval=30,
+            health_check_interval=HEALTH_CHECK_INTERVAL_S,
             max_connections=MAX_CONNECTIONS,
             driver_info=DRIVER_INFO,
+            retry=Retry(RETRY_BACKOFF, RETRY_ATTEMPTS, (RedisConnectionError,)),
+            retry_on_error=[RedisConnectionError],
             **tls,
         )
-    except ValueError as e:
-        raise StateUnavailable(f"REDIS_URL {redact(url)} is not a Redis URL: {e}") from None
+    except (ValueError, TypeError):
+        # redis-py's message quotes the URL, password and all: never shown.
+        raise StateUnavailable(
+            f"REDIS_URL {redact(url)} is not a Redis URL: it must look like "
+            "redis://[:password@]host[:port][/db] or rediss://… (a password with '/', '?', "
+            "'#' or '@' in it must be percent-encoded)"
+        ) from None
     try:
         await client.ping()
     except (RedisError, OSError) as e:
         await client.aclose()
-        raise StateUnavailable(f"Redis is not reachable at {redact(url)}: {e}") from e
+        raise StateUnavailable(f"Redis is not reachable at {redact(url)}: {describe(e)}") from None
     return client

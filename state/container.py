@@ -10,6 +10,7 @@ from redis.commands.core import AsyncScript
 
 from bot.config import Settings
 from state.dedupe import EventDedupe
+from state.erase import Eraser
 from state.inbox import Inbox
 from state.index import ThreadIndex
 from state.keys import (
@@ -31,6 +32,7 @@ from state.queue import Job, TurnQueue
 from state.ratelimit import PostRateLimiter, Sleep
 from state.running import RunningSessions
 from state.store import SessionStore
+from state.sweep import Sweeper
 
 # Renew the lease and reset the job's idle time (XCLAIM JUSTID: not a delivery)
 # so `reclaim` leaves a long turn alone. 0 when the lease is lost.
@@ -58,6 +60,8 @@ class State:
     library: PromptLibrary
     posts: PostLedger
     running: RunningSessions
+    eraser: Eraser
+    sweeper: Sweeper
     _heartbeat: AsyncScript = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,7 @@ class State:
         finished_ttl_s: int | None = None,
         live_ttl_s: int | None = LIVE_SESSION_TTL_S,
         dedupe_ttl_s: int | None = None,
+        library_ttl_s: int | None = None,
         lease_ttl_ms: int = LEASE_TTL_MS,
         max_deliveries: int = MAX_DELIVERIES,
         post_rate_per_s: float = POST_RATE_PER_S,
@@ -86,6 +91,7 @@ class State:
         if dedupe_ttl_s is None:
             dedupe_ttl_s = settings.event_dedupe_ttl_seconds if settings else EVENT_DEDUPE_TTL_S
         keys = Keys(prefix=prefix)
+        queue = TurnQueue(redis, keys, group=CONSUMER_GROUP, max_deliveries=max_deliveries)
         return cls(
             redis=redis,
             keys=keys,
@@ -99,14 +105,22 @@ class State:
             threads=ThreadIndex(redis, keys, ttl_s=live_ttl_s),
             inbox=Inbox(redis, keys, dedupe_ttl_s=dedupe_ttl_s),
             dedupe=EventDedupe(redis, keys, ttl_s=dedupe_ttl_s),
-            queue=TurnQueue(redis, keys, group=CONSUMER_GROUP, max_deliveries=max_deliveries),
+            queue=queue,
             leases=Lease(redis, keys, ttl_ms=lease_ttl_ms),
             ratelimit=PostRateLimiter(
                 redis, keys, rate_per_s=post_rate_per_s, burst=post_burst, sleep=sleep
             ),
-            library=PromptLibrary(redis, keys),
+            library=PromptLibrary(
+                redis,
+                keys,
+                ttl_s=library_ttl_s
+                if library_ttl_s is not None
+                else (settings.library_ttl_seconds if settings else 0),
+            ),
             posts=PostLedger(redis, keys, default_ttl_s=live_ttl_s),
             running=RunningSessions(redis, keys, ttl_s=live_ttl_s),
+            eraser=Eraser(redis, keys),
+            sweeper=Sweeper(redis, keys, queue),
         )
 
     async def heartbeat(

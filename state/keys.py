@@ -107,6 +107,17 @@ class Keys:
 
     # ---- shared -----------------------------------------------------------------------
 
+    @property
+    def live(self) -> str:
+        """Hash: session id -> "<channel> <thread ts>" of every running or paused session.
+        The sweep reads it to find sessions with nothing behind them (`state.sweep`)."""
+        return self._k("live")
+
+    @property
+    def sweep_lease(self) -> str:
+        """String, expiring: the owner of the sweep now running (one worker at a time)."""
+        return self._k("sweep")
+
     def event(self, event_id: str) -> str:
         return self._k("event", event_id)
 

@@ -1,9 +1,10 @@
-"""The prompt library: every locked prompt, kept without expiry.
+"""The prompt library: every locked prompt, kept for ever or as long as the operator chooses.
 
 Each entry is one JSON string, indexed by creation time in three sorted sets
 (all prompts, per channel, per user) so "recent prompts here" or "mine" is a
 single range read. The entry id is the session id, so adding a session twice
-overwrites rather than duplicates.
+overwrites rather than duplicates. With a TTL (LIBRARY_TTL_SECONDS) an entry's
+JSON expires; its ids left in the indexes are dropped when a read meets them.
 """
 
 from __future__ import annotations
@@ -57,10 +58,15 @@ class LibraryEntry(BaseModel):
         )
 
 
-# KEYS: prompt, all, channel, user. ARGV: id, json, score, has_channel, has_user.
+# KEYS: prompt, all, channel, user. ARGV: id, json, score, has_channel, has_user, ttl s
+# (0: for ever).
 _ADD = """
 local new = redis.call('EXISTS', KEYS[1]) == 0
-redis.call('SET', KEYS[1], ARGV[2])
+if tonumber(ARGV[6]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[6])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1]) end
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1]) end
@@ -76,6 +82,7 @@ local limit = tonumber(ARGV[1])
 local out = {}
 local start = 0
 local page = math.max(limit * 2, 20)
+local gone = {}
 while #out < limit do
   local ids = redis.call('ZREVRANGE', KEYS[1], start, start + page - 1)
   if #ids == 0 then break end
@@ -85,12 +92,24 @@ while #out < limit do
       if json then
         out[#out + 1] = json
         if #out >= limit then break end
+      else
+        gone[#gone + 1] = id
       end
     end
   end
   start = start + page
 end
+-- Expired or deleted entries: dropped from the walked index (the others drop them
+-- when they are walked).
+for _, id in ipairs(gone) do redis.call('ZREM', KEYS[1], id) end
 return out
+"""
+
+# KEYS: prompt, all, channel, user. ARGV: id. Returns 1 if the entry existed.
+_DELETE = """
+local existed = redis.call('DEL', KEYS[1])
+for i = 2, 4 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return existed
 """
 
 
@@ -108,31 +127,43 @@ def _parse(raw: str) -> LibraryEntry:
 
 
 class PromptLibrary:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: int = 0) -> None:
+        """`ttl_s`: how long an entry is kept after it is added (0: for ever)."""
         self._redis = redis
         self._keys = keys
+        self.ttl_s = ttl_s
         self._add = redis.register_script(_ADD)
         self._recent = redis.register_script(_RECENT)
+        self._delete = redis.register_script(_DELETE)
+
+    def _entry_keys(self, pid: str, channel: str | None, user: str | None) -> list[str]:
+        return [
+            self._keys.library_prompt(pid),
+            self._keys.library_all,
+            self._keys.library_channel(channel or "-"),
+            self._keys.library_user(user or "-"),
+        ]
 
     async def add(self, entry: LibraryEntry) -> bool:
         """Store (or overwrite) an entry; True if it was new. 1 round trip."""
         score = int(entry.created_at.timestamp() * 1000)
         new = await self._add(
-            keys=[
-                self._keys.library_prompt(entry.id),
-                self._keys.library_all,
-                self._keys.library_channel(entry.channel_id or "-"),
-                self._keys.library_user(entry.user_id or "-"),
-            ],
+            keys=self._entry_keys(entry.id, entry.channel_id, entry.user_id),
             args=[
                 entry.id,
                 entry.model_dump_json(),
                 score,
                 "1" if entry.channel_id else "0",
                 "1" if entry.user_id else "0",
+                self.ttl_s,
             ],
         )
         return bool(new)
+
+    async def delete(self, pid: str, *, channel: str | None, user: str | None) -> bool:
+        """Remove an entry and its ids from every index; True if it existed. 1 round trip."""
+        existed = await self._delete(keys=self._entry_keys(pid, channel, user), args=[pid])
+        return bool(int(existed))
 
     async def get(self, pid: str) -> LibraryEntry | None:
         """1 round trip."""

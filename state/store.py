@@ -60,9 +60,10 @@ log = logging.getLogger(__name__)
 KNOWN_SCHEMAS = frozenset({SCHEMA_VERSION})
 _KNOWN_ARG = "," + ",".join(str(v) for v in sorted(KNOWN_SCHEMAS)) + ","
 
-# KEYS: session, thread, jobs.
+# KEYS: session, thread, jobs, live.
 # ARGV: json, turn, messages, schema, status, ttl s (0: none), has_thread, sid,
-#       turn to enqueue ('' for none), jobs maxlen.
+#       turn to enqueue ('' for none), jobs maxlen, where (the live index's value; ''
+#       for a finished session, which is not indexed).
 _CREATE = f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return {{0, ''}} end
 local job = ''
@@ -73,6 +74,7 @@ end
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'turn', ARGV[2], 'rev', 1,
            'messages', ARGV[3], 'schema', ARGV[4], 'status', ARGV[5])
 if ARGV[7] == '1' then redis.call('SET', KEYS[2], ARGV[8]) end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[4], ARGV[8], ARGV[11]) end
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -122,7 +124,7 @@ end
 """
 
 # KEYS: 1 session, 2 inbox, 3 posts, 4 lease, 5 jobs, 6 thread, 7 running user,
-#       8 running team.
+#       8 running team, 9 live.
 # ARGV: 1 json, 2 new turn, 3 expected turn, 4 expected rev (''), 5 messages,
 #       6 schema, 7 status, 8 finished, 9 consume, 10 ttl s (0: none), 11 ack id (''),
 #       12 group, 13 turn to enqueue (''), 14 sid, 15 jobs maxlen, 16 lease owner to
@@ -161,6 +163,7 @@ for _, k in ipairs(owned) do
   if ttl > 0 then redis.call('EXPIRE', k, ttl) else redis.call('PERSIST', k) end
 end
 if ARGV[8] == '1' then
+  redis.call('HDEL', KEYS[9], ARGV[14])
   if ARGV[18] == '1' then redis.call('ZREM', KEYS[7], ARGV[14]) end
   if ARGV[19] == '1' then redis.call('ZREM', KEYS[8], ARGV[14]) end
 end
@@ -247,6 +250,13 @@ def _decode(sid: str, schema: str | None, raw: str | None) -> Session:
         ) from e
 
 
+def live_where(session: Session) -> str:
+    """The live index's value of a session: where to tell people if its state is lost
+    ("<channel> <thread ts>"; "-" for a session with no Slack thread)."""
+    o = session.origin
+    return f"{o.channel_id} {o.thread_ts}" if o.channel_id and o.thread_ts else "-"
+
+
 def _steps(raw: str | None) -> list[str]:
     try:
         steps = json.loads(raw or "[]")
@@ -299,6 +309,7 @@ class SessionStore:
                 self._keys.session(session.id),
                 self._keys.thread(origin.channel_id or "-", origin.thread_ts or "-"),
                 self._keys.jobs,
+                self._keys.live,
             ],
             args=[
                 session.model_dump_json(),
@@ -311,6 +322,7 @@ class SessionStore:
                 session.id,
                 str(session.next_turn) if enqueue else "",
                 self._jobs_maxlen,
+                "" if session.finished else live_where(session),
             ],
         )
         if not int(code):
@@ -461,6 +473,7 @@ class SessionStore:
                 self._keys.thread(origin.channel_id or "-", origin.thread_ts or "-"),
                 self._keys.running_user(origin.user_id or "-"),
                 self._keys.running_team(origin.team_id or "-"),
+                self._keys.live,
             ],
             args=[
                 session.model_dump_json(),

@@ -198,3 +198,72 @@ def locked(session: Session, *, at: datetime | None = None) -> Session:
 
 def minutes_ago(n: int) -> datetime:
     return datetime.now(UTC) - timedelta(minutes=n)
+
+
+# ---- a Redis server of the test's own ----------------------------------------------------
+
+
+class OwnRedis:
+    """A `redis-server` this test starts on a free loopback port, in a directory of its own.
+
+    For what must never be done to the shared server: CONFIG SET, filling its memory,
+    restarting it. `restart()` stops it and starts it again on the same port and
+    directory (with AOF on, the data survives, as in production).
+    """
+
+    def __init__(self, directory: str, *args: str) -> None:
+        self.directory = directory
+        self.args = args
+        self.port = _free_port()
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--dir", self.directory, *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        import socket
+
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("the test's own redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def own_redis(directory: str, *args: str) -> Any:
+    """Start an `OwnRedis` (extra `redis-server` arguments in `args`); stopped afterwards."""
+    server = OwnRedis(directory, *args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,120 @@
+"""The sweep: no session stays Running with nothing behind it.
+
+A running session always has a job in the turn queue or a worker holding its
+lease: `SessionStore.create` and `finish` write the session and its next job in
+one step. Something outside the app can still break that: the jobs stream
+deleted or trimmed by hand, a Redis that lost writes (no AOF, or `appendfsync
+no`), keys evicted. Then nothing would ever move the session again.
+
+Every `SWEEP_EVERY_SECONDS` one worker (whoever takes the sweep's lease) reads
+the live index (`Keys.live`: every running or paused session and its thread)
+and the jobs still in the stream, and for each live session:
+
+* running, with no job and no worker holding its lease: its next turn is queued
+  again (a job too many is harmless: a job for a turn already taken is acked as
+  moot);
+* its state is gone (no session hash): it is reported as lost, with its thread,
+  so the thread can say so, and dropped from the index;
+* finished (written by a build before the index was kept in step): dropped.
+
+A sweep reads the whole index and stream: O(live sessions + queued jobs),
+a few milliseconds for thousands, once a sweep interval for one worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from state._text import text, text_map
+from state.keys import Keys
+from state.queue import F_SID, TurnQueue
+
+# Stream entries read per XRANGE call while collecting the queued sessions.
+_PAGE = 1000
+
+# KEYS: sweep lease. ARGV: owner. Drop the lease if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A session whose state is gone, and the Slack thread it lived in ("" if none)."""
+
+    session_id: str
+    channel: str
+    thread_ts: str
+
+
+@dataclass
+class SweepResult:
+    requeued: list[str] = field(default_factory=list)
+    lost: list[Lost] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # finished sessions left in the index
+
+
+class Sweeper:
+    def __init__(self, redis: Redis, keys: Keys, queue: TurnQueue) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._queue = queue
+        self._release = redis.register_script(_RELEASE)
+
+    async def run(self, owner: str, *, lease_ms: int) -> SweepResult | None:
+        """One sweep, if no other worker is sweeping (None then)."""
+        if not await self._redis.set(self._keys.sweep_lease, owner, nx=True, px=lease_ms):
+            return None
+        try:
+            return await self._sweep()
+        finally:
+            await self._release(keys=[self._keys.sweep_lease], args=[owner])
+
+    async def _queued(self) -> set[str]:
+        sids: set[str] = set()
+        start = "-"
+        while True:
+            page = await self._redis.xrange(self._keys.jobs, min=start, count=_PAGE) or []
+            for _id, fields in page:
+                sid = text_map(fields).get(F_SID)
+                if sid:
+                    sids.add(sid)
+            if len(page) < _PAGE:
+                return sids
+            start = "(" + text(page[-1][0])
+
+    async def _sweep(self) -> SweepResult:
+        result = SweepResult()
+        live = {text(k): text(v) for k, v in (await self._redis.hgetall(self._keys.live)).items()}
+        if not live:
+            return result
+        queued = await self._queued()
+        sids = list(live)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hmget(self._keys.session(sid), ["status", "turn"])
+                pipe.exists(self._keys.lease(sid))
+            replies = await pipe.execute()
+        for i, sid in enumerate(sids):
+            (status, turn), leased = replies[2 * i], replies[2 * i + 1]
+            if status is None:
+                # Gone, job or not (a job of a missing session is acked as moot).
+                channel, _, thread_ts = live[sid].partition(" ")
+                result.lost.append(Lost(sid, "" if channel == "-" else channel, thread_ts))
+            elif text(status) in ("locked", "stopped"):
+                result.dropped.append(sid)
+            elif (
+                text(status) == "running"
+                and sid not in queued
+                and not int(leased)
+                and turn is not None
+            ):
+                await self._queue.enqueue(sid, int(text(turn)))
+                result.requeued.append(sid)
+        gone = [lost.session_id for lost in result.lost] + result.dropped
+        if gone:
+            await self._redis.hdel(self._keys.live, *gone)
+        return result
