@@ -13,8 +13,9 @@ import re
 import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -52,6 +53,10 @@ from state import (
 )
 from state.errors import StateMisconfigured, UnknownSchema
 from state.health import check_eviction
+from state.sweep import Lost
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 EXIT_OK = 0
 EXIT_NOT_LOCKED = 1
@@ -477,6 +482,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         engine=engine,
         surface=surface,
         config=config,
+        on_lost=_lost_teller(client),
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -492,6 +498,18 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
             await close_client(client)
     sys.stderr.write(f"worker {worker.name} stopped\n")
     return EXIT_OK
+
+
+def _lost_teller(client: AsyncWebClient | None) -> Callable[[Lost], Awaitable[None]] | None:
+    """How the worker tells a thread that its session's state is gone (Slack only)."""
+    if client is None:
+        return None
+    from bot.slack.lost import tell_lost
+
+    async def tell(lost: Lost) -> None:
+        await tell_lost(client, session_id=lost.session_id, channel=lost.channel, ts=lost.thread_ts)
+
+    return tell
 
 
 def _require(command: str, values: dict[str, SecretStr | None], why: str) -> None:
@@ -564,6 +582,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         engine=make_engine(model, settings),
         surface=SlackSurface(client=client, state=state, settings=settings),
         config=WorkerConfig.from_settings(settings),
+        on_lost=_lost_teller(client),
     )
     handler = AsyncSocketModeHandler(app, app_token)
     stopping = asyncio.Event()
