@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     default_rounds: int = Field(DEFAULT_ROUNDS, ge=MIN_ROUNDS, le=MAX_ROUNDS)
     extra_profiles_dir: str | None = None  # more personas/ and targets/ as data files
 
+    # Render (bot/render): a renderer is configured when its key is set; offline needs none.
+    gemini_api_key: SecretStr | None = None  # Veo and Omni on the Gemini API
+    gemini_base_url: str | None = None  # empty for Google's; tests point it at a fake
+    runwayml_api_secret: SecretStr | None = None  # Runway's API
+    runwayml_base_url: str | None = None  # empty for Runway's; tests point it at a fake
+    # The first wait between checks of a vendor job (later ones back off); unset: each
+    # vendor's own pace (Veo 10 s, Omni 5 s, Runway 6 s). Tests shorten it.
+    render_poll_seconds: float | None = Field(None, gt=0)
+
     # Redis
     redis_url: str | None = None
     redis_prefix: str = "sora"

@@ -183,6 +183,28 @@ PART_NAMES: tuple[PartName, ...] = (
 )
 
 
+class RenderTier(BaseModel):
+    """One quality tier of a renderer: the vendor's model id and output resolution."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    resolution: str = ""
+
+
+class RenderTable(BaseModel):
+    """How one renderer renders this target's drafts: the vendor's value for each draft size
+    and duration (identity where a value is absent), and which model is the cheap draft tier
+    and which the full-quality master."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sizes: dict[str, str] = Field(default_factory=dict)
+    durations: dict[str, int] = Field(default_factory=dict)
+    draft: RenderTier
+    master: RenderTier
+
+
 class TargetProfile(BaseModel):
     """A video model's rules. `durations` and `sizes` are the legal API values of a draft."""
 
@@ -212,6 +234,8 @@ class TargetProfile(BaseModel):
     forbids_on_screen_text: bool = True
     use_in: str = ""
     sources: dict[str, str] = Field(default_factory=dict)
+    # The renderers that can render this target's drafts (bot.render), in order of preference.
+    render: dict[str, RenderTable] = Field(default_factory=dict)
 
 
 class Origin(BaseModel):
