@@ -35,6 +35,7 @@ from bot.driver import make_engine
 from bot.llm.base import ChatModel
 from bot.llm.offline import OfflineModel
 from bot.llm.paced import PacedModel
+from bot.render.base import RenderError
 from bot.sessions import BadInput, new_session
 from bot.surfaces.base import Surface
 from bot.surfaces.keyboard import Keyboard
@@ -404,11 +405,26 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     state = await open_state(settings, prefix=_terminal_prefix(settings), err=sys.stderr)
     try:
         engine, offline = _engine(settings, args)
-        return await attend(
+        code = await attend(
             session, state=state, engine=engine, out_dir=out_dir, offline=offline, fresh=True
         )
     finally:
         await state.redis.aclose()
+    if code != EXIT_OK or not args.render:
+        return code
+    from bot.render.terminal import read_report, render_session
+
+    report = out_dir / f"session-{session.id}.json"
+    return await render_session(
+        read_report(report),
+        settings=settings,
+        out_dir=out_dir,
+        renderer_name=None,
+        tier="draft",
+        resume=False,
+        source=str(report),
+        out=sys.stdout,
+    )
 
 
 async def _resume(args: argparse.Namespace, settings: Settings) -> int:
@@ -443,6 +459,52 @@ async def _resume(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         await state.redis.aclose()
+
+
+async def _render(args: argparse.Namespace, settings: Settings) -> int:
+    """`render SESSION_ID|REPORT.json`: the locked prompt becomes a clip beside the report."""
+    check_text(args)
+    from bot.render.terminal import read_report, render_session
+
+    source = args.source
+    path = Path(source)
+    if source.endswith(".json") or path.is_file():  # noqa: ASYNC240 (one stat, at start)
+        session = read_report(path)
+        out_dir = prepare_out_dir(args.out) if args.out else path.parent
+    else:
+        if not _SESSION_ID.fullmatch(source):
+            raise BadInput(
+                f"{source!r} is neither a report (session-<id>.json) nor a session id "
+                "(like 3f9c0a1b2d4e5f60)."
+            )
+        out_dir = prepare_out_dir(args.out or "out")
+        report = out_dir / f"session-{source}.json"
+        if report.is_file():
+            session = read_report(report)
+        elif settings.redis_url:
+            state = await open_state(settings, prefix=_terminal_prefix(settings), err=sys.stderr)
+            try:
+                stored = await state.sessions.load(source)
+            finally:
+                await state.redis.aclose()
+            if stored is None:
+                raise BadInput(
+                    f"No session {source}: no report {report}, and none in Redis at "
+                    f"{redact(settings.redis_url)}."
+                )
+            session = stored
+        else:
+            raise BadInput(f"No report {report}: give the report's path, or --out its directory.")
+    return await render_session(
+        session,
+        settings=settings,
+        out_dir=out_dir,
+        renderer_name=args.renderer,
+        tier=args.tier,
+        resume=args.resume,
+        source=source,
+        out=sys.stdout,
+    )
 
 
 async def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -645,6 +707,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="characters per second at which messages appear; 0 at once (default: "
         f"{OFFLINE_PACE:g} for the offline model in a terminal, else 0)",
     )
+    run.add_argument(
+        "--render",
+        action="store_true",
+        help="render the locked prompt into a clip beside the report (offline without keys)",
+    )
     resume = sub.add_parser(
         "resume", help="continue a paused terminal session in this terminal (needs REDIS_URL)"
     )
@@ -654,6 +721,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("--out", default="out", help="where to write the report (default: out/)")
     resume.add_argument("--pace", type=_pace, help="as for run")
+    rend = sub.add_parser(
+        "render", help="render a locked prompt into a video clip beside its report"
+    )
+    rend.add_argument("source", help="a report (out/session-<id>.json) or a session id")
+    rend.add_argument(
+        "--renderer",
+        help="veo, omni, runway or offline (default: the target's first configured one, "
+        "else offline)",
+    )
+    rend.add_argument(
+        "--tier",
+        choices=["draft", "master"],
+        default="draft",
+        help="draft: the renderer's cheapest tier (default); master: full quality",
+    )
+    rend.add_argument("--out", help="where to write the clip (default: beside the report)")
+    rend.add_argument(
+        "--resume", action="store_true", help="pick up a render that Ctrl-C left running"
+    )
     work = sub.add_parser("worker", help="take turn jobs from Redis (needs REDIS_URL)")
     work.add_argument("--concurrency", type=int, help="sessions worked on at once")
     work.add_argument(
@@ -699,13 +785,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             _quiet_logging()
             return asyncio.run(_resume(args, settings))
+        if args.command == "render":
+            _quiet_logging()
+            return asyncio.run(_render(args, settings))
         if args.command == "worker":
             return asyncio.run(_worker(args, settings))
         if args.command == "serve":
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":
             return asyncio.run(_dev(args, settings))
-    except (BadInput, SettingsError, StateUnavailable, StateMisconfigured, UnknownSchema) as e:
+    except (
+        BadInput,
+        SettingsError,
+        StateUnavailable,
+        StateMisconfigured,
+        UnknownSchema,
+        RenderError,
+    ) as e:
         sys.stderr.write(f"sora-copilot: {e}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -139,7 +139,7 @@ async def wait_until(pred: Callable[[], Any], what: str = "condition", within: f
 
 
 # Settings a developer's shell may hold that would change what the CLI does under test.
-_CLI_ENV_DROPPED = ("ANTHROPIC_", "SLACK_", "REDIS_URL", "PORT")
+_CLI_ENV_DROPPED = ("ANTHROPIC_", "SLACK_", "REDIS_URL", "PORT", "GEMINI_", "RUNWAYML_")
 
 
 def run_cli(
