@@ -28,9 +28,10 @@ from bot.config import (
     SettingsError,
     load_settings,
 )
-from bot.dialogue.engine import Engine, SessionError, add_interjection, stop
+from bot.dialogue.engine import Engine, SessionError, TurnFailed, add_interjection, stop
 from bot.dialogue.models import Origin, Session, SessionStatus
 from bot.dialogue.report import render_json, render_markdown
+from bot.dialogue.sheets import introduction
 from bot.driver import make_engine
 from bot.llm.base import ChatModel
 from bot.llm.offline import OfflineModel
@@ -332,12 +333,23 @@ async def attend(
             keyboard = None
         if isinstance(surface, RichSurface):
             surface.interactive = keyboard is not None
+        if session.persona.pending:
+            # Before anything is stored: a persona that cannot be written leaves nothing.
+            surface.note(f"Writing a persona from “{session.persona.description}”…")
+            try:
+                await engine.expand_persona(session)
+            except TurnFailed as e:
+                surface.note(f"sora-copilot: {e}")
+                return EXIT_BAD_INPUT if e.kind == "persona" else EXIT_NOT_LOCKED
         surface.note(
             f"{'Session' if fresh else 'Resuming session'} {session.id}"
             f"{' (offline)' if offline else ''}: "
             f"{session.persona.display_name} and the Sora Copilot, target {session.target.name}, "
             f"{rounds_phrase(session.max_rounds)}."
         )
+        if session.persona.description:
+            p = session.persona
+            surface.note(f"The persona: {introduction(p)}. {p.voice}")
         if keyboard is not None and isinstance(surface, PlainSurface):
             surface.note("Type a line and press Enter to interject; the next speaker answers it.")
         session, was_interrupted = await run_session(
@@ -505,6 +517,23 @@ async def _render(args: argparse.Namespace, settings: Settings) -> int:
         source=source,
         out=sys.stdout,
     )
+
+
+async def _prompts(args: argparse.Namespace, settings: Settings) -> int:
+    """Print what the model sees for a target and persona (`bot.review`)."""
+    from bot import review
+
+    check_text(args)
+    session = new_session(
+        args.idea or review.EXAMPLE_IDEA,
+        persona=args.persona or settings.default_persona,
+        target=args.target or settings.default_target,
+        rounds=settings.default_rounds,
+        settings=settings,
+    )
+    sections = await review.review(session, max_tokens=settings.max_output_tokens)
+    sys.stdout.write(review.render(sections, session))
+    return EXIT_OK
 
 
 async def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -740,6 +769,13 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument(
         "--resume", action="store_true", help="pick up a render that Ctrl-C left running"
     )
+    prompts = sub.add_parser(
+        "prompts",
+        help="print what the model sees: system prompts, first messages, reply schemas",
+    )
+    prompts.add_argument("--target", help="the target video model profile, e.g. veo-3.1")
+    prompts.add_argument("--persona", help='a persona name, or free text: "a pastry chef"')
+    prompts.add_argument("--idea", help="the idea in the first messages (default: an example)")
     work = sub.add_parser("worker", help="take turn jobs from Redis (needs REDIS_URL)")
     work.add_argument("--concurrency", type=int, help="sessions worked on at once")
     work.add_argument(
@@ -788,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "render":
             _quiet_logging()
             return asyncio.run(_render(args, settings))
+        if args.command == "prompts":
+            return asyncio.run(_prompts(args, settings))
         if args.command == "worker":
             return asyncio.run(_worker(args, settings))
         if args.command == "serve":

@@ -13,18 +13,27 @@ from pathlib import Path
 from typing import Any
 
 from bot.dialogue.models import Session, Usage
-from bot.dialogue.profiles import resolve_persona, resolve_target
+from bot.dialogue.profiles import resolve_persona, resolve_target, sheet_from_words
+from bot.dialogue.sheets import parse_sheet
 from bot.llm.base import ModelError, ModelReply, ModelRequest, TextCallback
 
 Reply = str | ModelReply | ModelError | Callable[[ModelRequest], str]
 
 
 def make_session(
-    idea: str = "A lighthouse keeper finds a message in a bottle", **kw: Any
+    idea: str = "A lighthouse keeper finds a message in a bottle",
+    *,
+    expand: bool = True,
+    **kw: Any,
 ) -> Session:
+    """A session; a free-text persona's sheet is written by the offline model unless
+    `expand` is False (then the session's first model call writes it)."""
+    chosen = resolve_persona(kw.pop("persona", "director"))
+    if expand and chosen.pending:
+        chosen = parse_sheet(json.dumps(sheet_from_words(chosen.description)), chosen.description)
     return Session(
         idea=idea,
-        persona=resolve_persona(kw.pop("persona", "director")),
+        persona=chosen,
         target=resolve_target(kw.pop("target", "sora-2")),
         max_rounds=kw.pop("max_rounds", 6),
         **kw,
@@ -38,8 +47,11 @@ def draft_json(
     prompt: str | None = None,
     duration: int = 8,
     size: str = "1280x720",
+    resolution: str | None = None,
 ) -> dict[str, Any]:
+    extra = {"resolution": resolution} if resolution is not None else {}
     return {
+        **extra,
         "title": title,
         "prompt_text": prompt
         or (

@@ -24,7 +24,7 @@ def draft(target: str = "sora-2", **over: Any) -> Draft:
     parts = over.get("parts")
     if parts:
         raw["parts"] = {**raw["parts"], **parts}
-    return make_draft(DraftOut.model_validate(raw), version=1, target=target)
+    return make_draft(DraftOut.model_validate(raw), version=1, target=resolve_target(target))
 
 
 def codes(d: Draft, target: str) -> list[str]:

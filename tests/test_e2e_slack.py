@@ -51,11 +51,10 @@ def free_port() -> int:
 
 def scripted_reply(body: dict[str, Any]) -> str:
     """The two agents, as a function of what each request shows them."""
-    system = body["system"][0]["text"]
     texts = [b["text"] for m in body["messages"] for b in m["content"] if m["role"] == "user"]
     own_turns = sum(1 for m in body["messages"] if m["role"] == "assistant")
     heard = "<interjection" in texts[-1]
-    if system.startswith("You are the Sora Copilot"):
+    if "draft" in body["output_config"]["format"]["schema"]["properties"]:
         note = " @Bo: sea glass it is." if heard else ""
         return copilot(
             f"Draft {own_turns + 1} is below. <!channel>{note}", draft_json(own_turns + 1)

@@ -55,8 +55,8 @@ async def run_to_end(engine: Engine, session: Session) -> None:
 def by_agent(fake: FakeAnthropic, session: Session) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {"copilot": [], "persona": []}
     for body in fake.requests:
-        system = body["system"][0]["text"]
-        out["copilot" if system.startswith("You are the Sora Copilot") else "persona"].append(body)
+        drafts = "draft" in body["output_config"]["format"]["schema"]["properties"]
+        out["copilot" if drafts else "persona"].append(body)
     return out
 
 

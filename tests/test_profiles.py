@@ -26,12 +26,19 @@ def test_shipped_targets_have_their_legal_durations_and_sizes() -> None:
     assert "generic" in t
 
 
-def test_a_free_text_persona_becomes_a_persona() -> None:
+def test_a_free_text_persona_waits_for_its_sheet() -> None:
     p = resolve_persona("a 1970s Italian horror director")
-    assert p.name == "custom"
+    assert p.name == "custom" and p.pending
+    assert p.description == "a 1970s Italian horror director"
+    # Until its sheet is written it shows as the words it was asked for with.
     assert p.display_name == "A 1970s Italian horror director"
-    assert "1970s Italian horror director" in p.voice
-    assert p.must_haves
+    assert not p.must_haves and not p.voice
+
+
+@pytest.mark.parametrize("words", ["!!!", "X?", "ab cd", "  ??  "])
+def test_a_persona_with_no_word_of_three_letters_is_refused(words: str) -> None:
+    with pytest.raises(ProfileError, match="Describe the persona in words"):
+        resolve_persona(words)
 
 
 def test_an_unknown_single_word_persona_is_an_error_not_a_free_text_persona() -> None:

@@ -16,7 +16,7 @@ from bot.dialogue.agents import (
 )
 from bot.dialogue.engine import Engine, add_interjection
 from bot.dialogue.models import Session, SessionStatus
-from bot.dialogue.profiles import personas, resolve_persona, targets
+from bot.dialogue.profiles import personas, targets
 from tests.fakes.anthropic_server import MIN_CACHE_TOKENS, tokens
 from tests.support import ScriptedModel, copilot, draft_json, make_session, persona
 
@@ -54,12 +54,17 @@ def test_both_agents_are_told_the_targets_limits_and_the_persona_the_round_limit
 def test_the_copilot_is_told_the_vendors_structure_and_how_to_handle_avoid() -> None:
     sora = copilot_system(make_session(target="sora-2"))
     assert "`Cinematography:` block" in sora and "`Actions:` block" in sora
-    assert "no negative prompt field" in sora and "positive statement" in sora
+    assert "Negative prompt: none" in sora and "positive statement" in sora
     assert "retired" not in sora.lower() or "shut down the Sora 2 API" in sora
     veo = copilot_system(make_session(target="veo-3.1"))
-    assert "has a negative prompt field" in veo and "Do not repeat them in `prompt_text`" in veo
+    assert (
+        "Negative prompt: a separate field" in veo and "Do not repeat them in `prompt_text`" in veo
+    )
     runway = copilot_system(make_session(target="runway-gen-4.5"))
-    assert "subject and its motion first" in runway and "no sound" in runway
+    assert "in the vendor's order above: motion, not appearance" in runway
+    assert "subject, action, camera, context (place and time), style" in runway
+    # A silent model: said once, and nothing else about sound anywhere.
+    assert "the video is silent" in runway and "sound" not in runway.lower()
 
 
 def test_articles_follow_the_sound_of_the_word() -> None:
@@ -93,9 +98,10 @@ async def test_the_copilot_sees_every_past_draft_labelled_with_its_version() -> 
     session, model = await _three_drafts()
     last = [r for r in model.requests if r.agent == "copilot"][-1]
     users = "\n".join(m.content for m in last.messages if m.role == "user")
-    assert "(Your reply above carried your draft v1.)" in users
+    assert "(Your reply above carried your draft v1. v1 is " in users
     assert "no new draft; the latest is still your draft v1" in users  # the skipped repeat
-    assert "(Your reply above carried your draft v2.)" in users
+    assert "(Your reply above carried your draft v2. v2 is " in users
+    assert "characters of the 4,000 OpenAI Sora 2 takes.)" in users
     assert [d.version for d in session.drafts] == [1, 2, 3]
 
 
@@ -154,7 +160,7 @@ async def test_an_interjection_is_answered_once_and_labelled_as_a_teammate() -> 
 
 
 def test_free_text_personas_get_a_taste_from_their_own_words() -> None:
-    horror, chef = (resolve_persona(p) for p in FREE_TEXT)
+    horror, chef = (make_session(persona=p).persona for p in FREE_TEXT)
     assert "blood red" in horror.look.palette and "zoom" in horror.look.camera
     assert "flour" in chef.look.palette
     assert horror.look != chef.look

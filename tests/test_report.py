@@ -115,7 +115,7 @@ def test_the_locked_prompt_is_ready_to_use_with_its_parameters_and_how_to_paste_
 
     raw = draft_json(1, duration=8, size="16:9")
     raw["parts"]["avoid"] = ["on-screen text, captions", "logos"]
-    d = make_draft(DraftOut.model_validate(raw), version=1, target="veo-3.1")
+    d = make_draft(DraftOut.model_validate(raw), version=1, target=resolve_target("veo-3.1"))
     veo = resolve_target("veo-3.1")
     r = ready_prompt(d, veo)
     assert r.prompt_text == d.prompt_text
@@ -140,12 +140,12 @@ async def test_the_report_lists_the_prompt_check_of_the_locked_draft() -> None:
 async def test_the_locked_reply_in_slack_is_ready_to_use_too() -> None:
     from bot.slack.blocks import locked_markdown
 
-    v1 = draft_json(1, duration=8, size="16:9")
+    v1 = draft_json(1, duration=8, size="16:9", resolution="1080p")
     model = ScriptedModel(
         [
             copilot("Opening", v1),
             persona("Wetter."),
-            copilot("Wetter", draft_json(2, duration=8, size="9:16")),
+            copilot("Wetter", draft_json(2, duration=8, size="9:16", resolution="1080p")),
             persona("Yes.", "approve", 2),
         ]
     )

@@ -51,7 +51,8 @@ class PartsOut(_Strict):
     )
     camera: str = Field(description="Lens, framing and movement.")
     lighting_palette: str = Field(description="Light sources, quality and colour palette.")
-    sound: str = Field(description="Ambient sound, effects, music or dialogue.")
+    # Left out of the schema for a target that makes no sound (`reply_schema`).
+    sound: str = Field(default="", description="Ambient sound, effects, music or dialogue.")
     style: str = Field(description="Look, texture, references.")
     avoid: list[str] = Field(description="Things the video must not show.")
 
@@ -63,6 +64,8 @@ class DraftOut(_Strict):
     duration_seconds: int
     size: str
     parts: PartsOut
+    # In the schema only where the target has a choice of resolutions (`reply_schema`).
+    resolution: str = ""
 
 
 class CopilotReply(_Strict):
@@ -91,6 +94,12 @@ def _hint(description: str, **limits: int) -> str:
     return description + "\n\n{" + ", ".join(f"{k}: {v}" for k, v in limits.items()) + "}"
 
 
+def _or(items: list[int] | list[str]) -> str:
+    """[4, 6, 8] -> '4, 6 or 8'."""
+    words = [str(i) for i in items]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
 def _size_meaning(size: str) -> str:
     """'1280x720' -> 'landscape, 1280 pixels wide by 720 high'; '9:16' -> 'portrait'."""
     for sep, unit in (("x", " pixels"), (":", "")):
@@ -105,7 +114,32 @@ def _size_meaning(size: str) -> str:
 
 def _copilot_schema(target: TargetProfile) -> dict[str, Any]:
     schema = CopilotReply.model_json_schema()
-    draft = schema["$defs"]["DraftOut"]["properties"]
+    parts = schema["$defs"]["PartsOut"]
+    parts["required"] = [k for k in parts["properties"] if k != "sound"]
+    if target.silent:
+        # A silent model: no sound field at all, so nobody is asked to write one.
+        del parts["properties"]["sound"]
+    else:
+        parts["properties"]["sound"].pop("default", None)
+        parts["required"].append("sound")
+    draft_def = schema["$defs"]["DraftOut"]
+    draft = draft_def["properties"]
+    choices = target.resolution_choices
+    draft_def["required"] = [k for k in draft if k != "resolution"]
+    if choices:
+        tied = "; ".join(
+            f"{r} only at {_or(target.resolution_durations[r])} seconds"
+            for r in choices
+            if r in target.resolution_durations
+        )
+        draft["resolution"] = {
+            "description": f"Output resolution for {target.model_name}"
+            + (f"; {tied}." if tied else "."),
+            "enum": choices,
+        }
+        draft_def["required"].append("resolution")
+    else:
+        del draft["resolution"]
     draft["title"]["description"] = _hint(draft["title"]["description"], maxLength=MAX_TITLE_CHARS)
     draft["prompt_text"]["description"] = _hint(
         f"The complete prompt to paste into {target.model_name}: every part woven into plain "
@@ -113,7 +147,7 @@ def _copilot_schema(target: TargetProfile) -> dict[str, Any]:
         minLength=target.prompt_min_chars,
         maxLength=target.prompt_max_chars,
     )
-    seconds = ", ".join(str(d) for d in target.durations)
+    seconds = _or(target.durations)
     draft["duration_seconds"] = {
         "description": f"Clip length in seconds; {target.model_name} makes {seconds}.",
         **({"enum": list(target.durations)} if target.durations else {"type": "integer"}),
@@ -179,7 +213,7 @@ _PART_LABELS = {
     "sound": "audio",
 }
 _AUDIO = {
-    "none": "none: the model makes no sound, so the prompt says nothing about sound",
+    "none": "none: the video is silent, so the prompt describes only what is seen",
     "ambient": "ambient sound and effects, no reliable speech",
     "dialogue": "native audio: ambience, effects and short spoken lines",
 }
@@ -204,26 +238,62 @@ def _bullets(items: list[str]) -> str:
     return "\n".join(f"- {_sentence(i)}" for i in items)
 
 
+def _sizes_line(t: TargetProfile) -> str:
+    """The legal sizes, each with its aspect ratio where the size is not itself one."""
+    sizes = list(t.sizes)
+    if t.size_label != "aspect ratio" and len(t.aspect_ratios) == len(t.sizes):
+        sizes = [f"{s} ({a})" for s, a in zip(t.sizes, t.aspect_ratios, strict=True)]
+    return f"- Legal {t.size_label} values: {', '.join(sizes)}."
+
+
+def order_line(t: TargetProfile) -> str:
+    """The vendor's order of a prompt's parts: the one place it is stated."""
+    order = ", ".join(_PART_LABELS[p] for p in t.structure)
+    return f"The prompt's parts, in the vendor's order: {order}."
+
+
+def length_note(chars: int, t: TargetProfile, version: int | None = None) -> str:
+    """A draft's length against the target's bounds, as both agents are told it."""
+    what = f"v{version} is" if version is not None else "The prompt is"
+    name = t.model_name
+    if chars > t.prompt_max_chars:
+        return (
+            f"{what} {chars:,} characters; {name} takes at most {t.prompt_max_chars:,}: "
+            f"cut at least {chars - t.prompt_max_chars:,}."
+        )
+    if chars < t.prompt_min_chars:
+        return (
+            f"{what} {chars:,} characters; {name} needs at least {t.prompt_min_chars:,}: "
+            f"add at least {t.prompt_min_chars - chars:,}."
+        )
+    return f"{what} {chars:,} characters of the {t.prompt_max_chars:,} {name} takes."
+
+
 def target_sheet(t: TargetProfile) -> str:
-    """The target's limits and its vendor's guide, as both agents are told them."""
-    durations = ", ".join(str(d) for d in t.durations)
+    """The target's limits, rules and vendor's guide, as both agents are told them.
+
+    Each fact once: a limit the fields state is not repeated by the rules or the guide (the
+    profiles keep those to what the fields cannot say), and a silent model's sheet says so
+    once and says nothing else about sound.
+    """
     lines = [
         f"Target model: {t.model_name} (`{t.name}`)" + (f", by {t.vendor}" if t.vendor else "")
     ]
     if t.retired:
         lines.append(f"Status: {_sentence(t.retired)}")
     lines += [
-        f"- Legal durations: {durations} seconds. Nothing else is accepted.",
-        f"- Legal {t.size_label} values: {', '.join(t.sizes)}.",
+        f"- Legal durations: {', '.join(str(d) for d in t.durations)} seconds.",
+        _sizes_line(t),
     ]
-    if t.aspect_ratios:
+    if t.size_label != "aspect ratio" and len(t.aspect_ratios) != len(t.sizes):
         lines.append(f"- Aspect ratios: {', '.join(t.aspect_ratios)}.")
-    if t.resolutions:
-        lines.append(f"- Resolutions: {', '.join(t.resolutions)}.")
-    for size, allowed in t.size_durations.items():
-        lines.append(f"- At {size} only {', '.join(str(d) for d in allowed)} seconds.")
+    if t.resolutions and t.size_label != "resolution":
+        label = "Resolutions" if len(t.resolutions) > 1 else "Resolution"
+        lines.append(f"- {label}: {', '.join(t.resolutions)}.")
+    for size, allowed in {**t.size_durations, **t.resolution_durations}.items():
+        lines.append(f"- At {size}, only {_or(allowed)} seconds.")
     lines += [
-        f"- Prompt length: {t.prompt_min_chars} to {t.prompt_max_chars} characters.",
+        f"- Prompt length: {t.prompt_min_chars:,} to {t.prompt_max_chars:,} characters.",
         f"- Audio: {_AUDIO[t.audio]}.",
         "- Negative prompt: "
         + (
@@ -236,18 +306,21 @@ def target_sheet(t: TargetProfile) -> str:
             "not allowed; the model renders them badly." if t.forbids_on_screen_text else "allowed."
         ),
         f"- Camera: at most {t.max_camera_moves_per_shot} camera move per shot.",
-        "",
-        f"{t.model_name}'s rules:",
-        _bullets(t.rules),
     ]
-    if t.guide:
-        lines += ["", f"The vendor's prompt-writing guide for {t.model_name}:", _bullets(t.guide)]
-    order = ", ".join(_PART_LABELS[p] for p in t.structure)
-    lines += ["", f"The prompt's parts, in the vendor's order: {order}."]
+    if t.layout in ("prose", "motion_first"):
+        # The block and shot layouts state their order in how the Copilot lays a prompt out.
+        lines.append(f"- {order_line(t)}")
+    advice = [*t.rules, *t.guide]
+    if advice:
+        lines += [
+            "",
+            f"{t.model_name}'s rules and its vendor's prompt-writing advice:",
+            _bullets(advice),
+        ]
     return "\n".join(lines)
 
 
-def _look_lines(p: Persona) -> list[str]:
+def _look_lines(p: Persona, t: TargetProfile) -> list[str]:
     look = p.look
     pairs = [
         ("Camera", look.camera),
@@ -255,29 +328,54 @@ def _look_lines(p: Persona) -> list[str]:
         ("Light", look.light),
         ("Palette", look.palette),
         ("Style", look.style),
-        ("Sound", look.sound),
+        # A persona's sound taste is left out for a silent model: it could never be met.
+        ("Sound", "" if t.silent else look.sound),
         ("Mood", look.mood),
     ]
     return [f"- {k}: {v}" for k, v in pairs if v]
 
 
-def persona_sheet(p: Persona, *, private: bool) -> str:
-    lines = [
-        f"Name: {p.display_name}",
-        f"Role: {p.role}",
-        f"Voice: {p.voice}",
-        f"Taste: {p.taste}",
-    ]
-    look = _look_lines(p)
+_SOUNDISH = re.compile(r"(?i)\b(?:sound\w*|audio|music\w*|score|silence|silent|noise)\b")
+
+
+def _applies(text: str, t: TargetProfile) -> bool:
+    """False for a persona line about sound when the target makes none."""
+    return not (t.silent and _SOUNDISH.search(text))
+
+
+def _taste(p: Persona, t: TargetProfile) -> str:
+    """The persona's taste without the clauses a silent model could not honour."""
+    if not t.silent:
+        return p.taste
+    clauses = [c.strip() for c in re.split(r";", p.taste.rstrip(".")) if _applies(c, t)]
+    return _sentence("; ".join(clauses)) if clauses else ""
+
+
+def persona_sheet(p: Persona, t: TargetProfile, *, private: bool) -> str:
+    # The name and role are in the sentence that introduces the sheet, stated once there.
+    lines = [f"Voice: {p.voice}"]
+    taste = _taste(p, t)
+    if taste:
+        lines.append(f"Taste: {taste}")
+    look = _look_lines(p, t)
     if look:
         lines += ["How that taste shows in a shot:", *look]
+    peeves = [x for x in p.pet_peeves if _applies(x, t)]
+    if peeves:
+        lines += ["Pet peeves:", _bullets(peeves)]
     if private:
-        lines += ["Private must-haves:", _bullets(p.must_haves)]
+        lines += ["Private must-haves:", _bullets(must_haves(p, t))]
     return "\n".join(lines)
+
+
+def must_haves(p: Persona, t: TargetProfile) -> list[str]:
+    """The persona's must-haves this target can meet (no sound cue for a silent model)."""
+    return [m for m in p.must_haves if _applies(m, t)]
 
 
 def _prompt_form(t: TargetProfile) -> str:
     """How `prompt_text` is laid out for this target, per its vendor's guide."""
+    sound = not t.silent
     if t.layout == "blocks":
         form = (
             "Lay `prompt_text` out in the vendor's structure, a blank line between blocks:\n"
@@ -288,45 +386,43 @@ def _prompt_form(t: TargetProfile) -> str:
             "one camera move), `Lens:`, `Lighting:`, `Palette:` (three to five anchors) and "
             "`Mood:`.\n"
             "4. An `Actions:` block: one line per timed beat, e.g. `- 0-3 s: ...`, one subject "
-            "action per beat, beats that fit the duration.\n"
-            "5. `Sound:` last: ambience and effects; spoken lines in a `Dialogue:` block."
+            "action per beat, beats that fit the duration."
+            + (
+                "\n5. `Sound:` last: ambience and effects; spoken lines in a `Dialogue:` block."
+                if sound
+                else ""
+            )
         )
     elif t.layout == "motion_first":
         form = (
-            "Write `prompt_text` short and direct, in two to five sentences: the subject and "
-            "its motion first, then the camera's one motion, then the scene's motion, then the "
-            "style. Positive phrasing only. No lists, no labels, no sound."
+            "Write `prompt_text` short and direct, two to five plain sentences in the vendor's "
+            "order above: motion, not appearance. Positive phrasing only; no lists, no labels."
         )
     elif t.layout == "shots":
+        order = ", ".join(_PART_LABELS[p] for p in t.structure if p != "sound")
         form = (
             "Write `prompt_text` as one line per shot, `Shot 1: ...`, `Shot 2: ...`, each with "
-            "the subject, its action, the place, one camera move and the style, the subject "
-            "described the same way in every shot"
-            + ("; then a last line `Sound: ...`." if t.audio != "none" else ".")
+            f"its {order}, in that order, the subject described the same way in every shot"
+            + ("; then a last line `Sound: ...`." if sound else ".")
         )
     else:
-        order = ", ".join(_PART_LABELS[p] for p in t.structure)
         form = (
-            f"Write `prompt_text` as descriptive prose in this order: {order}. Full sentences, "
-            "not a keyword list; one shot unless the idea needs more"
-            + (
-                "; sound last, with any spoken line in quotes after its speaker."
-                if t.audio != "none"
-                else "; nothing about sound."
-            )
+            "Write `prompt_text` as descriptive prose in the vendor's order above. Full "
+            "sentences, not a keyword list; one shot unless the idea needs more"
+            + ("; any spoken line in quotes after its speaker." if sound else ".")
         )
     if t.negative_prompt:
         avoid = (
-            f"{t.model_name} has a negative prompt field. Put what to leave out in "
-            "`parts.avoid`, one plain noun phrase per item; the app sends them as the negative "
-            "prompt, shown beside the prompt. Do not repeat them in `prompt_text`."
+            "Put what to leave out in `parts.avoid`, one plain noun phrase per item; the app "
+            "sends them as the negative prompt, shown beside the prompt. Do not repeat them in "
+            "`prompt_text`."
         )
     else:
         avoid = (
-            f"{t.model_name} has no negative prompt field, and naming a thing can invite it. "
-            "Keep `parts.avoid` as the team's list, and weave each item into `prompt_text` as "
-            "a positive statement of what the frame shows instead: not 'no logos' but "
-            "'plain, unbranded surfaces'; not 'no text' but 'clean walls and clear sky'."
+            "Naming a thing can invite it. Keep `parts.avoid` as the team's list, and weave "
+            "each item into `prompt_text` as a positive statement of what the frame shows "
+            "instead: not 'no logos' but 'plain, unbranded surfaces'; not 'no text' but 'clean "
+            "walls and clear sky'."
         )
     return form + "\n\n" + avoid
 
@@ -350,41 +446,48 @@ _PROTOCOL = """The session protocol (the app enforces it):
 - No flattery, no thank-you speeches, no sign-offs."""
 
 
+def _parameters_phrase(t: TargetProfile) -> str:
+    names = ["`duration_seconds`", "`size`"]
+    if t.resolution_choices:
+        names.append("`resolution`")
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def copilot_system(session: Session) -> str:
     t = session.target
     p = session.persona
-    return f"""You are the Sora Copilot, an expert in writing prompts for text-to-video models.
-You work with {p.display_name}, {article(p.role)}, to turn their idea into one excellent,
-ready-to-paste prompt for {t.model_name}.
+    return f"""You write text-to-video prompts for {t.model_name}: you are the Copilot of the Sora
+Copilot app, an expert in video-model prompts. You work with {p.display_name},
+{article(p.role)}, to turn their idea into one excellent, ready-to-paste prompt.
 
 # Who you work with
 
-{persona_sheet(p, private=False)}
+{persona_sheet(p, t, private=False)}
 They also have private must-haves they will push for: listen for them and meet them in the
-next draft. Speak to them in plain words; their taste guides your camera, light, palette and
-style choices.
+next draft. Speak to them in plain words; their taste guides your choices.
 
 # The target
 
 {target_sheet(t)}
 
-# How to write `prompt_text` for {t.model_name}
+# How to write `prompt_text`
 
 {_prompt_form(t)}
 
 # How you work
 
 - Ask the questions that matter early, then commit to drafts. Every draft fills every
-  structured part, and `prompt_text` weaves those parts in the structure above.
+  structured part, and `prompt_text` weaves those parts in the layout above.
 - `title` is a short caption of at most {MAX_TITLE_CHARS} characters, never the prompt.
-- `duration_seconds` and `size` are request parameters: pick legal values; words in the
-  prompt cannot change them.
+- {_parameters_phrase(t)} are request parameters: pick legal values; words in the prompt
+  cannot change them.
 - When the persona asks for changes, answer with a revised draft that makes exactly those
   changes, and say in one line what changed. Never send the same draft twice.
 - Your past drafts are labelled in the conversation ("your draft v2"); refer to drafts by
   those versions.
-- After each of your drafts the app runs a prompt check against {t.model_name}'s rules. Its
-  notes reach you like a colleague's review: fix what they name in your next draft.
+- After each of your drafts the app checks it against the target and tells you its length
+  against the limit. Its notes reach you like a colleague's review: fix what they name in
+  your next draft.
 - Keep messages under 200 words.
 
 {_PROTOCOL}
@@ -399,46 +502,46 @@ final draft."""
 def persona_system(session: Session) -> str:
     p = session.persona
     t = session.target
+    things = "a lens, a light source, a beat, a colour" + ("" if t.silent else ", a sound")
     return f"""You are {p.display_name}, {article(p.role)}. You have a creative vision, and you are
 working with the Sora Copilot, an expert in video-model prompts, to get one prompt for
 {t.model_name} you would stake your name on.
 
 # Who you are
 
-{persona_sheet(p, private=True)}
+{persona_sheet(p, t, private=True)}
 Never list your must-haves all at once, and never paste them: push, one concrete change at a
 time, until the draft meets them.
 
 # What the video model can do
 
-The Copilot writes for this model and cannot go beyond its limits, so ask only for what it
-can do: a legal duration and {t.size_label}, no on-screen text or logos if it forbids them, no
-sound if it makes none.
+The Copilot writes for this model and cannot go beyond its limits below, so ask only for
+what it can do.
 
 {target_sheet(t)}
 
 # How you work
 
 - React to the latest draft in your own voice. Be specific about what to change and why it
-  matters to you: a lens, a light source, a beat, a colour, a sound.
+  matters to you: {things}.
 - Push back at least once before you approve anything. Approve only the latest draft, by its
   version number, and only when it meets your must-haves.
 - The last round is different: if you ask for changes then, the Copilot's next draft is
   locked as final without your review. So in the last round name everything that must still
   change, or approve the latest draft.
 - You see each draft once, in the message where it arrives: the exact prompt the video
-  model will get, and its parameters. Judge that text: nothing else reaches the screen.
+  model will get, its length, and its parameters. Judge that text: nothing else reaches the
+  screen.
 - Keep messages under 150 words.
 
 # How to judge a draft
 
 - Read the prompt as the video model will: only what is written there reaches the screen.
-  The parts beside it are notes; a must-have that lives only in the parts is not met.
 - Can you see every sentence? A word that changes nothing the camera sees is filler.
 - Is there one subject, one place, one time of day, and an action that fits the duration?
 - Is the camera's move motivated, and is there only one per shot?
 - Does the light come from somewhere, and does the palette name real colours?
-- Does the ending land: a final image or sound worth holding?
+- Does the ending land: a final image{"" if t.silent else " or sound"} worth holding?
 
 {_PROTOCOL}
 
@@ -453,12 +556,10 @@ the latest draft)."""
 
 
 def _brief(session: Session, agent: AgentKind) -> str:
-    t = session.target
+    # The persona and the target are in the system prompt; the brief says only what is new.
     lines = [
         "Session brief",
         f"Idea: {session.idea}",
-        f"Persona: {session.persona.display_name}, {article(session.persona.role)}",
-        f"Target: {t.model_name} ({t.name})",
         f"Rounds: at most {session.max_rounds}",
     ]
     if agent == "copilot":
@@ -472,6 +573,8 @@ def _brief(session: Session, agent: AgentKind) -> str:
 def draft_parameters(d: Draft, t: TargetProfile) -> list[tuple[str, str]]:
     """What the target's API or app needs beside the prompt text, as (label, value)."""
     params = [("Duration", f"{d.duration_seconds} s"), (t.size_label.capitalize(), d.size)]
+    if d.resolution:
+        params.append(("Resolution", d.resolution))
     params.append(("Audio", {"none": "none", "ambient": "on", "dialogue": "on"}[t.audio]))
     if t.negative_prompt and d.parts.avoid:
         params.append(("Negative prompt", checks.negative_prompt(d.parts)))
@@ -485,8 +588,14 @@ def render_draft(d: Draft, t: TargetProfile) -> str:
     sent voids the prompt cache for everything after it). The structured parts are not
     repeated: the prompt check makes sure the prompt already says each of them.
     """
-    params = "; ".join(f"{k}: {v}" for k, v in draft_parameters(d, t))
-    return f"Draft v{d.version}: {d.title}\n```\n{d.prompt_text}\n```\nParameters: {params}"
+    # A silent model's "Audio: none" is a fact the sheet already states once.
+    params = "; ".join(
+        f"{k}: {v}" for k, v in draft_parameters(d, t) if not (k == "Audio" and t.silent)
+    )
+    return (
+        f"Draft v{d.version}: {d.title}\n```\n{d.prompt_text}\n```\n"
+        f"Length: {length_note(len(d.prompt_text), t)}\nParameters: {params}"
+    )
 
 
 def _quote_interjection(t: Turn) -> str:
@@ -519,7 +628,10 @@ def _own_draft_note(t: Turn, session: Session, latest_version: int | None) -> st
             "(Your reply above brought no new draft; the latest is still your draft "
             f"v{latest_version}.)"
         )
-    note = f"(Your reply above carried your draft v{t.draft.version}.)"
+    note = (
+        f"(Your reply above carried your draft v{t.draft.version}. "
+        f"{length_note(len(t.draft.prompt_text), session.target, t.draft.version)})"
+    )
     findings = checks.check_draft(t.draft, session.target)
     if findings:
         note += (
@@ -695,14 +807,11 @@ def parse_copilot(raw: str, session: Session) -> tuple[str, DraftOut | None]:
         raise ReplyInvalid(f"`draft.title` is a caption of at most {MAX_TITLE_CHARS} characters")
     if len(text) < t.prompt_min_chars:
         raise ReplyInvalid(
-            f"`draft.prompt_text` is {len(text)} characters; {t.name} needs at least "
-            f"{t.prompt_min_chars}. Put the whole prompt there, not a caption"
+            f"`draft.prompt_text`: {length_note(len(text), t).rstrip('.')}. Put the whole "
+            "prompt there, not a caption"
         )
     if len(text) > t.prompt_max_chars:
-        raise ReplyInvalid(
-            f"`draft.prompt_text` is {len(text)} characters; {t.name} allows at most "
-            f"{t.prompt_max_chars}"
-        )
+        raise ReplyInvalid(f"`draft.prompt_text`: {length_note(len(text), t).rstrip('.')}")
     if d.duration_seconds not in t.durations:
         raise ReplyInvalid(
             f"`draft.duration_seconds` {d.duration_seconds} is not legal for {t.name}; "
@@ -712,12 +821,23 @@ def parse_copilot(raw: str, session: Session) -> tuple[str, DraftOut | None]:
         raise ReplyInvalid(
             f"`draft.size` {d.size!r} is not legal for {t.name}; use one of {t.sizes}"
         )
+    choices = t.resolution_choices
+    if choices and d.resolution not in choices:
+        raise ReplyInvalid(
+            f"`draft.resolution` {d.resolution!r} is not legal for {t.name}; use one of {choices}"
+        )
+    tied = t.resolution_durations.get(d.resolution) if choices else None
+    if tied is not None and d.duration_seconds not in tied:
+        raise ReplyInvalid(
+            f"{t.model_name} makes {d.resolution} only at {_or(tied)} seconds, not "
+            f"{d.duration_seconds}: pick {_or(tied)} seconds, or a resolution that allows "
+            f"{d.duration_seconds}"
+        )
     parts = d.parts
-    empty = [
-        name
-        for name in ("subject", "setting", "camera", "lighting_palette", "sound", "style")
-        if not str(getattr(parts, name)).strip()
-    ]
+    needed = ["subject", "setting", "camera", "lighting_palette", "style"]
+    if not t.silent:
+        needed.append("sound")
+    empty = [name for name in needed if not str(getattr(parts, name)).strip()]
     if not parts.action_beats:
         empty.append("action_beats")
     if empty:
@@ -745,13 +865,17 @@ def parse_persona(raw: str, session: Session) -> tuple[str, Verdict]:
     return message, Verdict(decision="revise", version=None)
 
 
-def make_draft(out: DraftOut, *, version: int, target: str) -> Draft:
+def make_draft(out: DraftOut, *, version: int, target: TargetProfile) -> Draft:
+    parts = out.parts.model_dump()
+    if target.silent:
+        parts["sound"] = ""  # a silent model has no sound; a stray one is not kept
     return Draft(
         version=version,
         title=out.title.strip(),
         prompt_text=out.prompt_text.strip(),
         duration_seconds=out.duration_seconds,
         size=out.size,
-        target=target,
-        parts=PromptParts.model_validate(out.parts.model_dump()),
+        target=target.name,
+        parts=PromptParts.model_validate(parts),
+        resolution=out.resolution if target.resolution_choices else "",
     )

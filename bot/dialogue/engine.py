@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from bot.dialogue import agents
+from bot.dialogue import agents, sheets
 from bot.dialogue.models import (
     Draft,
     LockedPrompt,
@@ -58,7 +58,7 @@ class TurnFailed(Exception):
 
     def __init__(self, message: str, *, kind: str):
         super().__init__(message)
-        self.kind = kind  # "invalid" | "truncated" | "refused" | "api"
+        self.kind = kind  # "invalid" | "truncated" | "refused" | "api" | "persona"
 
 
 WaitCallback = Callable[[float, str, int | None], Awaitable[None]]
@@ -132,72 +132,20 @@ class Engine:
         started = time.perf_counter()
         if session.status != SessionStatus.RUNNING:
             raise SessionError(f"The session is {session.status.value}; no one speaks now.")
+        await self.expand_persona(session, on_wait)
         request = agents.build_request(session, max_tokens=self.max_tokens)
-        model_seconds = 0.0
-        usage = Usage()
-
-        async def attempt(req: ModelRequest) -> ModelReply:
-            nonlocal model_seconds
-            decoder = _Streamer(sink)
-            t0 = time.perf_counter()
-            try:
-                return await self.model.complete(req, decoder.feed)
-            finally:
-                model_seconds += time.perf_counter() - t0 - decoder.sink_seconds
+        calls = _Calls(self, session, sink, on_wait)
 
         async def call(req: ModelRequest) -> ModelReply:
-            nonlocal usage, model_seconds
-            outage_started: float | None = None
-            waits = 0
-            widened = False
-            while True:
-                try:
-                    reply = await attempt(req)
-                except ModelError as e:
-                    if not e.retryable:
-                        raise self._fail(session, f"The model call failed: {e}", "api") from e
-                    now = self.monotonic()
-                    outage_started = now if outage_started is None else outage_started
-                    delay = self.outage.delay(waits, self.jitter())
-                    waited = now - outage_started
-                    if waited + delay > self.outage.window_seconds:
-                        after = f" (still failing after {waited:.0f} s of retries)" if waits else ""
-                        raise self._fail(
-                            session, f"The model call failed: {e}{after}", "api"
-                        ) from e
-                    waits += 1
-                    if sink is not None:
-                        await sink.reset()
-                    if on_wait is not None:
-                        await on_wait(delay, str(e), e.status)
-                    slept = time.perf_counter()
-                    await self.sleep(delay)
-                    model_seconds += time.perf_counter() - slept  # waiting on the model
-                    continue
-                usage = usage + reply.usage
-                if reply.stop_reason == "refusal":
-                    why = (reply.refusal or "").strip() or "no reason was given"
-                    raise self._fail(session, f"Claude declined this turn: {why}", "refused")
-                if reply.stop_reason == "max_tokens":
-                    if not widened and req.max_tokens < MAX_OUTPUT_TOKENS_CAP:
-                        # Thinking and text share the budget; one more try with twice it.
-                        widened = True
-                        wider = min(req.max_tokens * 2, MAX_OUTPUT_TOKENS_CAP)
-                        req = dataclasses.replace(req, max_tokens=wider)
-                        if sink is not None:
-                            await sink.reset()
-                        continue
-                    raise self._fail(
-                        session,
-                        "The reply was cut off at the output token limit "
-                        f"({req.max_tokens} tokens) before it was complete.",
-                        "truncated",
-                    )
-                return reply
+            reply = await calls.call(req)
+            if reply.stop_reason == "refusal":
+                why = (reply.refusal or "").strip() or "no reason was given"
+                raise self._fail(session, f"Claude declined this turn: {why}", "refused")
+            return reply
 
         reply = await call(request)
         try:
-            turn = self._make_turn(session, request.agent, reply, usage)
+            turn = self._make_turn(session, request.agent, reply, calls.usage)
         except agents.ReplyInvalid as first:
             if sink is not None:
                 await sink.reset()
@@ -206,7 +154,7 @@ class Engine:
             )
             reply = await call(repair)
             try:
-                turn = self._make_turn(session, request.agent, reply, usage)
+                turn = self._make_turn(session, request.agent, reply, calls.usage)
             except agents.ReplyInvalid as second:
                 raise self._fail(
                     session,
@@ -219,9 +167,51 @@ class Engine:
         return TurnResult(
             turn=turn,
             locked=locked,
-            model_seconds=model_seconds,
-            engine_seconds=max(elapsed - model_seconds, 0.0),
+            model_seconds=calls.model_seconds,
+            engine_seconds=max(elapsed - calls.model_seconds, 0.0),
         )
+
+    async def expand_persona(self, session: Session, on_wait: WaitCallback | None = None) -> None:
+        """Write a free-text persona's sheet, once, into `session` (nothing to do otherwise).
+
+        One call with the sheet's own schema; an invalid or refused sheet gets one repair
+        call. If that fails too, the session is stopped (nothing half-made goes on) with
+        the reason in `session.error`, and TurnFailed (kind "persona") is raised. An outage
+        that outlasts the window pauses it instead, with the persona still unwritten, so
+        Retry writes it then.
+        """
+        persona = session.persona
+        if not persona.pending:
+            return
+        request = sheets.sheet_request(session, max_tokens=self.max_tokens)
+        calls = _Calls(self, session, None, on_wait)
+
+        def parse(reply: ModelReply) -> None:
+            if reply.stop_reason == "refusal":
+                why = (reply.refusal or "").strip() or "no reason was given"
+                raise agents.ReplyInvalid(f"the request was declined ({why})")
+            session.persona = sheets.parse_sheet(reply.text, persona.description)
+
+        try:
+            reply = await calls.call(request)
+            try:
+                parse(reply)
+            except agents.ReplyInvalid as first:
+                repair = dataclasses.replace(
+                    request,
+                    messages=agents.repair_messages(request, reply.text, str(first)),
+                )
+                parse(await calls.call(repair))
+        except agents.ReplyInvalid as second:
+            session.status = SessionStatus.STOPPED
+            session.stopped_by = agents.COPILOT_NAME
+            session.error = (
+                f"No persona could be written from “{sheets.clean(persona.description)}”: "
+                f"{second}. Start again with other words, or with a named persona."
+            )
+            raise TurnFailed(session.error, kind="persona") from second
+        finally:
+            session.persona_usage = session.persona_usage + calls.usage
 
     # ---- internals --------------------------------------------------------------------
 
@@ -246,7 +236,7 @@ class Engine:
                 candidate = agents.make_draft(
                     out,
                     version=(latest.version + 1) if latest else 1,
-                    target=session.target.name,
+                    target=session.target,
                 )
                 # An unchanged draft is no progress, not a new version.
                 if latest is None or not candidate.same_content(latest):
@@ -289,6 +279,79 @@ class Engine:
                 session, by=agents.COPILOT_NAME, reason=LockReason.NO_PROGRESS, at=self.clock()
             )
         return None
+
+
+class _Calls:
+    """Model calls for one turn (or one persona sheet): an outage waited out with backoff, a
+    reply cut at max_tokens tried once with twice the budget. Sums usage and model time.
+    A refusal is returned; what it means is the caller's to say."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        session: Session,
+        sink: TurnSink | None,
+        on_wait: WaitCallback | None,
+    ) -> None:
+        self.engine = engine
+        self.session = session
+        self.sink = sink
+        self.on_wait = on_wait
+        self.usage = Usage()
+        self.model_seconds = 0.0
+
+    async def attempt(self, req: ModelRequest) -> ModelReply:
+        decoder = _Streamer(self.sink)
+        t0 = time.perf_counter()
+        try:
+            return await self.engine.model.complete(req, decoder.feed)
+        finally:
+            self.model_seconds += time.perf_counter() - t0 - decoder.sink_seconds
+
+    async def call(self, req: ModelRequest) -> ModelReply:
+        engine, session, sink = self.engine, self.session, self.sink
+        outage_started: float | None = None
+        waits = 0
+        widened = False
+        while True:
+            try:
+                reply = await self.attempt(req)
+            except ModelError as e:
+                if not e.retryable:
+                    raise engine._fail(session, f"The model call failed: {e}", "api") from e
+                now = engine.monotonic()
+                outage_started = now if outage_started is None else outage_started
+                delay = engine.outage.delay(waits, engine.jitter())
+                waited = now - outage_started
+                if waited + delay > engine.outage.window_seconds:
+                    after = f" (still failing after {waited:.0f} s of retries)" if waits else ""
+                    raise engine._fail(session, f"The model call failed: {e}{after}", "api") from e
+                waits += 1
+                if sink is not None:
+                    await sink.reset()
+                if self.on_wait is not None:
+                    await self.on_wait(delay, str(e), e.status)
+                slept = time.perf_counter()
+                await engine.sleep(delay)
+                self.model_seconds += time.perf_counter() - slept  # waiting on the model
+                continue
+            self.usage = self.usage + reply.usage
+            if reply.stop_reason == "max_tokens":
+                if not widened and req.max_tokens < MAX_OUTPUT_TOKENS_CAP:
+                    # Thinking and text share the budget; one more try with twice it.
+                    widened = True
+                    wider = min(req.max_tokens * 2, MAX_OUTPUT_TOKENS_CAP)
+                    req = dataclasses.replace(req, max_tokens=wider)
+                    if sink is not None:
+                        await sink.reset()
+                    continue
+                raise engine._fail(
+                    session,
+                    "The reply was cut off at the output token limit "
+                    f"({req.max_tokens} tokens) before it was complete.",
+                    "truncated",
+                )
+            return reply
 
 
 class _Streamer:

@@ -85,6 +85,7 @@ class PromptParts(BaseModel):
     action_beats: list[str]
     camera: str
     lighting_palette: str
+    # Empty for a target that makes no sound: its schema has no sound field.
     sound: str
     style: str
     avoid: list[str]
@@ -102,6 +103,8 @@ class Draft(BaseModel):
     size: str
     target: str
     parts: PromptParts
+    # Set where the target has a choice of resolutions (`TargetProfile.resolution_choices`).
+    resolution: str = ""
 
     def same_content(self, other: Draft) -> bool:
         """True when `other` says nothing new: everything but the version is equal."""
@@ -166,6 +169,16 @@ class Persona(BaseModel):
     taste: str
     must_haves: list[str]
     look: Look = Look()
+    pet_peeves: list[str] = Field(default_factory=list)
+    # A free-text persona: the words it was asked for with, as typed. Until the persona
+    # sheet is written from them (one model call, `Engine.expand_persona`) it has no
+    # must-haves; once written, the sheet is stored and never written again.
+    description: str = ""
+
+    @property
+    def pending(self) -> bool:
+        """A free-text persona whose sheet is not written yet."""
+        return bool(self.description) and not self.must_haves
 
 
 AudioSupport = Literal["none", "ambient", "dialogue"]
@@ -225,6 +238,8 @@ class TargetProfile(BaseModel):
     resolutions: list[str] = Field(default_factory=list)
     # Sizes that only allow some durations, e.g. Hailuo-02 at 1080P: 6 s only.
     size_durations: dict[str, list[int]] = Field(default_factory=dict)
+    # Resolutions that only allow some durations, e.g. Veo 3.1 at 1080p and 4k: 8 s only.
+    resolution_durations: dict[str, list[int]] = Field(default_factory=dict)
     audio: AudioSupport = "none"
     negative_prompt: bool = False
     layout: PromptLayout = "prose"
@@ -236,6 +251,18 @@ class TargetProfile(BaseModel):
     sources: dict[str, str] = Field(default_factory=dict)
     # The renderers that can render this target's drafts (bot.render), in order of preference.
     render: dict[str, RenderTable] = Field(default_factory=dict)
+
+    @property
+    def silent(self) -> bool:
+        return self.audio == "none"
+
+    @property
+    def resolution_choices(self) -> list[str]:
+        """The resolutions a draft picks from: none when the size already is the resolution
+        (Hailuo's 768P/1080P) or when there is only one (then it is a fact, not a choice)."""
+        if self.size_label == "resolution" or len(self.resolutions) < 2:
+            return []
+        return list(self.resolutions)
 
 
 class Origin(BaseModel):
@@ -265,6 +292,8 @@ class Session(BaseModel):
     error: str | None = None
     stopped_by: str | None = None
     origin: Origin = Origin()
+    # What writing a free-text persona's sheet cost (one call, and its repair if any).
+    persona_usage: Usage = Usage()
 
     # ---- derived from the transcript -------------------------------------------------
 
@@ -317,7 +346,7 @@ class Session(BaseModel):
 
     @property
     def usage(self) -> Usage:
-        total = Usage()
+        total = self.persona_usage
         for t in self.turns:
             total = total + t.usage
         return total

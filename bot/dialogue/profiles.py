@@ -16,14 +16,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bot.dialogue.models import Look, Persona, TargetProfile
+from bot.dialogue.sheets import FREE_TEXT_ICON, clean, safe_name
 
 _HERE = Path(__file__).parent
 FREE_TEXT_MAX_CHARS = 300
-_FREE_TEXT_MUST_HAVES = [
-    "one concrete detail that only this persona would insist on",
-    "a clear emotional turn before the final beat",
-    "camera and light described in words this persona would use",
-]
 
 
 class ProfileError(ValueError):
@@ -100,21 +96,24 @@ def resolve_persona(spec: str, extra_dir: str | None = None) -> Persona:
             f"A free-text persona is at most {FREE_TEXT_MAX_CHARS} characters "
             f"(this one has {len(spec)})."
         )
-    # The display name is also the Slack username of the persona's posts, which is
-    # plain text that no escaping reaches: angle brackets become look-alikes there,
-    # so `<!channel>` typed in a persona can never become a mention.
-    display = (spec[0].upper() + spec[1:]).replace("<", "‹").replace(">", "›")
+    if not re.search(r"\w{3}", spec):
+        raise ProfileError('Describe the persona in words, e.g. "a 1970s Italian horror director".')
+    # Pending: its sheet is written before the first turn (`Engine.expand_persona`). Until
+    # then it shows as the words it was asked for with. The display name is also the Slack
+    # username of the persona's posts, plain text that no escaping reaches: angle brackets
+    # become look-alikes there, so `<!channel>` typed in a persona can never be a mention.
+    display = safe_name(spec[0].upper() + spec[1:])
     if len(display) > 60:
         display = display[:59].rstrip() + "…"
     return Persona(
         name="custom",
         display_name=display,
-        icon_emoji=":performing_arts:",
-        role=spec,
-        voice=f"Speaks as {spec} would: in their vocabulary, with their references.",
-        taste=f"The taste of {spec}.",
-        must_haves=list(_FREE_TEXT_MUST_HAVES),
-        look=derive_look(spec),
+        icon_emoji=FREE_TEXT_ICON,
+        role="persona being written",
+        voice="",
+        taste="",
+        must_haves=[],
+        description=clean(spec),
     )
 
 
@@ -289,3 +288,209 @@ def resolve_target(name: str, extra_dir: str | None = None) -> TargetProfile:
     if key in known:
         return known[key]
     raise ProfileError(f"Unknown target {name!r}. Use one of: {', '.join(sorted(known))}.")
+
+
+# ---- the offline sheet: a free-text persona written from its own words ------------------
+#
+# What the offline model answers to the sheet request (`bot.dialogue.sheets`): the same
+# fields a real model writes, chosen by the description's words (the first table row whose
+# words it uses), the rest by the words' hash. Different descriptions meet different people
+# with different must-haves, and so end with different prompts. Each must-have is written
+# so that the offline model recognises it (`bot.llm.offline.NEEDS`) and can meet it.
+
+_MUSTS = {
+    "lens": "a named focal length and one deliberate camera move",
+    "light_source": "motivated light with its source visible in frame",
+    "sound_cue": "a sound cue on the final beat that changes what we saw",
+    "palette": "the palette named as two or three exact colours",
+    "vertical": "a composition that survives a vertical 9:16 crop",
+    "no_text": "no text, logos or brand names anywhere in frame",
+    "hook": "one unmistakable hook in the first two seconds",
+    "still": "a final image that holds as a still",
+    "available_light": "available light only, with the time of day stated",
+    "candid": "one candid, unposed gesture at the centre",
+    "avoid_glossy": "an avoid list that rules out glossy, staged looks",
+    "detail": "one concrete detail in frame: {detail}",
+}
+# (words, must-haves in order, voice, taste, pet peeves)
+_KINDS: list[tuple[str, list[str], str, str, list[str]]] = [
+    (
+        r"journalist|reporter|documentar|photojournal|investigat",
+        ["available_light", "detail", "avoid_glossy"],
+        "Blunt and exacting, in short sentences. Asks what a shot proves and where the "
+        "evidence is; distrusts every adjective.",
+        "Real places, real work, real wear; nothing that flatters the subject.",
+        ["imagery that looks virtuous and proves nothing", "a staged 'candid' moment"],
+    ),
+    (
+        r"horror|thriller|noir|giallo|suspense",
+        ["light_source", "sound_cue", "detail"],
+        "Soft-spoken and exact. Talks about what the audience has not seen yet, and about "
+        "where the dark is.",
+        "Dread that builds in stillness; one hard light; the frame as a trap.",
+        ["a jump scare with nothing behind it", "fog used to hide a weak idea"],
+    ),
+    (
+        r"chef|food|cook|baker|restaurant|pastry",
+        ["detail", "light_source", "lens"],
+        "Warm and impatient. Talks in textures and temperatures; wants to smell the shot.",
+        "Hands at work, steam, crumbs, the mess that proves it is real.",
+        ["food that looks plastic", "a spotless counter no one has cooked on"],
+    ),
+    (
+        r"brand|marketing|advertis|campaign|fashion|luxury|retail",
+        ["palette", "no_text", "vertical"],
+        "Crisp and upbeat. Maps every choice to the audience and the channel.",
+        "Bright, confident colour; one clear product moment without a hard sell.",
+        ["a product shot that upstages the people", "clutter in the corners of the frame"],
+    ),
+    (
+        r"founder|startup|ceo|entrepreneur|product|tech|investor",
+        ["hook", "still", "palette"],
+        "Direct and fast. Thinks in launch moments and first seconds; asks what the viewer "
+        "feels at once.",
+        "Optimistic, clean, one bold idea per shot.",
+        ["a slow opening that loses the scroll", "gadgets that upstage the idea"],
+    ),
+    (
+        r"director|film|cinematograph|editor|auteur",
+        ["lens", "light_source", "sound_cue"],
+        "Quiet and stubborn. Talks in lenses, blocking and cuts.",
+        "Long takes, practical light, restraint.",
+        ["a camera that moves because it can", "light with no source"],
+    ),
+    (
+        r"music|dj|band|rapper|singer|composer",
+        ["hook", "sound_cue", "palette"],
+        "Loose and rhythmic. Counts beats out loud; hears a cut before seeing it.",
+        "Motion cut to rhythm, colour that pulses, one drop that lands.",
+        ["a cut that ignores the beat", "colour without energy"],
+    ),
+    (
+        r"teacher|kid|child|parent|family|grandm|grandp",
+        ["candid", "still", "light_source"],
+        "Gentle and plain-spoken. Asks what a child would notice first.",
+        "Small, true moments at a child's height; warmth without sugar.",
+        ["adults performing for the camera", "sentiment laid on with music"],
+    ),
+    (
+        r"nature|wildlife|outdoor|explorer|climber|surfer|hiker|ecolog|sustainab|climate",
+        ["available_light", "lens", "still"],
+        "Patient and dry. Waits for the moment and says so.",
+        "Weather as it comes, long lenses, animals and land left alone.",
+        ["nature posed like a postcard", "a drone shot for its own sake"],
+    ),
+    (
+        r"architect|engineer|designer|minimalis|urban",
+        ["lens", "palette", "light_source"],
+        "Precise and spare. Talks in lines, materials and proportion.",
+        "Symmetry, honest materials, light that shows the structure.",
+        ["a crooked horizon", "decoration that hides the structure"],
+    ),
+    (
+        r"sci-?fi|futur|cyberpunk|space|astronaut|robot",
+        ["light_source", "lens", "palette"],
+        "Curious and technical. Asks how the world works before how it looks.",
+        "Scale, machinery that looks used, light from screens and instruments.",
+        ["chrome with no wear on it", "a future with no one in it"],
+    ),
+    (
+        r"anime|animat|cartoon|pixar|stop[- ]motion|claymation|illustrat",
+        ["palette", "hook", "detail"],
+        "Playful and exact. Sketches while talking; names every colour.",
+        "Clear shapes, expressive motion, texture you could touch.",
+        ["stiff motion", "a muddy palette"],
+    ),
+]
+_VOICES = [
+    "Plain-spoken and specific. Asks for one change at a time and says why it matters.",
+    "Dry and exacting. Repeats the one thing that is still wrong until it is fixed.",
+    "Warm but firm. Describes what they want to see, never what they want to feel.",
+    "Fast and decisive. Trusts the first instinct and cuts everything else.",
+]
+_TASTES = [
+    "Honest light, real texture and one image worth remembering.",
+    "Restraint: fewer things in frame, each one chosen.",
+    "Bold colour and clear motion; nothing muddy.",
+    "Stillness, then one movement that matters.",
+]
+_PEEVES = [
+    "slow motion for no reason",
+    "lens flare as decoration",
+    "everyone smiling at nothing",
+    "a camera that never settles",
+    "stock-footage sunsets",
+]
+_FIRST = (
+    "Ines Amara Jonah Mirela Tobias Noor Keiko Rafael Selin Dario Hana Callum Zofia Emeka "
+    "Lucia Arjun"
+).split()
+_LAST = (
+    "Duarte Whitlock Sato Okonkwo Brandt Haddad Lindgren Moreau Castellanos Petrov Nakamura "
+    "Adeyemi Kowalski Farrow Rinaldi Mehta"
+).split()
+_ALL_MUSTS = list(_MUSTS)
+
+
+def _role(description: str) -> str:
+    """The description as a role: its leading article dropped, its case as typed."""
+    role = re.sub(r"(?i)^(?:a|an|the)\s+", "", clean(description)).strip(" .")
+    return role[:100].rstrip() or "creative lead"
+
+
+def sheet_from_words(description: str) -> dict[str, object]:
+    """A persona sheet (the `bot.dialogue.sheets` schema's JSON) from a description's words."""
+    low = clean(description).lower()
+    h = zlib.crc32(low.encode())
+    look = derive_look(description)
+    kind = next((k for k in _KINDS if re.search(k[0], low)), None)
+    order = _ALL_MUSTS[h % len(_ALL_MUSTS) :] + _ALL_MUSTS[: h % len(_ALL_MUSTS)]
+    chosen = list(kind[1]) if kind else []
+    for need in order:
+        if len(chosen) >= 3:
+            break
+        if need not in chosen:
+            chosen.append(need)
+    detail = _DETAIL_WORDS.get(next((w for w in _DETAIL_WORDS if w in low), ""), "")
+    detail = detail or _DEFAULT_DETAILS[h % len(_DEFAULT_DETAILS)]
+    musts = [_MUSTS[n].format(detail=detail) for n in chosen]
+    peeves = list(kind[4]) if kind else []
+    peeves.append(_PEEVES[(h >> 4) % len(_PEEVES)])
+    return {
+        "name": f"{_FIRST[h % len(_FIRST)]} {_LAST[(h >> 8) % len(_LAST)]}",
+        "role": _role(description),
+        "voice": kind[2] if kind else _VOICES[(h >> 12) % len(_VOICES)],
+        "taste": kind[3] if kind else _TASTES[(h >> 16) % len(_TASTES)],
+        "look": look.model_dump(),
+        "must_haves": musts,
+        "pet_peeves": peeves[:3],
+    }
+
+
+# The concrete detail a free-text persona insists on, by a word of its description.
+_DETAIL_WORDS = {
+    "journalist": "a receipt or price tag that tells the real cost",
+    "reporter": "a receipt or price tag that tells the real cost",
+    "greenwash": "an exhaust vent or waste pipe just out of the brochure's frame",
+    "sustainab": "an exhaust vent or waste pipe just out of the brochure's frame",
+    "horror": "a tap dripping in the background",
+    "giallo": "a black-gloved hand on a door frame",
+    "chef": "flour on the knuckles",
+    "pastry": "flour on the knuckles",
+    "baker": "flour on the knuckles",
+    "kid": "a shoelace untied",
+    "child": "a shoelace untied",
+    "teacher": "chalk dust on a sleeve",
+    "space": "condensation on a visor",
+    "sci": "condensation on a visor",
+    "fashion": "a loose thread catching the light",
+    "jazz": "a foot keeping time",
+    "music": "a foot keeping time",
+    "anime": "wind moving every strand of hair",
+}
+_DEFAULT_DETAILS = [
+    "one small, worn object that has clearly been used for years",
+    "a chipped mug on the nearest surface",
+    "a coat hung on the back of a chair",
+    "a hand-written note pinned at eye level",
+]

@@ -38,10 +38,12 @@ def _iso(dt: datetime | None) -> str | None:
 def session_cost(session: Session) -> float | None:
     """Estimated USD cost, or None when some model's price is unknown."""
     total = 0.0
-    for t in session.turns:
-        if t.model is None:
+    # The persona sheet's call is priced at the session's first model (the same client).
+    sheet = [(session.models[0], session.persona_usage)] if session.models else []
+    for model, usage in [*sheet, *((t.model, t.usage) for t in session.turns)]:
+        if model is None or not usage.total:
             continue
-        cost = estimate_cost(t.model, t.usage)
+        cost = estimate_cost(model, usage)
         if cost is None:
             return None
         total += cost
@@ -143,18 +145,17 @@ def render_parts(d: Draft) -> str:
     p = d.parts
     beats = "\n".join(f"  {i}. {b}" for i, b in enumerate(p.action_beats, 1))
     avoid = "; ".join(p.avoid) if p.avoid else "(nothing listed)"
-    return "\n".join(
-        [
-            f"- **Subject**: {p.subject}",
-            f"- **Setting**: {p.setting}",
-            f"- **Action beats**:\n{beats}",
-            f"- **Camera**: {p.camera}",
-            f"- **Lighting and palette**: {p.lighting_palette}",
-            f"- **Sound**: {p.sound}",
-            f"- **Style**: {p.style}",
-            f"- **Avoid**: {avoid}",
-        ]
-    )
+    lines = [
+        f"- **Subject**: {p.subject}",
+        f"- **Setting**: {p.setting}",
+        f"- **Action beats**:\n{beats}",
+        f"- **Camera**: {p.camera}",
+        f"- **Lighting and palette**: {p.lighting_palette}",
+        f"- **Sound**: {p.sound}" if p.sound else "",  # none for a silent model
+        f"- **Style**: {p.style}",
+        f"- **Avoid**: {avoid}",
+    ]
+    return "\n".join(line for line in lines if line)
 
 
 def _turn_heading(t: Turn) -> str:
@@ -182,6 +183,21 @@ def _render_turn(t: Turn, session: Session) -> str:
     return "\n".join(out)
 
 
+def _render_sheet(session: Session) -> str:
+    """A free-text persona's sheet, as it was written before the first turn."""
+    p = session.persona
+    lines = [
+        "## Persona",
+        "",
+        f"- **Voice**: {p.voice}",
+        f"- **Taste**: {p.taste}",
+        "- **Must-haves**: " + "; ".join(p.must_haves),
+    ]
+    if p.pet_peeves:
+        lines.append("- **Pet peeves**: " + "; ".join(p.pet_peeves))
+    return "\n".join(lines)
+
+
 def render_markdown(session: Session) -> str:
     m = metadata(session)
     p = session.persona
@@ -192,13 +208,15 @@ def render_markdown(session: Session) -> str:
         f"# {locked.draft.title if locked else 'Sora Copilot session'}",
         "",
         f"- **Idea**: {session.idea}",
-        f"- **Persona**: {p.display_name}, {p.role}",
+        f"- **Persona**: {p.display_name}, {p.role}"
+        + (f" (written from “{p.description}”)" if p.description else ""),
         f"- **Target**: {t.model_name} (`{t.name}`)",
         f"- **Status**: {session.status.value}",
         "",
-        "## Locked prompt",
-        "",
     ]
+    if p.description and not p.pending:
+        lines += [_render_sheet(session), ""]
+    lines += ["## Locked prompt", ""]
     if locked:
         d = locked.draft
         lines += [

@@ -29,7 +29,8 @@ class Message:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    agent: Literal["persona", "copilot"]
+    # "sheet": the one call that writes a free-text persona's sheet (bot.dialogue.sheets).
+    agent: Literal["persona", "copilot", "sheet"]
     system: str
     messages: list[Message]
     schema: dict[str, Any]

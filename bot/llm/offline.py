@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.dialogue.models import Usage
+from bot.dialogue.profiles import sheet_from_words
 from bot.llm.base import ModelReply, ModelRequest, TextCallback
 from bot.llm.idea import Idea, light_source, read_idea, sound_cue
 
@@ -63,6 +64,8 @@ class OfflineModel:
     def write(self, request: ModelRequest) -> str:
         """The reply's JSON text for `request`, the same every time."""
         brief = request.brief
+        if request.agent == "sheet":
+            return json.dumps(sheet_from_words(brief["description"]), ensure_ascii=False)
         if request.agent == "copilot":
             payload = _copilot(brief)
         else:
@@ -284,6 +287,10 @@ def _apply_avoid_glossy(s: Shot, persona: dict[str, Any]) -> str:
 
 
 def _detail(persona: dict[str, Any]) -> str:
+    for must in persona.get("must_haves", []):
+        m = re.search(r"concrete detail in frame: (.+)", must)
+        if m:
+            return m.group(1).strip().rstrip(".")
     words = persona.get("role", "").lower()
     for pattern, detail in _DETAILS:
         if re.search(pattern, words):
@@ -705,7 +712,8 @@ def render(shot: Shot, target: dict[str, Any]) -> str:
         )
     elif layout == "shots":
         lines = [
-            f"Shot {i}: {_cap(b)}; {_clean(shot.camera) if i == 1 else 'camera holds'}; "
+            f"Shot {i}: {_cap(b)}; "
+            f"{f'{_clean(shot.camera)}, {_clean(shot.lens)}' if i == 1 else 'camera holds'}; "
             f"{_clean(shot.style)}."
             for i, b in enumerate(beats, 1)
         ]
@@ -738,17 +746,30 @@ def _fit(text: str, target: dict[str, Any]) -> str:
 
 
 def parts_of(shot: Shot, target: dict[str, Any]) -> dict[str, Any]:
-    audio = target.get("audio", "none") != "none"
-    return {
+    parts: dict[str, Any] = {
         "subject": shot.subject,
         "setting": f"{shot.place} {shot.time}",
         "action_beats": [_cap(_clean(b)) for b in shot.beats],
         "camera": f"{_clean(shot.camera)}, {_clean(shot.lens)}",
         "lighting_palette": f"{_clean(shot.light)}; {_clean(shot.palette)}",
-        "sound": _clean(shot.sound) if audio else "none: the model makes no sound",
         "style": _clean(shot.style),
         "avoid": list(shot.avoid),
     }
+    if target.get("audio", "none") != "none":  # a silent model's schema has no sound field
+        parts["sound"] = _clean(shot.sound)
+    return parts
+
+
+def resolution_for(duration: int, target: dict[str, Any]) -> str | None:
+    """The draft's resolution where the target has a choice (its schema asks for one): the
+    sharpest one legal at `duration` up to 1080p, since 4k costs more for a first cut."""
+    choices: list[str] = target.get("resolutions") or []
+    if target.get("size_label") == "resolution" or len(choices) < 2:
+        return None
+    tied: dict[str, list[int]] = target.get("resolution_durations") or {}
+    legal = [r for r in choices if duration in tied.get(r, [duration])]
+    modest = [r for r in legal if r.lower() not in ("4k", "2160p")]
+    return (modest or legal or choices)[-1]
 
 
 def _title(shot: Shot) -> str:
@@ -758,13 +779,17 @@ def _title(shot: Shot) -> str:
 
 
 def draft_of(shot: Shot, target: dict[str, Any]) -> dict[str, Any]:
-    return {
+    draft: dict[str, Any] = {
         "title": _title(shot),
         "prompt_text": render(shot, target),
         "duration_seconds": shot.duration,
         "size": shot.size,
         "parts": parts_of(shot, target),
     }
+    resolution = resolution_for(shot.duration, target)
+    if resolution is not None:
+        draft["resolution"] = resolution
+    return draft
 
 
 # ---- the Copilot -------------------------------------------------------------------------
@@ -789,7 +814,12 @@ def _copilot(brief: dict[str, Any]) -> dict[str, Any]:
         fresh = changes[-1:] if changes else []
         said = "; ".join(fresh) if fresh else "the beats tightened"
         draft = draft_of(shot, target)
-        same = all(latest[k] == draft[k] for k in draft)
+        same = all(
+            latest[k] == draft[k]
+            if k != "parts"
+            else all(latest["parts"].get(pk) == pv for pk, pv in draft["parts"].items())
+            for k in draft
+        )
         if same:
             message = f"v{latest['version']} already has that; I would not change it."
         else:

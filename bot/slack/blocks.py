@@ -101,6 +101,15 @@ def control_target(value: str) -> tuple[str, int | None]:
     return value, None
 
 
+def _persona_line(session: Session) -> str:
+    """Who the persona is, in one line: a free-text persona by the name and role its sheet
+    gave it (written before turn 0), or the words it is being written from."""
+    p = session.persona
+    if p.pending:
+        return f"{truncate(p.description, 200)} (being written)"
+    return truncate(f"{p.display_name}, {p.role}", 300)
+
+
 def root_blocks(session: Session, notice: str | None = None) -> list[dict[str, Any]]:
     """The thread root: idea, persona, who started it, status, round, tokens, controls.
 
@@ -117,7 +126,7 @@ def root_blocks(session: Session, notice: str | None = None) -> list[dict[str, A
         status += f" ({escape(notice)})"
     usage = session.usage
     fields = [
-        f"*Persona:* {escape(session.persona.display_name)}",
+        f"*Persona:* {escape(_persona_line(session))}",
         f"*Target:* {escape(session.target.name)}",
         f"*Started by:* {starter}",
         f"*Round:* {session.rounds} of {session.max_rounds}",
@@ -521,5 +530,7 @@ def paused_part(session: Session) -> MessagePart:
 def stopped_part(session: Session) -> MessagePart:
     who = escape(truncate(session.stopped_by or "someone", 200))
     text = f":black_square_for_stop: Stopped by {who}. No prompt was locked."
+    if session.error:
+        text += f"\n{escape(truncate(session.error, 500))}"
     section = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
     return MessagePart(tail=(section,), fallback=f"Stopped by {who}.")
