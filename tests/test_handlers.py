@@ -335,7 +335,9 @@ async def test_a_signed_sora_command_posts_the_root_and_queues_turn_zero(app: Ha
     assert session is not None
     assert session.idea == f"{IDEA} & fog"
     assert session.max_rounds == 4 and session.target.name == "sora-2-pro"
-    assert session.persona.role == "a 1970s Italian horror director"
+    # A free-text persona is written by the worker before turn 0, from these words.
+    assert session.persona.description == "a 1970s Italian horror director"
+    assert session.persona.pending
     assert session.origin == Origin(
         surface="slack",
         channel_id=CHANNEL,
@@ -754,7 +756,9 @@ async def test_a_good_modal_submission_starts_a_session_in_the_commands_channel(
     assert sid is not None
     session = await app.state.sessions.load(sid)
     assert session is not None and session.max_rounds == 4
-    assert session.persona.role == "a 1970s Italian horror director"
+    # A free-text persona is written by the worker before turn 0, from these words.
+    assert session.persona.description == "a 1970s Italian horror director"
+    assert session.persona.pending
     assert session.origin.user_id == ADA and session.origin.thread_ts == root["ts"]
 
 

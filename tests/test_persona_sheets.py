@@ -209,6 +209,8 @@ FREE = [
     "someone who restores old boats",
     "a kindergarten teacher",
     "an architect obsessed with concrete",
+    # Markup typed in the words never reaches the sheet (it would be refused there).
+    "a director who shouts <!channel> <@U0BOSS> see https://x.io",
 ]
 
 

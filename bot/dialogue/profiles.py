@@ -434,7 +434,9 @@ _ALL_MUSTS = list(_MUSTS)
 
 def _role(description: str) -> str:
     """The description as a role: its leading article dropped, its case as typed."""
-    role = re.sub(r"(?i)^(?:a|an|the)\s+", "", clean(description)).strip(" .")
+    # Markup typed in the description (`<!channel>`, a link) is not part of a role.
+    words = clean(re.sub(r"<[^>]*>|[<>]|https?://\S+|www\.\S+", " ", description))
+    role = re.sub(r"(?i)^(?:a|an|the)\s+", "", words).strip(" .")
     return role[:100].rstrip() or "creative lead"
 
 
