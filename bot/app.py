@@ -29,7 +29,9 @@ from bot.background import AfterAck
 from bot.config import Settings
 from bot.sessions import Sessions
 from bot.slack.client import make_client
-from handlers import actions, commands, messages, views
+from bot.slack.oauth import WorkspaceAuthorize, install_flow
+from bot.slack.workspaces import Workspaces
+from handlers import actions, commands, installs, messages, views
 from state import State
 
 APP_NAME = "sora-copilot"
@@ -45,7 +47,12 @@ class _NoTokenSkippedWarning(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != bolt_messages.warning_client_prioritized_and_token_skipped()
+        # In OAuth mode the app's client carries no token at all (each request gets its
+        # workspace's), and Bolt says the same wrong thing about that empty one.
+        return record.getMessage() not in (
+            bolt_messages.warning_client_prioritized_and_token_skipped(),
+            bolt_messages.warning_token_skipped(),
+        )
 
 
 def _quiet_token_warning() -> None:
@@ -61,27 +68,45 @@ def build_app(
     client: AsyncWebClient | None = None,
     sessions: Sessions | None = None,
     after_ack: AfterAck | None = None,
+    workspaces: Workspaces | None = None,
 ) -> AsyncApp:
-    """The app, listeners registered. Needs SLACK_BOT_TOKEN.
+    """The app, listeners registered. Needs SLACK_BOT_TOKEN, or `workspaces` (OAuth mode:
+    many workspaces, each with its token in the installation store, and /slack/install).
 
     Without SLACK_SIGNING_SECRET (Socket Mode needs none) the app verifies HTTP
     requests against a random secret nobody knows, so none is ever accepted.
     """
-    client = client or make_client(settings)
-    if not client.token:
-        raise ValueError("the Slack app needs SLACK_BOT_TOKEN")
     secret = (
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     ) or secrets.token_hex(32)
     _quiet_token_warning()
-    app = AsyncApp(
-        name=APP_NAME,
-        client=client,
-        signing_secret=secret,
-        request_verification_enabled=True,
-        process_before_response=True,
+    if workspaces is not None:
+        client = workspaces.base
+        app = AsyncApp(
+            name=APP_NAME,
+            client=client,
+            signing_secret=secret,
+            request_verification_enabled=True,
+            process_before_response=True,
+            # An AsyncAuthorize instance (Bolt's documented seam beside an OAuth flow);
+            # Bolt's annotation names only the plain-function form.
+            authorize=WorkspaceAuthorize(workspaces),  # type: ignore[arg-type]
+            oauth_flow=install_flow(settings=settings, state=state, workspaces=workspaces),
+        )
+    else:
+        client = client or make_client(settings)
+        if not client.token:
+            raise ValueError("the Slack app needs SLACK_BOT_TOKEN")
+        app = AsyncApp(
+            name=APP_NAME,
+            client=client,
+            signing_secret=secret,
+            request_verification_enabled=True,
+            process_before_response=True,
+        )
+    service = sessions or Sessions(
+        state=state, settings=settings, client=client, clients=workspaces
     )
-    service = sessions or Sessions(state=state, settings=settings, client=client)
     background = after_ack or AfterAck()
 
     async def provide(context: AsyncBoltContext, next_: Callable[[], Awaitable[None]]) -> None:
@@ -92,6 +117,6 @@ def build_app(
         await next_()
 
     app.middleware(provide)
-    for module in (commands, messages, actions, views):
+    for module in (commands, messages, actions, views, installs):
         module.register(app)
     return app

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TextIO, cast
 
 from pydantic import SecretStr
 from rich.console import Console
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import (
     MAX_INTERJECTION_CHARS,
@@ -27,6 +28,7 @@ from bot.config import (
     Settings,
     SettingsError,
     load_settings,
+    oauth_enabled,
 )
 from bot.dialogue.engine import Engine, SessionError, TurnFailed, add_interjection, stop
 from bot.dialogue.models import Origin, Session, SessionStatus
@@ -48,12 +50,12 @@ from state import (
     InboxEntry,
     PushResult,
     State,
-    StateUnavailable,
     connect,
     is_embedded,
     redact,
 )
-from state.errors import StateMisconfigured, UnknownSchema
+from state.connection import is_cluster
+from state.errors import StateError, StateMisconfigured
 from state.health import check_eviction
 from state.sweep import Lost
 
@@ -101,6 +103,13 @@ async def open_state(
     )
     if is_embedded(redis):
         err.write(EMBEDDED_NOTICE + "\n")
+    elif is_cluster(redis):
+        await redis.aclose()
+        raise BadInput(
+            "REDIS_URL points at a Redis Cluster: this version's sessions, queue and limits "
+            "need one Redis (their scripts span keys of many slots); point it at a single "
+            "Redis (a primary, with replicas if you like)."
+        )
     elif app:
         try:
             warning = await check_eviction(redis, mode=settings.redis_eviction_check)
@@ -543,7 +552,15 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "through Redis, and an embedded store would be invisible to them."
         )
     config = WorkerConfig.from_settings(settings, concurrency=args.concurrency)  # refuses first
-    if args.surface == "slack":
+    oauth = oauth_enabled(settings)
+    if args.surface == "slack" and oauth:
+        _require(
+            "worker",
+            {"INSTALLATION_ENCRYPTION_KEYS": settings.installation_encryption_keys},
+            "in OAuth mode (SLACK_CLIENT_ID) the worker reads each workspace's bot token "
+            "from the installation store, encrypted with these keys.",
+        )
+    elif args.surface == "slack":
         _require(
             "worker",
             {"SLACK_BOT_TOKEN": settings.slack_bot_token},
@@ -559,9 +576,25 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from bot.slack.client import close_client, make_client
 
     client = None  # only the Slack surface talks to Slack
+    workspaces = None
+    admit = None  # OAuth mode: a session of a workspace with no installation is set aside
     surface: Surface
     if args.surface == "recording":
         surface = RecordingSurface(state.redis, state.keys)
+    elif oauth:
+        from bot.slack.workspaces import WorkspaceSurface, open_workspaces
+        from bot.surfaces.slack import SlackSurface
+
+        try:
+            workspaces = open_workspaces(settings, state.redis, state.keys, rate_limit_retries=0)
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+
+        def per_workspace(client: AsyncWebClient, team_id: str) -> SlackSurface:
+            return SlackSurface(client=client, state=state, settings=settings, workspace=team_id)
+
+        routed = WorkspaceSurface(clients=workspaces, make=per_workspace)
+        surface, admit = routed, routed.admit
     else:
         from bot.surfaces.slack import SlackSurface
 
@@ -574,6 +607,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         surface=surface,
         config=config,
         on_lost=_lost_teller(client),
+        admit=admit,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -587,6 +621,8 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if client is not None:
             await close_client(client)
+        if workspaces is not None:
+            await workspaces.aclose()
     sys.stderr.write(f"worker {worker.name} stopped\n")
     return EXIT_OK
 
@@ -616,15 +652,26 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "sora-copilot serve needs REDIS_URL: the web process hands sessions to workers "
             "through Redis, and an embedded store would be invisible to them."
         )
-    _require(
-        "serve",
-        {
-            "SLACK_BOT_TOKEN": settings.slack_bot_token,
-            "SLACK_SIGNING_SECRET": settings.slack_signing_secret,
-        },
-        "the bot token (OAuth & Permissions) to call Slack, and the signing secret "
-        "(Basic Information) to check that each request comes from Slack.",
-    )
+    if oauth_enabled(settings):
+        _require(
+            "serve",
+            {
+                "SLACK_SIGNING_SECRET": settings.slack_signing_secret,
+                "INSTALLATION_ENCRYPTION_KEYS": settings.installation_encryption_keys,
+            },
+            "in OAuth mode (SLACK_CLIENT_ID) the signing secret checks that each request "
+            "comes from Slack, and the keys encrypt each workspace's token in Redis.",
+        )
+    else:
+        _require(
+            "serve",
+            {
+                "SLACK_BOT_TOKEN": settings.slack_bot_token,
+                "SLACK_SIGNING_SECRET": settings.slack_signing_secret,
+            },
+            "the bot token (OAuth & Permissions) to call Slack, and the signing secret "
+            "(Basic Information) to check that each request comes from Slack.",
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     state = await open_state(
         settings, prefix=settings.redis_prefix, err=sys.stderr, web=True, app=True
@@ -797,7 +844,36 @@ def build_parser() -> argparse.ArgumentParser:
         "dev", help="Socket Mode and a worker in one process, for development (SLACK_APP_TOKEN)"
     )
     dev.add_argument("--offline", action="store_true", help="use the deterministic offline model")
+    inst = sub.add_parser("installations", help="OAuth installations: encryption keys")
+    inst.add_argument(
+        "action",
+        choices=["new-key", "reencrypt"],
+        help="new-key: print a fresh key for INSTALLATION_ENCRYPTION_KEYS; reencrypt: rewrite "
+        "every stored installation under the first key (after a rotation; needs REDIS_URL)",
+    )
     return parser
+
+
+async def _installations(args: argparse.Namespace, settings: Settings) -> int:
+    from state.installations import Cipher, RedisInstallationStore, new_key
+
+    if args.action == "new-key":
+        sys.stdout.write(new_key() + "\n")
+        return EXIT_OK
+    if not settings.redis_url:
+        raise BadInput("sora-copilot installations reencrypt needs REDIS_URL.")
+    raw = settings.installation_encryption_keys
+    try:
+        cipher = Cipher.from_setting(raw.get_secret_value() if raw else "")
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    try:
+        count = await RedisInstallationStore(state.redis, state.keys, cipher).reencrypt_all()
+    finally:
+        await state.redis.aclose()
+    sys.stderr.write(f"re-encrypted {count} installation records under the first key\n")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -832,14 +908,9 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":
             return asyncio.run(_dev(args, settings))
-    except (
-        BadInput,
-        SettingsError,
-        StateUnavailable,
-        StateMisconfigured,
-        UnknownSchema,
-        RenderError,
-    ) as e:
+        if args.command == "installations":
+            return asyncio.run(_installations(args, settings))
+    except (BadInput, SettingsError, StateError, RenderError) as e:  # StateError: Unavailable, …
         sys.stderr.write(f"sora-copilot: {e}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

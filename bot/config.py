@@ -97,6 +97,17 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # OAuth, for many workspaces on one deployment: with both set, `serve` offers
+    # /slack/install and keeps each workspace's bot token in Redis (SLACK_BOT_TOKEN is
+    # then not used). The scopes come from slack-manifest.yml.
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    # Where Slack sends the installer back; empty: the app's one configured Redirect URL.
+    slack_redirect_uri: str | None = None
+    # Fernet keys, comma-separated: the first encrypts stored installations, all decrypt.
+    installation_encryption_keys: SecretStr | None = None
+    # With token rotation on, a workspace's bot token is refreshed this long before it expires.
+    slack_token_refresh_minutes: int = Field(120, ge=1, le=700)
     prompts_channel: str | None = None
     port: int = 3000
     # Who may press Stop and Lock: the session's starter and workspace admins, or anyone.
@@ -107,6 +118,12 @@ class Settings(BaseSettings):
     # chat.update calls a minute for the whole workspace, shared by every worker (Slack's
     # Tier 3 is about 50); turns' interim updates use what must-land updates leave.
     slack_updates_per_minute: int = Field(40, ge=2)
+
+
+def oauth_enabled(settings: Settings) -> bool:
+    """Many workspaces by OAuth (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET), or one bot token."""
+    secret = settings.slack_client_secret
+    return bool(settings.slack_client_id) and secret is not None and bool(secret.get_secret_value())
 
 
 class SettingsError(Exception):

@@ -14,6 +14,7 @@ carry out), raised after changing nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from bot.dialogue.models import Origin, Persona, Session, SessionStatus
 from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
 from bot.slack.blocks import METADATA_EVENT, root_blocks, root_text
 from bot.slack.people import People
+from bot.slack.workspaces import Clients, NotInstalled
 from state import InboxEntry, LibraryEntry, PushResult, State, describe, is_full
 from state.running import Cap
 
@@ -259,11 +261,30 @@ class Sessions:
         settings: Settings,
         client: AsyncWebClient,
         people: People | None = None,
+        clients: Clients | None = None,
     ) -> None:
         self.state = state
         self.settings = settings
         self.client = client
         self.people = people or People(client)
+        # OAuth mode: each workspace's own client (and its own people: ids are per workspace).
+        self.clients = clients
+        self._people: dict[str, tuple[AsyncWebClient, People]] = {}
+
+    async def _client(self, team_id: str | None) -> AsyncWebClient:
+        """The client speaking for `team_id` (raises NotInstalled in OAuth mode)."""
+        if self.clients is None:
+            return self.client
+        return await self.clients.for_team(team_id)
+
+    async def _people_of(self, team_id: str | None) -> People:
+        if self.clients is None or team_id is None:
+            return self.people
+        client = await self.clients.for_team(team_id)
+        cached = self._people.get(team_id)
+        if cached is None or cached[0] is not client:
+            cached = self._people[team_id] = (client, People(client))
+        return cached[1]
 
     # -- start ---------------------------------------------------------------------------
 
@@ -335,7 +356,8 @@ class Sessions:
             )
             if not paced:
                 await self.wait_to_post(invoker.channel_id)
-            reply = await self.client.chat_postMessage(
+            client = await self._client(invoker.team_id)
+            reply = await client.chat_postMessage(
                 channel=invoker.channel_id,
                 text=root_text(session),
                 blocks=root_blocks(session),
@@ -354,6 +376,8 @@ class Sessions:
             created = True
         except SlackApiError as e:
             raise Refused(_post_failure(e)) from e
+        except NotInstalled as e:
+            raise Refused(f"{e} Ask a workspace admin to install it again.") from e
         except RedisError as e:
             log.error("session %s: the store failed while starting: %s", session.id, describe(e))
             raise Refused(store_failed(e)) from e
@@ -379,8 +403,9 @@ class Sessions:
             log.warning("session %s: could not free its running slot now", session.id)
         if root_ts is not None:
             try:
-                await self.client.chat_delete(channel=channel, ts=root_ts)
-            except SlackApiError as e:
+                client = await self._client(invoker.team_id)
+                await client.chat_delete(channel=channel, ts=root_ts)
+            except (SlackApiError, NotInstalled) as e:
                 log.warning("session %s: could not delete its root: %s", session.id, e)
 
     # -- humans in the thread -----------------------------------------------------------
@@ -394,6 +419,7 @@ class Sessions:
         text: str,
         source_id: str,
         event_id: str | None,
+        team_id: str | None = None,
     ) -> PushResult | None:
         """Queue a human reply in a session's thread for the next speaker; 👀 when queued.
 
@@ -412,14 +438,15 @@ class Sessions:
                 f"Your reply is {len(text):,} characters; the agents read replies of at most "
                 f"{MAX_INTERJECTION_CHARS:,}. Shorten it and post it again."
             )
-        person = await self.people.get(user_id)
+        person = await (await self._people_of(team_id)).get(user_id)
         entry = InboxEntry(
             kind="interjection", author=person.name, user_id=user_id, text=text, source_id=source_id
         )
         result = await self.state.inbox.push(sid, entry, event_id=event_id)
         if result == PushResult.QUEUED:
             try:
-                await self.client.reactions_add(channel=channel_id, timestamp=source_id, name=EYES)
+                client = await self._client(team_id)
+                await client.reactions_add(channel=channel_id, timestamp=source_id, name=EYES)
             except SlackApiError as e:
                 if e.response.get("error") != "already_reacted":
                     log.warning("could not add %s to %s: %s", EYES, source_id, e)
@@ -446,7 +473,7 @@ class Sessions:
         session = await self.state.sessions.load(session_id)
         if session is None:
             raise Refused("This session no longer exists: it expired or was never created.")
-        person = await self.people.get(user_id)
+        person = await (await self._people_of(session.origin.team_id)).get(user_id)
         if (
             self.settings.controls_allowed == "starter_or_admin"
             and session.origin.user_id != user_id
@@ -484,6 +511,36 @@ class Sessions:
         if kind == "lock" and version is not None:
             return f"Lock requested: draft v{version} is locked before the next turn."
         return _CONTROL_DONE[kind]
+
+    # -- the workspace ------------------------------------------------------------------
+
+    async def uninstall(self, team_id: str | None, *, why: str) -> None:
+        """The app was uninstalled from `team_id` (or its tokens revoked): delete its
+        installation and stop its running sessions, with one log line of counts."""
+        if not team_id:
+            return
+        had = await self.clients.uninstall(team_id) if self.clients is not None else False
+        sessions = keys = 0
+        running = self.state.keys.running_team(team_id)
+        for sid in await self.state.redis.zrange(running, 0, -1):
+            # Erased, a running session is stopped: its worker's fenced save finds
+            # nothing, and its queued job is acked as moot.
+            session = await self.state.sessions.load(str(sid))
+            if session is not None and session.origin.team_id == team_id:
+                keys += await self.state.eraser.erase(session)
+                sessions += 1
+        log.info(
+            json.dumps(
+                {
+                    "event": "uninstalled",
+                    "why": why,
+                    "team": team_id,
+                    "installation_deleted": had,
+                    "running_sessions_stopped": sessions,
+                    "keys_deleted": keys,
+                }
+            )
+        )
 
     # -- the library --------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from bot.app import build_app
-from bot.config import Settings
+from bot.config import Settings, oauth_enabled
 from bot.sessions import BadInput
 from bot.slack.client import close_client, make_client
+from bot.slack.workspaces import open_workspaces
 from state import State
 
 log = logging.getLogger("sora.web")
@@ -43,6 +44,18 @@ def build_web_app(bolt: AsyncApp, *, state: State) -> web.Application:
         bolt_response = await bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
+    async def install(request: web.Request) -> web.Response:
+        assert bolt.oauth_flow is not None
+        return await to_aiohttp_response(
+            await bolt.oauth_flow.handle_installation(await to_bolt_request(request))
+        )
+
+    async def oauth_redirect(request: web.Request) -> web.Response:
+        assert bolt.oauth_flow is not None
+        return await to_aiohttp_response(
+            await bolt.oauth_flow.handle_callback(await to_bolt_request(request))
+        )
+
     async def healthz(request: web.Request) -> web.Response:
         try:
             await asyncio.wait_for(state.redis.ping(), timeout=HEALTH_TIMEOUT_S)
@@ -54,6 +67,9 @@ def build_web_app(bolt: AsyncApp, *, state: State) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post(EVENTS_PATH, slack_events)
     app.router.add_get(HEALTH_PATH, healthz)
+    if bolt.oauth_flow is not None:  # OAuth mode: many workspaces install the app
+        app.router.add_get(bolt.oauth_flow.install_path, install)
+        app.router.add_get(bolt.oauth_flow.redirect_uri_path, oauth_redirect)
     return app
 
 
@@ -75,14 +91,24 @@ async def check_token(settings: Settings) -> None:
 
 async def serve(*, settings: Settings, state: State, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then let in-flight listeners finish (drain_seconds)."""
-    await check_token(settings)
-    client = make_client(settings)
-    bolt = build_app(settings=settings, state=state, client=client)
+    workspaces = None
+    if oauth_enabled(settings):  # many workspaces: each one's token is in the store
+        try:
+            workspaces = open_workspaces(settings, state.redis, state.keys)
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+        client = workspaces.base
+    else:
+        await check_token(settings)
+        client = make_client(settings)
+    bolt = build_app(settings=settings, state=state, client=client, workspaces=workspaces)
     runner = web.AppRunner(build_web_app(bolt, state=state), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("serving %s and %s on %s:%s", EVENTS_PATH, HEALTH_PATH, host, port)
+    if bolt.oauth_flow is not None:
+        log.info("OAuth: install page %s", bolt.oauth_flow.install_path)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

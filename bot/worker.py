@@ -110,6 +110,7 @@ class Worker:
         name: str | None = None,
         on_finished: Callable[[Session], None] | None = None,
         on_lost: Callable[[Lost], Awaitable[None]] | None = None,
+        admit: Callable[[Session], Awaitable[str | None]] | None = None,
     ):
         """`on_lost`: how to tell a thread that its session's state is gone (the
         sweep finds those); without it they are only logged."""
@@ -120,6 +121,9 @@ class Worker:
         self.name = name or worker_name()
         self.on_finished = on_finished
         self.on_lost = on_lost
+        # Whether this worker may run a session at all (OAuth mode: only sessions of a
+        # workspace it has an installation for); the reason it may not, or None.
+        self.admit = admit
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[str, tuple[Job, str]] = {}  # job id -> (job, lease owner)
         self._stopping = asyncio.Event()
@@ -242,6 +246,13 @@ class Worker:
         if not snap.leased:
             return  # another worker is on it; the job stays pending and comes back if needed
         session = snap.session
+        refused = await self.admit(session) if self.admit is not None else None
+        if refused is not None:
+            # Never run a session with another workspace's token: set the job aside.
+            log.warning("session %s: job %s dead-lettered: %s", session.id, job.id, refused)
+            await self.state.queue.bury(job, self.name, refused)
+            await self.state.leases.release(job.session_id, owner)
+            return
         if not snap.steps and (session.finished or session.next_turn != job.turn):
             await self._moot(job, owner)  # a duplicate, or a job already done
             return

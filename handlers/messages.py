@@ -73,6 +73,7 @@ async def _interject(
             text=plain_text(str(event.get("text") or "")),
             source_id=str(event["ts"]),
             event_id=body.get("event_id"),
+            team_id=body.get("team_id"),
         )
     except Refused as e:
         await tell(client, channel=channel, user=user, text=f":warning: {e}", thread_ts=thread_ts)

@@ -7,10 +7,11 @@ Every client this package builds decodes replies to `str`
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.driver_info import DriverInfo
@@ -84,6 +85,20 @@ def is_embedded(redis: Redis) -> bool:
     return isinstance(redis, fakeredis.FakeAsyncRedis)
 
 
+def is_cluster(redis: Redis) -> bool:
+    """Whether `connect` found a Redis Cluster and made a cluster client."""
+    return isinstance(redis, RedisCluster)
+
+
+async def _cluster_enabled(client: Redis) -> bool:
+    """What the server says of itself (`INFO cluster`); a server that will not say is not one."""
+    try:
+        info = await client.info("cluster")
+    except (RedisError, OSError):
+        return False
+    return str(info.get("cluster_enabled", 0)) == "1"
+
+
 async def connect(
     url: str | None,
     *,
@@ -105,6 +120,11 @@ async def connect(
     raises (redis.exceptions.TimeoutError). Keep it above the longest blocking
     command's block time (a worker's XREADGROUP). `connect_timeout`: the same
     for opening a connection.
+
+    A `url` naming any node of a Redis Cluster gets redis-py's async cluster
+    client (`RedisCluster`, which follows the slots to every node) with the
+    same options: the server is asked (`INFO cluster`), no setting says so.
+    It is returned under the `Redis` type, whose commands it shares.
 
     Raises `StateUnavailable` (naming the URL, without its password) when Redis
     cannot be reached. With None, callers should print `EMBEDDED_NOTICE`.
@@ -136,7 +156,30 @@ async def connect(
         ) from None
     try:
         await client.ping()
+        cluster = await _cluster_enabled(client)
     except (RedisError, OSError) as e:
         await client.aclose()
         raise StateUnavailable(f"Redis is not reachable at {redact(url)}: {describe(e)}") from None
-    return client
+    if not cluster:
+        return client
+    await client.aclose()
+    nodes = RedisCluster.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=socket_timeout,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        max_connections=MAX_CONNECTIONS,
+        driver_info=DRIVER_INFO,
+        retry=Retry(RETRY_BACKOFF, RETRY_ATTEMPTS, (RedisConnectionError,)),
+        **tls,
+    )
+    try:
+        await nodes.initialize()
+        await nodes.ping()
+    except (RedisError, OSError) as e:
+        await nodes.aclose()
+        raise StateUnavailable(
+            f"Redis Cluster is not reachable at {redact(url)}: {describe(e)}"
+        ) from None
+    return cast(Redis, nodes)

@@ -53,6 +53,13 @@ RUNNING_GRACE_S = 300
 
 LIBRARY_DEFAULT_LIMIT = 10
 
+# OAuth: Slack's `state` parameter lives this long between the install page and the
+# redirect back (slack_sdk's OAuthStateUtils default, 10 minutes).
+OAUTH_STATE_TTL_S = 600
+# One process refreshes a workspace's rotating bot token at a time; the others wait for
+# its result. The lock outlives a slow oauth.v2.access call, not a crashed holder.
+TOKEN_REFRESH_LOCK_MS = 15_000
+
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
@@ -161,6 +168,42 @@ class Keys:
 
     def running_channel(self, channel_id: str) -> str:
         return self._k("running", "channel", channel_id)
+
+    # ---- installations (OAuth) ---------------------------------------------------------
+    # One workspace's keys share the hash tag `{ws:<team id>}`, so that a MULTI over its
+    # installation, bot and per-user records stays in one Redis Cluster slot.
+
+    def _ws(self, team_id: str, *parts: str) -> str:
+        return self._k("{ws:" + team_id + "}", *parts)
+
+    def installation(self, team_id: str) -> str:
+        """String: the workspace's latest installation, Fernet-encrypted JSON."""
+        return self._ws(team_id, "installation")
+
+    def installation_bot(self, team_id: str) -> str:
+        """String: the workspace's bot (token, refresh token, expiry), Fernet-encrypted JSON."""
+        return self._ws(team_id, "bot")
+
+    def installation_user(self, team_id: str, user_id: str) -> str:
+        """String: the installation as made by one installing user, encrypted."""
+        return self._ws(team_id, "installation", "user", user_id)
+
+    def installation_users(self, team_id: str) -> str:
+        """Set of the user ids that have an `installation_user` record."""
+        return self._ws(team_id, "installation", "users")
+
+    def token_refresh_lock(self, team_id: str) -> str:
+        """String, expiring: held by the one process refreshing the workspace's bot token."""
+        return self._ws(team_id, "token-refresh")
+
+    @property
+    def installed_teams(self) -> str:
+        """Set of installed team ids (key rotation and operators walk it)."""
+        return self._k("installations")
+
+    def oauth_state(self, state: str) -> str:
+        """String, expiring: an OAuth `state` issued by the install page, consumed once."""
+        return self._k("oauth-state", state)
 
     # ---- the workspace's chat.update budget -----------------------------------------
 

@@ -322,12 +322,20 @@ class TurnQueue:
             dead=int(dead) if isinstance(dead, int) else 0,
         )
 
-    async def _bury(self, entry_id: str, consumer: str, reason: str) -> None:
+    async def bury(self, job: Job, consumer: str, reason: str) -> None:
+        """Dead-letter a job no worker may run (`reason` says why), and ack it. 1 round trip."""
+        await self._bury(job.id, consumer, reason, {F_SID: job.session_id, F_TURN: str(job.turn)})
+
+    async def _bury(
+        self, entry_id: str, consumer: str, reason: str, more: dict[str, str] | None = None
+    ) -> None:
         """Move an entry nobody can run to the dead-letter stream (rare path)."""
+        fields: dict[Any, Any] = {"job_id": entry_id, "reason": reason, "consumer": consumer}
+        fields.update(more or {})
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(
                 self._keys.dead_letter,
-                {"job_id": entry_id, "reason": reason, "consumer": consumer},
+                fields,
                 maxlen=self._dead_maxlen,
                 approximate=True,
             )

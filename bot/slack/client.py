@@ -145,19 +145,24 @@ def make_client(
     *,
     sleep: Sleep = asyncio.sleep,
     rate_limit_retries: int = RATE_LIMIT_RETRIES,
+    token: str | None = None,
+    session: aiohttp.ClientSession | None = None,
 ) -> AsyncWebClient:
     """The client; with a running event loop, one that reuses its connections.
 
     `rate_limit_retries=0` leaves every 429 to the caller (the worker's Slack
     surface does that). Close it with `close_client` when the process stops.
+    `token` (a workspace's, in OAuth mode) replaces SLACK_BOT_TOKEN; `session`
+    shares another client's connections (then close only that one).
     """
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    session = None
-    try:
-        asyncio.get_running_loop()
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
-    except RuntimeError:
-        pass  # no loop yet: slack_sdk makes a session per call
+    if token is None and settings.slack_bot_token:
+        token = settings.slack_bot_token.get_secret_value()
+    if session is None:
+        try:
+            asyncio.get_running_loop()
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+        except RuntimeError:
+            pass  # no loop yet: slack_sdk makes a session per call
     return AsyncWebClient(
         token=token,
         base_url=settings.slack_api_url,

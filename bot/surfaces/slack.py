@@ -198,8 +198,12 @@ class SlackSurface:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         people: People | None = None,
+        workspace: str = WORKSPACE,
     ):
         self.client = client
+        # Whose chat.update budget this surface spends: the workspace's team id in OAuth
+        # mode (one surface per workspace), one shared name with a single bot token.
+        self.workspace = workspace
         self.state = state
         self.settings = settings
         self.clock = clock
@@ -532,7 +536,7 @@ class SlackSurface:
         wait = self.update_wait(ts)
         if wait > 0:
             await self.sleep(wait)
-        await self.budget.wait_for(WORKSPACE)
+        await self.budget.wait_for(self.workspace)
         await self.client.chat_update(
             channel=channel, ts=ts, text=part.text, blocks=part.blocks, metadata=metadata
         )
@@ -1050,10 +1054,10 @@ class _Interim:
         budget = s.budget
         self.next_try = now + MIN_INTERVAL_S  # no other attempt while this one runs
         try:
-            streams = await budget.streaming(WORKSPACE, self.key, for_s=STREAM_CLAIM_S)
+            streams = await budget.streaming(s.workspace, self.key, for_s=STREAM_CLAIM_S)
             self.counted = True
             self.next_try = now + budget.interval(streams)
-            if not await budget.take(WORKSPACE):
+            if not await budget.take(s.workspace):
                 return  # the workspace's budget is spent for now: skip this one
             await asyncio.wait_for(
                 s.interim_client.chat_update(
@@ -1075,7 +1079,7 @@ class _Interim:
         if self.counted:
             self.counted = False
             try:
-                await self.surface.budget.done_streaming(WORKSPACE, self.key)
+                await self.surface.budget.done_streaming(self.surface.workspace, self.key)
             except RedisError as e:  # its claim lapses by itself
                 log.info("turn %s: cannot stop counting its stream: %s", self.key, e)
 

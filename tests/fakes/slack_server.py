@@ -73,6 +73,22 @@ Slack behaviours it imitates:
   server, the bytes are POSTed there (answer ``text/plain`` ``OK - <size>``), and
   ``files.completeUploadExternal`` shares the files into the channel or thread as one message.
 
+* OAuth (distributed apps; docs.slack.dev/authentication/installing-with-oauth and
+  /using-token-rotation, the reference page of oauth.v2.access): ``GET /oauth/v2/authorize``
+  shows a consent page whose *Allow* redirects to the app's ``redirect_uri`` with a one-use
+  ``code`` (10 minutes) and the ``state`` it was given, or ``error=access_denied`` on
+  *Cancel*; ``oauth.v2.access`` takes the client id and secret (HTTP Basic, or form fields)
+  and exchanges a code for a bot token of the workspace installed into
+  (:meth:`FakeSlack.add_team`), ``invalid_code`` for a code used twice or expired,
+  ``bad_client_secret`` / ``invalid_client_id``. With token rotation on
+  (:attr:`FakeSlack.token_rotation`) tokens expire after ``expires_in`` seconds
+  (``token_expired`` after that) and come with a refresh token that
+  ``grant_type=refresh_token`` exchanges for a new pair, revoking the one used
+  (``invalid_refresh_token`` if used again). Each token belongs to one workspace: ``auth.test``
+  answers its team, and :attr:`Call.token` says which token every call carried. An
+  Enterprise Grid org-wide install (``add_team(..., enterprise_id=..., org_wide=True)``)
+  answers ``is_enterprise_install: true`` with no team, as Slack does.
+
 * Socket Mode: ``apps.connections.open`` (app-level token only; a bot token gets
   ``not_allowed_token_type``) answers a one-use ``ws://`` URL on this server; a client that
   connects gets Slack's ``hello``, then whatever envelopes a test pushes with
@@ -87,7 +103,8 @@ What it does not imitate:
   app's request URL; tests sign and send those themselves. Socket Mode envelopes go out only
   when a test pushes them, and Slack's redelivery of unacknowledged envelopes and its
   periodic ``disconnect`` (refresh) are not imitated.
-* Scopes, Enterprise Grid, and Slack's exact validation wording are not modelled; block
+* Scopes, Enterprise Grid's event routing, and Slack's exact validation wording are not
+  modelled; every workspace shares one set of channels and users; block
   validation checks only the limits above.
   Lengths are counted in Python characters.
 * It is stricter than Slack in one place on purpose: a ``thread_ts`` that names no message in
@@ -104,6 +121,7 @@ import argparse
 import asyncio
 import base64
 import copy
+import html
 import json
 import mimetypes
 import re
@@ -131,6 +149,12 @@ BOT_NAME = "sora-copilot"
 APP_ID = "A0FAKE"
 DEFAULT_TOKEN = "xoxb-fake-bot-token"
 DEFAULT_APP_TOKEN = "xapp-1-A0FAKE-1-fake-app-token"
+CLIENT_ID = "1111111111.2222222222"
+CLIENT_SECRET = "fake-client-secret"
+OAUTH_CODE_TTL_S = 600  # Slack: an authorization code expires after ten minutes
+ROTATING_TOKEN_TTL_S = 43_200  # Slack: a rotating access token lasts twelve hours
+# Methods authenticated by the app's client id and secret, not a token.
+CLIENT_AUTH_METHODS = frozenset({"oauth.v2.access"})
 SOCKET_PATH = "/link/"
 # Methods that take the app-level token (xapp-…) and nothing else.
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
@@ -618,6 +642,21 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         self.token = token
         self.tokens = {token, *tokens}
         self.app_token = app_token
+        # OAuth: the app's credentials, the workspaces that can install it, issued tokens.
+        self.client_id = CLIENT_ID
+        self.client_secret = CLIENT_SECRET
+        self.redirect_uri: str | None = None  # the app's configured Redirect URL
+        self.token_rotation = False
+        self.token_ttl_s = ROTATING_TOKEN_TTL_S
+        self.teams: dict[str, JSON] = {TEAM_ID: {"id": TEAM_ID, "name": TEAM_NAME}}
+        self.install_team = TEAM_ID  # the workspace the person at the consent page picks
+        self.token_teams: dict[str, str] = {token: TEAM_ID}
+        self.token_expiry: dict[str, float] = {}
+        self.revoked: set[str] = set()
+        self._codes: dict[str, tuple[str, float, str | None, str]] = {}
+        self._refresh: dict[str, str] = {}  # live refresh token -> team id
+        self.installs = 0
+        self.refreshes = 0
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_opened = asyncio.Event()
@@ -662,6 +701,8 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
             "apps.connections.open": self._apps_connections_open,
+            "oauth.v2.access": self._oauth_v2_access,
+            "auth.revoke": self._auth_revoke,
         }
         self._reset_state()
         self.set_rate_limit(post_rate_limit)
@@ -987,6 +1028,8 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         app.router.add_post("/_fake/reset", self._http_reset)
         app.router.add_get("/_fake/files/{file_id}", self._http_file)
         app.router.add_get(SOCKET_PATH, self._socket)
+        app.router.add_get("/oauth/v2/authorize", self._authorize_page)
+        app.router.add_get("/oauth/v2/authorize/decide", self._authorize_decide)
         return app
 
     @web.middleware
@@ -1046,15 +1089,20 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             handler = self._handlers.get(method)
             if handler is None:
                 raise SlackError("unknown_method", req_method=method)
-            if token is None:
+            if method in CLIENT_AUTH_METHODS:
+                self._check_client(auth, call.params)
+            elif token is None:
                 raise SlackError("not_authed")
-            if method in APP_TOKEN_METHODS:
+            elif method in APP_TOKEN_METHODS:
                 if token != self.app_token:
                     known = token in self.tokens
                     raise SlackError("not_allowed_token_type" if known else "invalid_auth")
             elif token not in self.tokens:
                 known = token == self.app_token
-                raise SlackError("not_allowed_token_type" if known else "invalid_auth")
+                error = "token_revoked" if token in self.revoked else "invalid_auth"
+                raise SlackError("not_allowed_token_type" if known else error)
+            elif self.token_expiry.get(token, float("inf")) <= time.time():
+                raise SlackError("token_expired")
             self._check_rate_limit(method, call.params)
             self._check_tier(call)
             body: JSON = {"ok": True, **handler(call.params, token)}
@@ -1357,14 +1405,160 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             msg["icons"] = {"image_36": icon_url, "image_48": icon_url, "image_72": icon_url}
         return msg
 
+    # ------------------------------------------------------------------ OAuth
+
+    def add_team(
+        self,
+        team_id: str,
+        name: str,
+        *,
+        enterprise_id: str | None = None,
+        org_wide: bool = False,
+    ) -> None:
+        """A workspace that can install the app (``org_wide``: an Enterprise Grid org install)."""
+        self.teams[team_id] = {
+            "id": team_id,
+            "name": name,
+            "enterprise_id": enterprise_id,
+            "org_wide": org_wide,
+        }
+
+    def team_of(self, call: Call) -> str | None:
+        """The workspace whose token a call carried."""
+        return self.token_teams.get(call.token or "")
+
+    def revoke_team(self, team_id: str) -> None:
+        """The app is uninstalled from a workspace: its tokens stop working (token_revoked)."""
+        for token, team in list(self.token_teams.items()):
+            if team == team_id:
+                self.tokens.discard(token)
+                self.revoked.add(token)
+        for refresh, team in list(self._refresh.items()):
+            if team == team_id:
+                del self._refresh[refresh]
+
+    def _auth_revoke(self, params: JSON, token: str | None) -> JSON:
+        """The calling token stops working (docs.slack.dev/reference/methods/auth.revoke)."""
+        if token is not None and _str_arg(params, "test") is None:
+            self.tokens.discard(token)
+            self.revoked.add(token)
+        return {"revoked": True}
+
+    def _check_client(self, auth: str, params: JSON) -> None:
+        client_id, client_secret = _str_arg(params, "client_id"), _str_arg(params, "client_secret")
+        if auth.startswith("Basic "):
+            try:
+                raw = base64.b64decode(auth[len("Basic ") :]).decode()
+            except ValueError:
+                raise SlackError("invalid_client_id") from None
+            client_id, _, client_secret = raw.partition(":")
+        if client_id != self.client_id:
+            raise SlackError("invalid_client_id")
+        if client_secret != self.client_secret:
+            raise SlackError("bad_client_secret")
+
+    def _issue_token(self, team_id: str) -> JSON:
+        token = f"xoxb-{team_id}-{secrets.token_hex(8)}"
+        if self.token_rotation:
+            token = f"xoxe.{token}"
+        self.tokens.add(token)
+        self.token_teams[token] = team_id
+        if not self.token_rotation:
+            return {"access_token": token}
+        refresh = f"xoxe-1-{secrets.token_hex(12)}"
+        self._refresh[refresh] = team_id
+        self.token_expiry[token] = time.time() + self.token_ttl_s
+        return {"access_token": token, "refresh_token": refresh, "expires_in": self.token_ttl_s}
+
+    def _oauth_v2_access(self, params: JSON, token: str | None) -> JSON:
+        if _str_arg(params, "grant_type") == "refresh_token":
+            refresh = _str_arg(params, "refresh_token") or ""
+            team_id = self._refresh.pop(refresh, None)  # a refresh token is used once
+            if team_id is None:
+                raise SlackError("invalid_refresh_token")
+            self.refreshes += 1
+            return {"token_type": "bot", "team": {"id": team_id}, **self._issue_token(team_id)}
+        code = _str_arg(params, "code") or ""
+        found = self._codes.pop(code, None)
+        if found is None or found[1] < time.time():
+            raise SlackError("invalid_code")
+        team_id, _, redirect_uri, scope = found
+        if redirect_uri is not None and _str_arg(params, "redirect_uri") != redirect_uri:
+            raise SlackError("bad_redirect_uri")
+        team = self.teams[team_id]
+        self.installs += 1
+        org_wide = bool(team.get("org_wide"))
+        enterprise = (
+            {"id": team["enterprise_id"], "name": f"{team['name']} Org"}
+            if team.get("enterprise_id")
+            else None
+        )
+        return {
+            "app_id": APP_ID,
+            "authed_user": {"id": "U0INSTALLER"},
+            "scope": scope,
+            "token_type": "bot",
+            "bot_user_id": BOT_USER_ID,
+            "team": None if org_wide else {"id": team_id, "name": team["name"]},
+            "enterprise": enterprise,
+            "is_enterprise_install": org_wide,
+            **self._issue_token(team_id),
+        }
+
+    async def _authorize_page(self, request: web.Request) -> web.StreamResponse:
+        """Slack's consent page: which app, which workspace, which scopes; Allow or Cancel."""
+        q = request.query
+        if q.get("client_id") != self.client_id:
+            return web.Response(status=400, text="Invalid client_id parameter")
+        redirect_uri = q.get("redirect_uri") or self.redirect_uri
+        if not redirect_uri:
+            return web.Response(status=400, text="No redirect URL is configured for this app")
+        team_id = q.get("team") or self.install_team
+        if team_id not in self.teams:
+            return web.Response(status=400, text="Unknown workspace")
+        hidden = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in (
+                ("redirect_uri", redirect_uri),
+                ("state", q.get("state", "")),
+                ("scope", q.get("scope", "")),
+                ("team", team_id),
+                ("explicit_redirect", "1" if q.get("redirect_uri") else ""),
+            )
+        )
+        scopes = "".join(f"<li>{html.escape(s)}</li>" for s in q.get("scope", "").split(",") if s)
+        body = (
+            "<!doctype html><html><head><title>Allow access</title></head><body>"
+            f"<h1>Sora Copilot is requesting permission to access the "
+            f"{html.escape(self.teams[team_id]['name'])} Slack workspace</h1>"
+            f"<ul>{scopes}</ul>"
+            f'<form action="/oauth/v2/authorize/decide" method="get">{hidden}'
+            '<button name="decision" value="allow" id="allow">Allow</button>'
+            '<button name="decision" value="cancel" id="cancel">Cancel</button>'
+            "</form></body></html>"
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    async def _authorize_decide(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        redirect_uri, state, team_id = q["redirect_uri"], q.get("state", ""), q["team"]
+        sep = "&" if "?" in redirect_uri else "?"
+        if q.get("decision") != "allow":
+            raise web.HTTPFound(f"{redirect_uri}{sep}error=access_denied&state={state}")
+        code = f"{team_id}.{secrets.token_hex(10)}"
+        explicit = redirect_uri if q.get("explicit_redirect") else None
+        self._codes[code] = (team_id, time.time() + OAUTH_CODE_TTL_S, explicit, q.get("scope", ""))
+        raise web.HTTPFound(f"{redirect_uri}{sep}code={code}&state={state}")
+
     # ------------------------------------------------------------------ methods: auth, chat
 
     def _auth_test(self, params: JSON, token: str | None) -> JSON:
+        team = self.teams.get(self.token_teams.get(token or "", TEAM_ID), self.teams[TEAM_ID])
         return {
             "url": f"https://{TEAM_DOMAIN}.slack.com/",
-            "team": TEAM_NAME,
+            "team": team["name"],
             "user": BOT_NAME,
-            "team_id": TEAM_ID,
+            "team_id": team["id"],
             "user_id": BOT_USER_ID,
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
