@@ -126,15 +126,20 @@ def test_the_worker_refuses_an_evicting_redis_at_start(tmp_path: Path) -> None:
 
 
 async def _fill(redis: Redis) -> None:
-    """Write until Redis refuses for want of memory."""
-    chunk = "x" * 100_000
-    for i in range(1000):
-        try:
-            await redis.set(f"filler:{i}", chunk)
-        except Exception as e:
-            assert is_full(e), e
-            return
-    raise AssertionError("Redis never filled up")
+    """Write until Redis refuses even a small write for want of memory.
+
+    Large chunks first, then small ones: a refused large write can leave Redis just
+    under its limit (how far under depends on its buffers), where a small write fits.
+    """
+    for size in (100_000, 1_000, 10):
+        for i in range(2000):
+            try:
+                await redis.set(f"filler:{size}:{i}", "x" * size)
+            except Exception as e:
+                assert is_full(e), e
+                break
+        else:
+            raise AssertionError("Redis never filled up")
 
 
 async def test_a_full_redis_is_reported_as_full_to_the_user(tmp_path: Path) -> None:
