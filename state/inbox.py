@@ -15,10 +15,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
-from bot.dialogue.models import utcnow
+from bot.dialogue.models import CleanModel, utcnow
 from state._text import text
 from state.errors import UnknownSchema
 from state.keys import EVENT_DEDUPE_TTL_S, INBOX_MAX_ENTRIES, Keys
@@ -26,7 +26,7 @@ from state.keys import EVENT_DEDUPE_TTL_S, INBOX_MAX_ENTRIES, Keys
 InboxKind = Literal["interjection", "stop", "lock", "retry"]
 
 
-class InboxEntry(BaseModel):
+class InboxEntry(CleanModel):
     """One thing a human did that the next turn must take into account."""
 
     model_config = ConfigDict(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 from redis.asyncio import Redis
 
-from bot.dialogue.models import SCHEMA_VERSION, LockedPrompt, Session
+from bot.dialogue.models import SCHEMA_VERSION, CleanModel, LockedPrompt, Session
 from state._text import text
 from state.errors import UnknownSchema
 from state.keys import LIBRARY_DEFAULT_LIMIT, Keys
@@ -22,7 +22,7 @@ from state.keys import LIBRARY_DEFAULT_LIMIT, Keys
 KNOWN_LIBRARY_SCHEMAS = frozenset({SCHEMA_VERSION})
 
 
-class LibraryEntry(BaseModel):
+class LibraryEntry(CleanModel):
     model_config = ConfigDict(frozen=True)
 
     schema_version: int = SCHEMA_VERSION

@@ -12,13 +12,26 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bot.dialogue.text import clean_value
 
 SCHEMA_VERSION = 1
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class CleanModel(BaseModel):
+    """A model whose strings hold no control characters or bidi overrides
+    (`bot.dialogue.text.clean`): nothing a person or a model wrote can carry them into
+    the store, the next request or a file."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _clean(cls, value: object) -> object:
+        return clean_value(value)
 
 
 class Speaker(StrEnum):
@@ -45,7 +58,7 @@ class LockReason(StrEnum):
     NO_PROGRESS = "no_progress"
 
 
-class Usage(BaseModel):
+class Usage(CleanModel):
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = 0
@@ -75,7 +88,7 @@ class Usage(BaseModel):
         )
 
 
-class PromptParts(BaseModel):
+class PromptParts(CleanModel):
     """The structured parts a good video prompt has; the prompt text weaves them."""
 
     model_config = ConfigDict(frozen=True)
@@ -91,7 +104,7 @@ class PromptParts(BaseModel):
     avoid: list[str]
 
 
-class Draft(BaseModel):
+class Draft(CleanModel):
     """One versioned draft. `title` is a caption; `prompt_text` is the prompt."""
 
     model_config = ConfigDict(frozen=True)
@@ -111,14 +124,14 @@ class Draft(BaseModel):
         return self.model_dump(exclude={"version"}) == other.model_dump(exclude={"version"})
 
 
-class Verdict(BaseModel):
+class Verdict(CleanModel):
     model_config = ConfigDict(frozen=True)
 
     decision: Literal["revise", "approve"]
     version: int | None = None
 
 
-class Turn(BaseModel):
+class Turn(CleanModel):
     model_config = ConfigDict(frozen=True)
 
     index: int
@@ -135,7 +148,7 @@ class Turn(BaseModel):
     source_id: str | None = None
 
 
-class LockedPrompt(BaseModel):
+class LockedPrompt(CleanModel):
     model_config = ConfigDict(frozen=True)
 
     draft: Draft
@@ -144,7 +157,7 @@ class LockedPrompt(BaseModel):
     reason: LockReason
 
 
-class Look(BaseModel):
+class Look(CleanModel):
     """A persona's visual taste as the parts of a shot it drives (camera, light, palette...)."""
 
     model_config = ConfigDict(frozen=True)
@@ -158,7 +171,7 @@ class Look(BaseModel):
     mood: str = ""
 
 
-class Persona(BaseModel):
+class Persona(CleanModel):
     model_config = ConfigDict(frozen=True)
 
     name: str  # key, e.g. "founder"; "custom" for free text
@@ -196,7 +209,7 @@ PART_NAMES: tuple[PartName, ...] = (
 )
 
 
-class RenderTier(BaseModel):
+class RenderTier(CleanModel):
     """One quality tier of a renderer: the vendor's model id and output resolution."""
 
     model_config = ConfigDict(frozen=True)
@@ -205,7 +218,7 @@ class RenderTier(BaseModel):
     resolution: str = ""
 
 
-class RenderTable(BaseModel):
+class RenderTable(CleanModel):
     """How one renderer renders this target's drafts: the vendor's value for each draft size
     and duration (identity where a value is absent), and which model is the cheap draft tier
     and which the full-quality master."""
@@ -218,7 +231,7 @@ class RenderTable(BaseModel):
     master: RenderTier
 
 
-class TargetProfile(BaseModel):
+class TargetProfile(CleanModel):
     """A video model's rules. `durations` and `sizes` are the legal API values of a draft."""
 
     model_config = ConfigDict(frozen=True)
@@ -265,7 +278,7 @@ class TargetProfile(BaseModel):
         return list(self.resolutions)
 
 
-class Origin(BaseModel):
+class Origin(CleanModel):
     """Where a session was started. Plain data: the domain knows no Slack."""
 
     model_config = ConfigDict(frozen=True)
@@ -278,7 +291,7 @@ class Origin(BaseModel):
     team_id: str | None = None
 
 
-class Session(BaseModel):
+class Session(CleanModel):
     schema_version: int = SCHEMA_VERSION
     id: str = Field(default_factory=lambda: uuid.uuid4().hex[:16])
     idea: str

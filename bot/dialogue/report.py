@@ -15,6 +15,7 @@ from typing import Any
 from bot.dialogue import checks
 from bot.dialogue.agents import draft_parameters
 from bot.dialogue.models import Draft, LockReason, Session, Speaker, TargetProfile, Turn
+from bot.dialogue.text import as_markdown
 from bot.llm.offline import OFFLINE_MODEL
 from bot.llm.prices import estimate_cost
 
@@ -271,4 +272,4 @@ def render_markdown(session: Session) -> str:
         f"- **Lock reason**: {m['lock_reason'] or 'not locked'}",
         "",
     ]
-    return "\n".join(lines)
+    return as_markdown("\n".join(lines))

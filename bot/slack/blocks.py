@@ -23,6 +23,7 @@ from bot.dialogue.report import (
     render_markdown,
     render_parts,
 )
+from bot.dialogue.text import as_markdown, as_text
 
 # Slack's limits (one place for each).
 MARKDOWN_BLOCK_MAX_CHARS = 12_000  # markdown blocks of one message, together
@@ -47,8 +48,12 @@ STATUS_LABELS = {
 }
 
 
-def escape(text: str) -> str:
-    """Escape Slack's control characters so text shows as written and pings no one."""
+def escape(text: str, *, code: bool = False) -> str:
+    """Text as written, for any Slack block (`markdown`, `mrkdwn`, `plain_text`) or
+    notification: `as_text` (no control characters, bidi overrides or Markdown links;
+    `code` for a code fence's content, which only loses the first two), then Slack's
+    control characters escaped, so it pings no one and makes no `<url|label>` link."""
+    text = as_text(text, code=code)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -62,7 +67,7 @@ def defuse(text: str) -> str:
     Slack's `&lt;` escaping is for mrkdwn; a file shows its text as it is. So only
     the `<` that would open a mention becomes a look-alike, and the rest reads as typed.
     """
-    return _MENTION_START.sub("‹", text)
+    return _MENTION_START.sub("‹", as_markdown(text))
 
 
 def truncate(text: str, limit: int) -> str:
@@ -366,7 +371,7 @@ def draft_markdown(draft: Draft) -> str:
     return (
         f"**Draft v{draft.version}: {escape(draft.title)}**\n"
         f"{draft.duration_seconds} s · {escape(draft.size)} · {escape(draft.target)}\n\n"
-        + fence(escape(draft.prompt_text))
+        + fence(escape(draft.prompt_text, code=True))
     )
 
 
@@ -460,7 +465,7 @@ def locked_markdown(session: Session) -> str:
 def ready_prompt_lines(d: Draft, target: TargetProfile) -> list[str]:
     """The locked prompt ready to use: one copy-ready block, its parameters, where to paste."""
     r = ready_prompt(d, target)
-    lines = [fence(escape(r.prompt_text)), ""]
+    lines = [fence(escape(r.prompt_text, code=True)), ""]
     lines += [f"- **{k}**: {escape(v)}" for k, v in r.parameters]
     lines.append(f"**How to use it**: {escape(r.how_to_use)}")
     if r.retired:
@@ -502,7 +507,7 @@ def crosspost_parts(session: Session, permalink: str) -> list[MessagePart]:
             f":clapper: **{escape(d.title)}** (v{d.version} · {escape(d.target)} · "
             f"{d.duration_seconds} s · {escape(d.size)})",
             "",
-            fence(escape(d.prompt_text)),
+            fence(escape(d.prompt_text, code=True)),
             "",
             f"Written with {escape(session.persona.display_name)}{who}: "
             f"[open the thread]({permalink})",

@@ -27,6 +27,7 @@ from rich.text import Text
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Draft, Session, Speaker, Turn
 from bot.dialogue.report import LOCK_REASONS, fence, ready_prompt
+from bot.dialogue.text import as_markdown, as_text, clean
 from bot.surfaces.base import waiting_notice
 
 INVALID_REPLY = "(that reply is void; it is written again)"
@@ -109,7 +110,7 @@ class _PrintSink:
 
     async def delta(self, text: str) -> None:
         self.wrote = True
-        self.out.write(text)
+        self.out.write(clean(text))  # a model's stream, before any model cleaned it
         self.out.flush()
 
     async def reset(self) -> None:
@@ -127,7 +128,7 @@ class PlainSurface:
         self.resumable = resumable
 
     def _say(self, text: str) -> None:
-        self.out.write(text)
+        self.out.write(as_text(text))
         self.out.flush()
 
     # ---- what the CLI says around the session -------------------------------------------
@@ -303,7 +304,7 @@ class RichSurface:
     def _region(self) -> RenderableType:
         parts: list[RenderableType] = []
         if self._buf.strip():
-            parts.append(self._tail(Markdown(self._buf)))
+            parts.append(self._tail(Markdown(as_markdown(self._buf))))
         if self._spinner is not None:
             parts.append(self._spinner)
         for _, text in self._sent:
@@ -349,7 +350,7 @@ class RichSurface:
     def _flush(self, *, everything: bool = False) -> None:
         done, self._buf = (self._buf, "") if everything else _split_blocks(self._buf)
         if done.strip():
-            self.console.print(Markdown(done))
+            self.console.print(Markdown(as_markdown(done)))
 
     def stream(self, text: str) -> None:
         self._spinner = None
