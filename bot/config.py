@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # With token rotation on, a workspace's bot token is refreshed this long before it expires.
     slack_token_refresh_minutes: int = Field(120, ge=1, le=700)
     prompts_channel: str | None = None
+    # Opt-in: prompts made in private places (private channels, DMs, group DMs, Slack Connect)
+    # are collected here, a channel id that Slack must say is private. Unset: they stay put.
+    private_prompts_channel: str | None = None
     port: int = 3000
     # Who may press Stop and Lock: the session's starter and workspace admins, or anyone.
     controls_allowed: Literal["starter_or_admin", "anyone"] = "starter_or_admin"

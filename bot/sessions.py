@@ -30,6 +30,7 @@ from bot.dialogue.models import Origin, Persona, Session, SessionStatus
 from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
 from bot.slack.blocks import METADATA_EVENT, root_blocks, root_text
 from bot.slack.people import People
+from bot.slack.privacy import Places
 from bot.slack.workspaces import Clients, NotInstalled
 from state import InboxEntry, LibraryEntry, PushResult, State, describe, is_full
 from state.running import Cap
@@ -270,6 +271,7 @@ class Sessions:
         # OAuth mode: each workspace's own client (and its own people: ids are per workspace).
         self.clients = clients
         self._people: dict[str, tuple[AsyncWebClient, People]] = {}
+        self.places = Places()
 
     async def _client(self, team_id: str | None) -> AsyncWebClient:
         """The client speaking for `team_id` (raises NotInstalled in OAuth mode)."""
@@ -354,9 +356,12 @@ class Sessions:
                 user_name=invoker.user_name or invoker.user_id,
                 team_id=invoker.team_id,
             )
+            client = await self._client(invoker.team_id)
+            session.origin = session.origin.model_copy(
+                update={"place": await self.places.place(client, invoker.channel_id)}
+            )
             if not paced:
                 await self.wait_to_post(invoker.channel_id)
-            client = await self._client(invoker.team_id)
             reply = await client.chat_postMessage(
                 channel=invoker.channel_id,
                 text=root_text(session),
@@ -547,8 +552,10 @@ class Sessions:
     async def recent_prompts(
         self, channel_id: str, *, limit: int = LIBRARY_LIMIT
     ) -> list[LibraryEntry]:
-        """The newest locked prompts of a channel, newest first."""
-        return await self.state.library.recent(channel=channel_id, limit=limit)
+        """The newest locked prompts made in a channel, newest first: a prompt is listed
+        only where it was made, so one from a private place is never shown outside it."""
+        entries = await self.state.library.recent(channel=channel_id, limit=limit)
+        return [e for e in entries if e.channel_id == channel_id]
 
 
 def _cap_message(cap: Cap, s: Settings) -> str:

@@ -32,6 +32,8 @@ class LibraryEntry(CleanModel):
     thread_ts: str | None = None
     user_id: str | None = None
     user_name: str | None = None
+    # Where it was made (see Origin.place): anything but "public" is listed only there.
+    place: str | None = None
     persona: str  # display name
     target: str
     locked: LockedPrompt
@@ -50,6 +52,7 @@ class LibraryEntry(CleanModel):
             thread_ts=session.origin.thread_ts,
             user_id=session.origin.user_id,
             user_name=session.origin.user_name,
+            place=session.origin.place,
             persona=session.persona.display_name,
             target=session.target.name,
             locked=session.locked,

@@ -345,6 +345,7 @@ async def test_a_signed_sora_command_posts_the_root_and_queues_turn_zero(app: Ha
         user_id=ADA,
         user_name="ada",  # the command's handle; the worker looks up "Ada" at the lock
         team_id=TEAM_ID,
+        place="public",  # what conversations.info says of the channel
     )
     assert session.status == SessionStatus.RUNNING and session.next_turn == 0
     assert app.slack.calls_to("users.info") == []  # one Slack call to start: the root

@@ -774,7 +774,12 @@ async def test_a_lock_where_joining_is_refused_still_locks_and_says_how_to_get_t
     # Shown again (a redo): nothing is tried twice, no second note.
     calls = len(rig.slack.calls)
     await rig.surface(prompts_channel=PROMPTS).session_locked(final)
-    assert [c.method for c in rig.slack.calls[calls:]] == ["users.info", "chat.update"]
+    # (The place is asked of Slack again: a channel made private meanwhile counts.)
+    assert [c.method for c in rig.slack.calls[calls:]] == [
+        "users.info",
+        "conversations.info",
+        "chat.update",
+    ]
 
 
 async def test_lost_answers_to_posts_leave_no_second_message_and_no_orphan(rig: Rig) -> None:

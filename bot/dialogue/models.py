@@ -289,6 +289,9 @@ class Origin(CleanModel):
     user_id: str | None = None
     user_name: str | None = None
     team_id: str | None = None
+    # What kind of place the channel is, as Slack said (bot.slack.privacy.Place): "public",
+    # "private_channel", "dm", "group_dm", "shared", "unknown"; None: not asked (terminal).
+    place: str | None = None
 
 
 class Session(CleanModel):

@@ -423,8 +423,11 @@ def interrupted_part() -> MessagePart:
 # ---- the end of a session --------------------------------------------------------------
 
 
-def locked_markdown(session: Session) -> str:
-    """The locked-prompt reply: the prompt, its structured parts and the session's numbers."""
+def locked_markdown(session: Session, stays: str | None = None) -> str:
+    """The locked-prompt reply: the prompt, its structured parts and the session's numbers.
+
+    `stays`: for a prompt made in a private place, the line saying where it stays
+    (`bot.slack.privacy.stays_line`)."""
     locked = session.locked
     if locked is None:
         raise ValueError("the session is not locked")
@@ -436,6 +439,7 @@ def locked_markdown(session: Session) -> str:
     lines = [
         f":lock: **Locked prompt: v{d.version} {escape(d.title)}**",
         _lock_line(session),
+        *([stays] if stays else []),
         "",
         f"**Caption**: {escape(d.title)} · **Target**: {escape(session.target.model_name)}",
         "",
@@ -488,8 +492,8 @@ def _lock_line(session: Session) -> str:
     return line
 
 
-def locked_parts(session: Session) -> list[MessagePart]:
-    md = locked_markdown(session)
+def locked_parts(session: Session, stays: str | None = None) -> list[MessagePart]:
+    md = locked_markdown(session, stays)
     title = session.locked.draft.title if session.locked else ""
     fallback = f"Locked prompt: {escape(truncate(title, 200))}"
     return [MessagePart(body=p, fallback=fallback) for p in split_markdown(md)]

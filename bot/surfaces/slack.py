@@ -75,6 +75,7 @@ from bot.slack.blocks import (
 )
 from bot.slack.client import retry_after_seconds_of
 from bot.slack.people import People
+from bot.slack.privacy import Places, decide_at_lock
 from bot.surfaces.base import waiting_notice
 from state import State
 from state.updates import MIN_INTERVAL_S, UpdateBudget
@@ -209,6 +210,7 @@ class SlackSurface:
         self.clock = clock
         self.sleep = sleep
         self.people = people or People(client)
+        self.places = Places()
         self._live: dict[str, _Interim] = {}  # session id -> the turn being written
         self._updated: dict[str, float] = {}  # message ts -> clock of its last chat.update
         # Slack's Tier 3: chat.update calls a minute for the whole workspace (this app's one
@@ -326,12 +328,14 @@ class SlackSurface:
         where = _thread(session)
         ledger = await self.state.posts.all(session.id)
         await self._name_starter(session)
+        decision = await decide_at_lock(self.places, self.client, session, self.settings)
+        session.origin = session.origin.model_copy(update={"place": decision.place})
         try:
             reply = await self._post_parts(
                 session.id,
                 where.channel,
                 TURN_LOCKED,
-                locked_parts(session),
+                locked_parts(session, decision.stays),
                 ledger.get(TURN_LOCKED, {}),
                 thread_ts=where.ts,
             )
@@ -347,7 +351,7 @@ class SlackSurface:
             session, where, ledger, TURN_REPORT, lambda: self._upload_report(session, where)
         )
         await self.update_root(session)
-        channel = self.settings.prompts_channel
+        channel = decision.collect_in
         if channel:
             await self._lock_step(
                 session,

@@ -269,6 +269,8 @@ class Channel:
     created: int
     is_private: bool = False
     is_im: bool = False
+    is_mpim: bool = False  # a group DM (is_private too)
+    is_ext_shared: bool = False  # a Slack Connect channel shared with another organisation
     members: list[str] = field(default_factory=list)
     bot_member: bool = True  # whether the bot has joined (conversations.join)
     is_archived: bool = False
@@ -277,22 +279,43 @@ class Channel:
     pins: dict[str, JSON] = field(default_factory=dict)
 
     def info(self) -> JSON:
+        """The conversation object `conversations.info` answers, shaped by kind as Slack's
+        (docs.slack.dev/reference/objects/conversation-object; api.slack.com/types/im,
+        /types/mpim, /types/group): a public channel is `is_channel` and not `is_private`;
+        a private channel is `is_private` (and `is_channel`, or `is_group` instead when its
+        id starts with G: made before March 2021); a group DM is `is_mpim` and
+        `is_private`, named `mpdm-…`; a DM carries `is_im` and the other `user`, and none
+        of the channel booleans; a Slack Connect channel is `is_ext_shared` and `is_shared`.
+        """
+        if self.is_im:
+            return {
+                "id": self.id,
+                "created": self.created,
+                "is_im": True,
+                "is_org_shared": False,
+                "context_team_id": TEAM_ID,
+                "user": next((m for m in self.members if m != BOT_USER_ID), ""),
+                "is_user_deleted": False,
+                "priority": 0,
+            }
+        legacy_group = self.is_private and not self.is_mpim and self.id.startswith("G")
         return {
             "id": self.id,
             "name": self.name,
             "name_normalized": self.name,
             "created": self.created,
             "creator": BOT_USER_ID,
-            "is_channel": not self.is_private and not self.is_im,
-            "is_group": self.is_private,
-            "is_im": self.is_im,
-            "is_mpim": False,
-            "is_private": self.is_private or self.is_im,
+            "is_channel": not self.is_mpim and not legacy_group,
+            "is_group": legacy_group,
+            "is_im": False,
+            "is_mpim": self.is_mpim,
+            "is_private": self.is_private or self.is_mpim,
             "is_archived": self.is_archived,
             "is_general": False,
-            "is_shared": False,
+            "is_shared": self.is_ext_shared,
             "is_org_shared": False,
-            "is_ext_shared": False,
+            "is_ext_shared": self.is_ext_shared,
+            "is_pending_ext_shared": False,
             "is_member": self.bot_member,
             "context_team_id": TEAM_ID,
             "topic": {"value": "", "creator": "", "last_set": 0},
@@ -756,12 +779,15 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         members: Sequence[str] = (),
         bot_member: bool = True,
         is_archived: bool = False,
+        is_mpim: bool = False,
+        is_ext_shared: bool = False,
     ) -> str:
         """Create (or return) a channel and give its id. ``D…`` ids are DMs.
 
         If ``members`` is given, ``chat.postEphemeral`` to anyone else is refused with
         ``user_not_in_channel``. ``bot_member=False``: the bot has not joined it (see
-        :meth:`_require_member`); ``is_archived``: it takes no posts and no joins.
+        :meth:`_require_member`); ``is_archived``: it takes no posts and no joins;
+        ``is_mpim``: a group DM; ``is_ext_shared``: a Slack Connect channel.
         """
         name = name.lstrip("#")
         existing = self._find_channel(id or name)
@@ -773,14 +799,21 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             id=channel_id,
             name=name,
             created=int(time.time()),
-            is_private=is_private or channel_id.startswith("G"),
+            is_private=is_private or is_mpim or channel_id.startswith("G"),
             is_im=channel_id.startswith("D"),
+            is_mpim=is_mpim,
+            is_ext_shared=is_ext_shared,
             members=list(members),
             bot_member=bot_member,
             is_archived=is_archived,
         )
         self._channels[channel_id] = channel
         return channel_id
+
+    def make_private(self, channel: str) -> None:
+        """Convert a public channel to private (Slack: admin.conversations.convertToPrivate)."""
+        ch = self._channel(channel)
+        ch.is_private = True
 
     def seed_user(
         self,
