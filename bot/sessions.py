@@ -29,6 +29,7 @@ from bot.config import MAX_IDEA_CHARS, MAX_INTERJECTION_CHARS, MAX_ROUNDS, MIN_R
 from bot.dialogue.models import Origin, Persona, Session, SessionStatus
 from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
 from bot.slack.blocks import METADATA_EVENT, root_blocks, root_text
+from bot.slack.lost import DELETED_LINE, retire_if_live, retire_root
 from bot.slack.people import People
 from bot.slack.privacy import Places
 from bot.slack.workspaces import Clients, NotInstalled
@@ -37,7 +38,7 @@ from state.running import Cap
 
 log = logging.getLogger("sora.sessions")
 
-CommandKind = Literal["start", "modal", "help", "personas", "library"]
+CommandKind = Literal["start", "modal", "help", "personas", "library", "delete"]
 ControlKind = Literal["stop", "lock", "retry"]
 Field = Literal["idea", "persona", "rounds", "target"]
 
@@ -48,8 +49,10 @@ SUBCOMMANDS: dict[str, CommandKind] = {
     "library": "library",
 }
 LIBRARY_LIMIT = 5
+NOT_OURS_MAX = 10_000
 EYES = "eyes"
 
+_SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # An option starts at a word boundary ("persona:" inside "xpersona:" is idea text).
 _OPTION_RE = re.compile(r"(?:(?<=\s)|^)(persona|rounds|target)\s*:", re.IGNORECASE)
 
@@ -67,6 +70,16 @@ class Refused(Exception):
 
     The message is one clear sentence for the person who asked.
     """
+
+
+class Gone(Refused):
+    """The session asked about no longer exists (expired, deleted, or lost by Redis)."""
+
+
+GONE = (
+    "This session no longer exists (it expired, was deleted, or its state was lost); "
+    "start again with `/sora <idea>`."
+)
 
 
 # ---- validation (the terminal's `run` uses these too) ----------------------------------
@@ -136,7 +149,7 @@ class CommandRequest:
     """
 
     kind: CommandKind
-    idea: str = ""
+    idea: str = ""  # for "delete": the session id
     persona: str | None = None
     rounds: str | None = None
     target: str | None = None
@@ -155,6 +168,15 @@ def parse_command_text(text: str) -> CommandRequest:
         return CommandRequest(kind="modal")
     if stripped.lower() in SUBCOMMANDS:
         return CommandRequest(kind=SUBCOMMANDS[stripped.lower()])
+    word, _, rest = stripped.partition(" ")
+    if word.lower() == "delete":
+        sid = rest.strip()
+        if not _SESSION_ID_RE.fullmatch(sid):
+            raise BadInput(
+                "Say which session to delete: `/sora delete <session id>` (the id is in the "
+                "report's name, sora-session-<id>.md, and on the Delete button's session)."
+            )
+        return CommandRequest(kind="delete", idea=sid)
     matches = list(_OPTION_RE.finditer(stripped))
     idea_parts = [stripped[: matches[0].start()] if matches else stripped]
     options: dict[str, str] = {}
@@ -272,6 +294,7 @@ class Sessions:
         self.clients = clients
         self._people: dict[str, tuple[AsyncWebClient, People]] = {}
         self.places = Places()
+        self._not_ours: set[str] = set()  # threads that are no lost session's
 
     async def _client(self, team_id: str | None) -> AsyncWebClient:
         """The client speaking for `team_id` (raises NotInstalled in OAuth mode)."""
@@ -477,7 +500,7 @@ class Sessions:
         """
         session = await self.state.sessions.load(session_id)
         if session is None:
-            raise Refused("This session no longer exists: it expired or was never created.")
+            raise Gone(GONE)
         person = await (await self._people_of(session.origin.team_id)).get(user_id)
         if (
             self.settings.controls_allowed == "starter_or_admin"
@@ -509,7 +532,7 @@ class Sessions:
         if result == PushResult.FINISHED:
             raise Refused("This session has just finished.")
         if result == PushResult.NO_SESSION:
-            raise Refused("This session no longer exists: it expired.")
+            raise Gone(GONE)
         if result == PushResult.FULL:
             raise Refused("This session has too many unread commands; try again after its turn.")
         await self.state.queue.enqueue(session_id, session.next_turn)
@@ -546,6 +569,57 @@ class Sessions:
                 }
             )
         )
+
+    # -- deletion -------------------------------------------------------------------------
+
+    async def delete(self, *, session_id: str, user_id: str, team_id: str | None = None) -> str:
+        """Delete a session and its library entry for good: every key of it in Redis.
+
+        Only its starter or a workspace admin may. Its thread root loses its buttons and
+        says it was deleted; the messages in Slack are Slack's, and stay. Raises Refused
+        (changing nothing) otherwise.
+        """
+        session = await self.state.sessions.load(session_id)
+        entry = await self.state.library.get(session_id) if session is None else None
+        if session is None and entry is None:
+            raise Refused(f"There is no session {session_id}: it expired or was deleted.")
+        starter = session.origin.user_id if session is not None else entry and entry.user_id
+        person = await (await self._people_of(team_id)).get(user_id)
+        if starter != user_id and not person.is_admin:
+            raise Refused(
+                "Only the person who started this session, or a workspace admin, can delete it."
+            )
+        if session is not None:
+            await self.state.eraser.erase(session)
+            channel, root = session.origin.channel_id, session.origin.thread_ts
+        else:
+            assert entry is not None
+            await self.state.library.delete(entry.id, channel=entry.channel_id, user=entry.user_id)
+            channel, root = entry.channel_id, entry.thread_ts
+        log.info("session %s deleted by %s", session_id, user_id)
+        if channel and root:
+            await retire_root(await self._client(team_id), channel, root, DELETED_LINE)
+        return (
+            f"Deleted session {session_id}: its transcript, its prompt in the library and "
+            "every other record of it in the app's store. Its messages in Slack stay; "
+            "delete them in Slack if they should go too."
+        )
+
+    async def lost_thread(
+        self, channel_id: str, thread_ts: str, team_id: str | None = None
+    ) -> bool:
+        """A reply in a thread no session owns: True if it is one of this app's threads
+        whose session was lost while running (its root is retired now). A thread found
+        not to be one is remembered, so its replies cost no more Slack calls."""
+        key = f"{channel_id}:{thread_ts}"
+        if key in self._not_ours:
+            return False
+        if await retire_if_live(await self._client(team_id), channel_id, thread_ts):
+            return True
+        if len(self._not_ours) >= NOT_OURS_MAX:
+            self._not_ours.clear()
+        self._not_ours.add(key)
+        return False
 
     # -- the library --------------------------------------------------------------------
 
@@ -589,6 +663,7 @@ __all__ = [
     "BadInput",
     "CommandRequest",
     "ControlKind",
+    "Gone",
     "Invoker",
     "Refused",
     "Sessions",

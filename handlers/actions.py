@@ -4,7 +4,9 @@ Lock's value also carries the draft version its root showed (`control_target`
 reads it back): that version is locked, even if a turn in flight writes a
 newer one. The listener acks at once, then asks the service; the answer (a refusal, or
 a short confirmation) goes to the person who clicked, as an ephemeral message.
-The root itself changes when the worker applies the command.
+The root itself changes when the worker applies the command. Delete, on the locked
+reply, removes the session and its library entry (`Sessions.delete`). A button whose
+session no longer exists says so and takes the buttons off its root.
 """
 
 from __future__ import annotations
@@ -17,8 +19,15 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import AfterAck
-from bot.sessions import ControlKind, Refused, Sessions
-from bot.slack.blocks import ACTION_LOCK, ACTION_RETRY, ACTION_STOP, control_target
+from bot.sessions import ControlKind, Gone, Refused, Sessions
+from bot.slack.blocks import (
+    ACTION_DELETE,
+    ACTION_LOCK,
+    ACTION_RETRY,
+    ACTION_STOP,
+    control_target,
+)
+from bot.slack.lost import retire_root
 from handlers import tell
 
 CONTROLS: dict[str, ControlKind] = {ACTION_STOP: "stop", ACTION_LOCK: "lock", ACTION_RETRY: "retry"}
@@ -27,6 +36,7 @@ CONTROLS: dict[str, ControlKind] = {ACTION_STOP: "stop", ACTION_LOCK: "lock", AC
 def register(app: AsyncApp) -> None:
     for action_id in CONTROLS:
         app.action(action_id)(on_control)
+    app.action(ACTION_DELETE)(on_control)
 
 
 async def on_control(
@@ -49,17 +59,45 @@ async def _control(
     respond: AsyncRespond | None,
     sessions: Sessions,
 ) -> None:
-    user = str((body.get("user") or {})["id"])
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-        "channel_id"
-    )
+    user, channel, root = _where(body)
     session_id, version = control_target(str(action["value"]))
+    action_id = str(action["action_id"])
     try:
-        text = await sessions.control(
-            CONTROLS[str(action["action_id"])], session_id=session_id, user_id=user, version=version
-        )
+        if action_id == ACTION_DELETE:
+            team = (body.get("user") or {}).get("team_id") or (body.get("team") or {}).get("id")
+            text = await sessions.delete(session_id=session_id, user_id=user, team_id=team)
+        else:
+            text = await sessions.control(
+                CONTROLS[action_id], session_id=session_id, user_id=user, version=version
+            )
+    except Gone as e:
+        text = f":warning: {e}"
+        if channel and root:  # nothing is behind its buttons any more: take them away
+            await retire_root(client, channel, root)
     except Refused as e:
         text = f":warning: {e}"
+    await _answer(client, respond, channel=channel, user=user, text=text)
+
+
+def _where(body: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """Who pressed, in which channel, and the ts of the thread root of the pressed message
+    (the root itself, or the root of the thread the message is in)."""
+    user = str((body.get("user") or {})["id"])
+    container = body.get("container") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+    message = body.get("message") or {}
+    root = message.get("thread_ts") or container.get("thread_ts") or container.get("message_ts")
+    return user, channel, root
+
+
+async def _answer(
+    client: AsyncWebClient,
+    respond: AsyncRespond | None,
+    *,
+    channel: str | None,
+    user: str,
+    text: str,
+) -> None:
     if channel:
         await tell(client, channel=str(channel), user=user, text=text, respond=respond)
     elif respond is not None:

@@ -26,6 +26,7 @@ from bot.sessions import (
     BadInput,
     CommandRequest,
     Invoker,
+    Refused,
     Sessions,
     parse_command_text,
 )
@@ -61,6 +62,9 @@ def usage(sessions: Sessions) -> str:
             f"• `{COMMAND}` alone opens a form.",
             f"• `{COMMAND} personas` lists the personas; `{COMMAND} library` shows the "
             "latest locked prompts of this channel.",
+            f"• `{COMMAND} delete <session id>` deletes a session you started (or any, for an "
+            "admin) and its library entry from the app's store; so does Delete on its "
+            "locked prompt.",
             "Reply in a session's thread and both agents hear you on their next turn. "
             "The buttons on the thread's first message stop it or lock the latest draft.",
         ]
@@ -148,6 +152,17 @@ async def _after_sora(
         await client.views_open(
             trigger_id=command["trigger_id"],
             view=new_session_modal(sessions, channel_id=invoker.channel_id),
+        )
+        return
+    if request.kind == "delete":
+        try:
+            text = await sessions.delete(
+                session_id=request.idea, user_id=invoker.user_id, team_id=invoker.team_id
+            )
+        except Refused as e:
+            text = f":warning: {e}"
+        await tell(
+            client, channel=invoker.channel_id, user=invoker.user_id, text=text, respond=respond
         )
         return
     if request.kind == "library":

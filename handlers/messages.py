@@ -23,7 +23,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import AfterAck
-from bot.sessions import Refused, Sessions
+from bot.sessions import GONE, Refused, Sessions
 from handlers import plain_text, tell
 
 
@@ -58,15 +58,19 @@ async def on_message(
     after_ack: AfterAck,
 ) -> None:
     if is_human_thread_reply(event, context.bot_user_id):
-        await after_ack.submit(_interject(body, event, client, sessions))
+        await after_ack.submit(_interject(body, event, client, sessions, context.bot_user_id))
 
 
 async def _interject(
-    body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, sessions: Sessions
+    body: dict[str, Any],
+    event: dict[str, Any],
+    client: AsyncWebClient,
+    sessions: Sessions,
+    bot_user_id: str | None,
 ) -> None:
     channel, thread_ts, user = str(event["channel"]), str(event["thread_ts"]), str(event["user"])
     try:
-        await sessions.interject(
+        result = await sessions.interject(
             channel_id=channel,
             thread_ts=thread_ts,
             user_id=user,
@@ -77,3 +81,16 @@ async def _interject(
         )
     except Refused as e:
         await tell(client, channel=channel, user=user, text=f":warning: {e}", thread_ts=thread_ts)
+        return
+    # No session owns the thread. If it is one of this app's (a reply names the author of
+    # its thread's first message in `parent_user_id`), its session may have been lost while
+    # running: say so.
+    parent = event.get("parent_user_id")
+    if (
+        result is None
+        and (parent is None or parent == bot_user_id)
+        and await sessions.lost_thread(channel, thread_ts, body.get("team_id"))
+    ):
+        await tell(
+            client, channel=channel, user=user, text=f":warning: {GONE}", thread_ts=thread_ts
+        )

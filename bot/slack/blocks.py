@@ -36,6 +36,7 @@ STREAM_UPDATE_MIN_INTERVAL_S = 1.0  # post-then-update fallback: at most one upd
 ACTION_STOP = "sora_stop"
 ACTION_LOCK = "sora_lock"
 ACTION_RETRY = "sora_retry"
+ACTION_DELETE = "sora_delete"  # on the locked reply: delete the session and its library entry
 _VERSION_SEP = ":v"  # in the Lock button's value, between the session id and the version
 MODAL_CALLBACK = "sora_new_session"
 METADATA_EVENT = "sora_turn"  # message metadata tag of every post the app makes
@@ -492,11 +493,32 @@ def _lock_line(session: Session) -> str:
     return line
 
 
+def delete_button(session_id: str) -> dict[str, Any]:
+    """Delete, with Slack's confirmation dialog: the starter or an admin removes the
+    session and its library entry from the app's store for good."""
+    button = _button("Delete", ACTION_DELETE, session_id, "danger")
+    button["confirm"] = {
+        "title": {"type": "plain_text", "text": "Delete this session?"},
+        "text": {
+            "type": "plain_text",
+            "text": "Its transcript and its prompt in the library are deleted for good. "
+            "The messages in this thread stay.",
+        },
+        "confirm": {"type": "plain_text", "text": "Delete"},
+        "deny": {"type": "plain_text", "text": "Keep it"},
+        "style": "danger",
+    }
+    return button
+
+
 def locked_parts(session: Session, stays: str | None = None) -> list[MessagePart]:
     md = locked_markdown(session, stays)
     title = session.locked.draft.title if session.locked else ""
     fallback = f"Locked prompt: {escape(truncate(title, 200))}"
-    return [MessagePart(body=p, fallback=fallback) for p in split_markdown(md)]
+    parts = [MessagePart(body=p, fallback=fallback) for p in split_markdown(md)]
+    actions = {"type": "actions", "elements": [delete_button(session.id)]}
+    parts[-1] = MessagePart(body=parts[-1].body, tail=(actions,), fallback=fallback)
+    return parts
 
 
 def crosspost_parts(session: Session, permalink: str) -> list[MessagePart]:

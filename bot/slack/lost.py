@@ -23,6 +23,7 @@ log = logging.getLogger("sora.slack")
 LOST_LINE = (
     ":warning: This session's state was lost, so it cannot go on; start again with `/sora <idea>`."
 )
+DELETED_LINE = ":wastebasket: This session was deleted: the app keeps nothing of it."
 TURN_LOST = -9  # the metadata tag's turn of the "state was lost" line
 
 
@@ -42,28 +43,40 @@ async def root_message(client: AsyncWebClient, channel: str, ts: str) -> dict[st
 
 
 def session_of(message: dict[str, Any] | None) -> str | None:
-    """The session id a message of this app is tagged with (None for anyone else's)."""
+    """The session id of a thread root this app posted (None for any other message)."""
     meta = (message or {}).get("metadata") or {}
-    if meta.get("event_type") != METADATA_EVENT:
+    payload = meta.get("event_payload") or {}
+    if meta.get("event_type") != METADATA_EVENT or payload.get("kind") != "root":
         return None
-    sid = (meta.get("event_payload") or {}).get("session")
+    sid = payload.get("session")
     return str(sid) if sid else None
 
 
-async def retire_root(client: AsyncWebClient, channel: str, ts: str) -> bool:
-    """Remove the buttons of the root at `ts` and add the "state was lost" line, once.
+def has_buttons(message: dict[str, Any]) -> bool:
+    return any(b.get("type") == "actions" for b in message.get("blocks") or [])
+
+
+async def retire_root(
+    client: AsyncWebClient,
+    channel: str,
+    ts: str,
+    line: str = LOST_LINE,
+    *,
+    root: dict[str, Any] | None = None,
+) -> bool:
+    """Remove the buttons of the app's thread root at `ts` and add `line`, once.
 
     False when the root cannot be read or updated (deleted, or not the app's)."""
-    root = await root_message(client, channel, ts)
+    root = root or await root_message(client, channel, ts)
     if root is None or session_of(root) is None:
         return False
     blocks = [b for b in root.get("blocks") or [] if b.get("type") != "actions"]
-    if any(b.get("type") == "context" and LOST_LINE in str(b) for b in blocks):
+    if any(b.get("type") == "context" and line in str(b) for b in blocks):
         return True
-    blocks.append(context_block(LOST_LINE))
+    blocks.append(context_block(line))
     try:
         await client.chat_update(
-            channel=channel, ts=ts, text=str(root.get("text") or LOST_LINE), blocks=blocks
+            channel=channel, ts=ts, text=str(root.get("text") or line), blocks=blocks
         )
     except SlackApiError as e:
         log.warning("cannot retire the root %s in %s: %s", ts, channel, e.response.get("error"))
@@ -88,3 +101,14 @@ async def tell_lost(client: AsyncWebClient, *, session_id: str, channel: str, ts
     except SlackApiError as e:
         log.warning("session %s: cannot say in its thread that it was lost: %s", session_id, e)
     await retire_root(client, channel, ts)
+
+
+async def retire_if_live(client: AsyncWebClient, channel: str, ts: str) -> bool:
+    """A reply came in a thread no session owns: if its root is one of this app's that
+    still shows buttons (its session was running when Redis lost it), retire it; True
+    then, and the person should be told. A finished session's thread (its root has no
+    buttons: people talk about a locked prompt there) is left alone."""
+    root = await root_message(client, channel, ts)
+    if root is None or session_of(root) is None or not has_buttons(root):
+        return False
+    return await retire_root(client, channel, ts, root=root)
