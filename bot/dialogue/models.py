@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.dialogue.text import clean_value
 
@@ -28,10 +28,13 @@ class CleanModel(BaseModel):
     (`bot.dialogue.text.clean`): nothing a person or a model wrote can carry them into
     the store, the next request or a file."""
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _clean(cls, value: object) -> object:
-        return clean_value(value)
+    def _clean(cls, data: object) -> object:
+        # One call per model, not per field: models are built on every turn and load.
+        if isinstance(data, dict):
+            return {k: clean_value(v) for k, v in data.items()}
+        return data
 
 
 class Speaker(StrEnum):
