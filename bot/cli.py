@@ -62,6 +62,8 @@ from state.sweep import Lost
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
 
+    from bot.slack.workspaces import Clients
+
 EXIT_OK = 0
 EXIT_NOT_LOCKED = 1
 EXIT_BAD_INPUT = 2
@@ -606,7 +608,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         engine=engine,
         surface=surface,
         config=config,
-        on_lost=_lost_teller(client),
+        on_lost=_lost_teller(client, workspaces),
         admit=admit,
     )
     stopping = asyncio.Event()
@@ -627,14 +629,21 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _lost_teller(client: AsyncWebClient | None) -> Callable[[Lost], Awaitable[None]] | None:
-    """How the worker tells a thread that its session's state is gone (Slack only)."""
-    if client is None:
+def _lost_teller(
+    client: AsyncWebClient | None, workspaces: Clients | None = None
+) -> Callable[[Lost], Awaitable[None]] | None:
+    """How the worker tells a thread that its session's state is gone (Slack only), with
+    the one client, or in OAuth mode the client of the session's workspace."""
+    if client is None and workspaces is None:
         return None
     from bot.slack.lost import tell_lost
 
     async def tell(lost: Lost) -> None:
-        await tell_lost(client, session_id=lost.session_id, channel=lost.channel, ts=lost.thread_ts)
+        speaker = client if workspaces is None else await workspaces.for_team(lost.team_id)
+        assert speaker is not None
+        await tell_lost(
+            speaker, session_id=lost.session_id, channel=lost.channel, ts=lost.thread_ts
+        )
 
     return tell
 

@@ -252,9 +252,11 @@ def _decode(sid: str, schema: str | None, raw: str | None) -> Session:
 
 def live_where(session: Session) -> str:
     """The live index's value of a session: where to tell people if its state is lost
-    ("<channel> <thread ts>"; "-" for a session with no Slack thread)."""
+    ("<channel> <thread ts> <team>"; "-" for a session with no Slack thread)."""
     o = session.origin
-    return f"{o.channel_id} {o.thread_ts}" if o.channel_id and o.thread_ts else "-"
+    if not (o.channel_id and o.thread_ts):
+        return "-"
+    return f"{o.channel_id} {o.thread_ts} {o.team_id or '-'}"
 
 
 def _steps(raw: str | None) -> list[str]:

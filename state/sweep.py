@@ -48,6 +48,7 @@ class Lost:
     session_id: str
     channel: str
     thread_ts: str
+    team_id: str | None = None
 
 
 @dataclass
@@ -102,8 +103,15 @@ class Sweeper:
             (status, turn), leased = replies[2 * i], replies[2 * i + 1]
             if status is None:
                 # Gone, job or not (a job of a missing session is acked as moot).
-                channel, _, thread_ts = live[sid].partition(" ")
-                result.lost.append(Lost(sid, "" if channel == "-" else channel, thread_ts))
+                channel, thread_ts, team = ([*live[sid].split(" "), "", ""])[:3]
+                result.lost.append(
+                    Lost(
+                        sid,
+                        "" if channel == "-" else channel,
+                        thread_ts,
+                        None if team in ("", "-") else team,
+                    )
+                )
             elif text(status) in ("locked", "stopped"):
                 result.dropped.append(sid)
             elif (

@@ -52,7 +52,7 @@ async def test_a_session_whose_state_is_gone_is_reported_with_its_thread_once(
     result = await real_state.sweeper.run("w1", lease_ms=5000)
     o = session.origin
     assert result is not None
-    assert result.lost == [Lost(session.id, o.channel_id or "", o.thread_ts or "")]
+    assert result.lost == [Lost(session.id, o.channel_id or "", o.thread_ts or "", o.team_id)]
     again = await real_state.sweeper.run("w1", lease_ms=5000)
     assert again is not None and again.lost == []
 
