@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,52 @@ def run_cli(
         capture_output=True,
         timeout=60,
     )
+
+
+@contextlib.asynccontextmanager
+async def app_processes(
+    commands: list[tuple[str, ...]], *, env: dict[str, str], url: str
+) -> AsyncIterator[None]:
+    """`sora-copilot <command>` for each command, as processes with `env`, until the block
+    ends; `url` (the one running `serve`) answers /healthz first. Afterwards each must have
+    written no traceback and no token to its stderr."""
+    import aiohttp
+
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            *command,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for command in commands
+    ]
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def healthy() -> bool:
+                try:
+                    async with http.get(f"{url}/healthz") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(healthy, "serve to answer /healthz", within=30)
+        yield
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), timeout=15)
+            except TimeoutError:
+                p.kill()
+        for p in procs:
+            assert p.stderr is not None
+            err = (await p.stderr.read()).decode(errors="replace")
+            assert "Traceback" not in err, err
+            assert "xoxb-" not in err  # no token is ever printed

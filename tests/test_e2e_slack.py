@@ -10,12 +10,10 @@ prompt, the cross-post, the uploaded report and the root's final status.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import socket
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,7 +33,7 @@ from tests.slack_signing import (
     signed_headers,
     thread_reply_event,
 )
-from tests.support import copilot, draft_json, persona, wait_until
+from tests.support import app_processes, copilot, draft_json, persona, wait_until
 
 SECRET = "e2e-signing-secret"
 CHANNEL, PROMPTS = "C0VIDEO", "C0PROMPTS"
@@ -109,44 +107,9 @@ async def app(
             SLACK_SIGNING_SECRET=SECRET,
             PORT=str(port),
         )
-        procs = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot.cli",
-                command,
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            for command in ("serve", "worker")
-        ]
         url = f"http://127.0.0.1:{port}"
-        try:
-            async with aiohttp.ClientSession() as http:
-
-                async def healthy() -> bool:
-                    try:
-                        async with http.get(f"{url}/healthz") as r:
-                            return r.status == 200
-                    except aiohttp.ClientError:
-                        return False
-
-                await wait_until(healthy, "serve to answer /healthz", within=30)
+        async with app_processes([("serve",), ("worker",)], env=env, url=url):
             yield slack, claude, url
-        finally:
-            for p in procs:
-                if p.returncode is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    await asyncio.wait_for(p.wait(), timeout=15)
-                except TimeoutError:
-                    p.kill()
-            for p in procs:
-                assert p.stderr is not None
-                err = (await p.stderr.read()).decode(errors="replace")
-                assert "Traceback" not in err, err
 
 
 async def post_signed(http: aiohttp.ClientSession, url: str, body: str, content_type: str) -> int:

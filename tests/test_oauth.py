@@ -62,6 +62,49 @@ def oauth_settings(slack: FakeSlack, prefix: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+def sora_body(team: str, text: str = "a lighthouse at dusk") -> str:
+    """`/sora text` from USER in CHANNEL of workspace `team` (the same ids in every one)."""
+    return command_body(
+        token="legacy",
+        team_id=team,
+        team_domain=team.lower(),
+        channel_id=CHANNEL,
+        channel_name="video-ideas",
+        user_id=USER,
+        user_name="ada",
+        command="/sora",
+        text=text,
+        api_app_id=APP_ID,
+        trigger_id=f"13345224609.738474920.{time.monotonic_ns()}",
+    )
+
+
+async def click_add_to_slack(
+    app_url: str, slack: FakeSlack, team: str, *, decision: str = "allow", cookie: bool = True
+) -> str:
+    """The install, as a browser does it: the app's install page (its state cookie), Slack's
+    consent page for `team`, the decision, the redirect back. "<status> <page>" at the end."""
+    slack.install_team = team
+    async with aiohttp.ClientSession() as browser:
+        page = await browser.get(f"{app_url}/slack/install")
+        assert page.status == 200
+        state_cookie = page.headers["Set-Cookie"].split(";")[0]
+        found = re.search(r'id="add-to-slack" href="([^"]+)"', await page.text())
+        assert found is not None
+        consent = await browser.get(html.unescape(found.group(1)))
+        form = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', await consent.text()))
+        back = await browser.get(
+            f"{slack.base_url}oauth/v2/authorize/decide",
+            params={**{k: html.unescape(v) for k, v in form.items()}, "decision": decision},
+            allow_redirects=False,
+        )
+        assert back.status == 302
+        location = urlsplit(back.headers["Location"])
+        headers = {"Cookie": state_cookie} if cookie else {}
+        done = await browser.get(f"{app_url}{location.path}?{location.query}", headers=headers)
+        return f"{done.status} {await done.text()}"
+
+
 class Deployment:
     """One web process in OAuth mode, and the means to install it and talk to it."""
 
@@ -86,46 +129,15 @@ class Deployment:
 
     async def install(self, team: str, *, decision: str = "allow", cookie: bool = True) -> str:
         """Click "Add to Slack" as someone of `team`, decide on Slack's page; the page shown."""
-        self.slack.install_team = team
-        page = await self.http.get("/slack/install")
-        assert page.status == 200
-        state_cookie = page.headers["Set-Cookie"].split(";")[0]
-        found = re.search(r'id="add-to-slack" href="([^"]+)"', await page.text())
-        assert found is not None
-        authorize = html.unescape(found.group(1))
-        async with aiohttp.ClientSession() as browser:
-            consent = await browser.get(authorize)
-            form = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', await consent.text()))
-            form = {k: html.unescape(v) for k, v in form.items()}
-            back = await browser.get(
-                f"{self.slack.base_url}oauth/v2/authorize/decide",
-                params={**form, "decision": decision},
-                allow_redirects=False,
-            )
-            assert back.status == 302
-            location = urlsplit(back.headers["Location"])
-        headers = {"Cookie": state_cookie} if cookie else {}
-        done = await self.http.get(f"{location.path}?{location.query}", headers=headers)
-        return f"{done.status} {await done.text()}"
+        app_url = str(self.http.make_url("/")).rstrip("/")
+        return await click_add_to_slack(app_url, self.slack, team, decision=decision, cookie=cookie)
 
     async def post(self, body: str, content_type: str) -> aiohttp.ClientResponse:
         headers = signed_headers(SECRET, body, content_type=content_type)
         return await self.http.post("/slack/events", data=body.encode(), headers=headers)
 
     async def sora(self, team: str, text: str = "a lighthouse at dusk") -> None:
-        body = command_body(
-            token="legacy",
-            team_id=team,
-            team_domain=team.lower(),
-            channel_id=CHANNEL,
-            channel_name="video-ideas",
-            user_id=USER,
-            user_name="ada",
-            command="/sora",
-            text=text,
-            api_app_id=APP_ID,
-            trigger_id=f"13345224609.738474920.{time.monotonic_ns()}",
-        )
+        body = sora_body(team, text)
         resp = await self.post(body, FORM)
         assert resp.status == 200, await resp.text()
         await asyncio.wait_for(self.after_ack.idle(), timeout=10)
