@@ -10,6 +10,8 @@ import logging
 import os
 import pwd
 import re
+import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -22,11 +24,16 @@ from rich.console import Console
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import (
+    DEFAULT_ROUNDS,
+    ENV_FILE_VARIABLE,
     MAX_INTERJECTION_CHARS,
     MAX_ROUNDS,
     MIN_ROUNDS,
+    PROJECT_ROOT,
     Settings,
     SettingsError,
+    describe_env_file,
+    find_env_file,
     load_settings,
     oauth_enabled,
 )
@@ -43,7 +50,13 @@ from bot.sessions import BadInput, new_session
 from bot.surfaces.base import Surface
 from bot.surfaces.keyboard import Keyboard
 from bot.surfaces.recording import RecordingSurface
-from bot.surfaces.terminal import Output, PlainSurface, RichSurface, rounds_phrase
+from bot.surfaces.terminal import (
+    Output,
+    PlainSurface,
+    ResumeCommand,
+    RichSurface,
+    rounds_phrase,
+)
 from bot.worker import Worker, WorkerConfig
 from state import (
     EMBEDDED_NOTICE,
@@ -169,6 +182,12 @@ def prepare_out_dir(text: str) -> Path:
     return path
 
 
+def _settings_banner(settings_from: str, out_dir: Path) -> str:
+    """Where the settings came from and where the report goes: both depend on the folder
+    the command runs in, so the session's banner names them."""
+    return f"{settings_from} Report to {out_dir.absolute()}{os.sep}."
+
+
 def write_report(session: Session, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / f"session-{session.id}.md"
@@ -199,13 +218,53 @@ def _quiet_logging() -> None:
 TerminalSurface = PlainSurface | RichSurface
 
 
-def make_surface(out: Output, *, resumable: bool, interactive: bool) -> TerminalSurface:
+def make_surface(
+    out: Output, *, resume_command: ResumeCommand | None, interactive: bool
+) -> TerminalSurface:
     """Rich output for a person at a terminal; plain text for pipes, files and dumb terminals."""
     if out.isatty():
         console = Console(file=cast(TextIO, out), highlight=False)
         if console.is_terminal and not console.is_dumb_terminal:
-            return RichSurface(console, resumable=resumable, interactive=interactive)
-    return PlainSurface(cast(TextIO, out), resumable=resumable)
+            return RichSurface(console, resume_command=resume_command, interactive=interactive)
+    return PlainSurface(cast(TextIO, out), resume_command=resume_command)
+
+
+PROG_VARIABLE = "SORA_COPILOT_PROG"  # set by scripts/sora-copilot: the path it was run as
+
+
+def _program() -> str:
+    """This command as a person can type it again, from any folder."""
+    wrapper = os.environ.get(PROG_VARIABLE)
+    if wrapper:
+        return shlex.quote(wrapper)
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "sora-copilot":
+        on_path = shutil.which("sora-copilot")
+        if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+            return "sora-copilot"
+        return shlex.quote(str(Path(argv0).absolute()))
+    return f"{shlex.quote(sys.executable)} -m bot.cli"  # python -m bot.cli
+
+
+def resume_command(settings: Settings, env_file: Path | None) -> Callable[[str], str]:
+    """`sora-copilot resume <id>` as it works when typed: this program's path, with the
+    Redis settings that came from the environment (a .env is read again: the project's by
+    itself, any other named with --env-file). A REDIS_URL with a password is not printed;
+    the line says so instead."""
+    words: list[str] = []
+    unprinted = ""
+    for name, value in (("REDIS_URL", settings.redis_url), ("REDIS_PREFIX", settings.redis_prefix)):
+        if not os.environ.get(name) or value is None:
+            continue  # from the .env, which resume reads too
+        if redact(value) != value:
+            unprinted = f" (with the same {name}: it holds a password, so it is not shown)"
+            continue
+        words.append(f"{name}={shlex.quote(value)}")
+    words += [_program(), "resume"]
+    if env_file is not None and env_file not in (PROJECT_ROOT / ".env", Path(os.devnull)):
+        words += ["--env-file", shlex.quote(str(env_file))]
+    command = " ".join(words)
+    return lambda session_id: f"{command} {session_id}{unprinted}"
 
 
 def _stdin_is_terminal() -> bool:
@@ -296,13 +355,18 @@ async def attend(
     out_dir: Path,
     offline: bool,
     fresh: bool,
+    resume_with: ResumeCommand | None = None,
+    settings_from: str = "",
 ) -> int:
-    """Show `session` in this terminal until it ends, take interjections, write the report."""
+    """Show `session` in this terminal until it ends, take interjections, write the report.
+
+    `resume_with`: how a paused session is resumed (unused on the embedded store, where
+    it cannot be); `settings_from`: the banner's line on where the settings came from."""
     interactive = _stdin_is_terminal()
-    resumable = not is_embedded(state.redis)
+    resume = None if is_embedded(state.redis) else resume_with
     interrupted = asyncio.Event()
     out = Output(sys.stdout, on_gone=interrupted.set)  # `| head` ends the session too
-    surface = make_surface(out, resumable=resumable, interactive=interactive)
+    surface = make_surface(out, resume_command=resume, interactive=interactive)
     author = _user_name()
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
@@ -361,6 +425,8 @@ async def attend(
         if session.persona.description:
             p = session.persona
             surface.note(f"The persona: {introduction(p)}. {p.voice}")
+        if settings_from:
+            surface.note(_settings_banner(settings_from, out_dir))
         if keyboard is not None and isinstance(surface, PlainSurface):
             surface.note("Type a line and press Enter to interject; the next speaker answers it.")
         session, was_interrupted = await run_session(
@@ -429,7 +495,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         engine, offline = _engine(settings, args)
         code = await attend(
-            session, state=state, engine=engine, out_dir=out_dir, offline=offline, fresh=True
+            session,
+            state=state,
+            engine=engine,
+            out_dir=out_dir,
+            offline=offline,
+            fresh=True,
+            resume_with=resume_command(settings, args.env_path),
+            settings_from=args.settings_from,
         )
     finally:
         await state.redis.aclose()
@@ -478,7 +551,14 @@ async def _resume(args: argparse.Namespace, settings: Settings) -> int:
         await state.inbox.push(session.id, InboxEntry(kind="retry", author=_user_name()))
         await state.queue.enqueue(session.id, session.next_turn)
         return await attend(
-            session, state=state, engine=engine, out_dir=out_dir, offline=offline, fresh=False
+            session,
+            state=state,
+            engine=engine,
+            out_dir=out_dir,
+            offline=offline,
+            fresh=False,
+            resume_with=resume_command(settings, args.env_path),
+            settings_from=args.settings_from,
         )
     finally:
         await state.redis.aclose()
@@ -566,10 +646,13 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         _require(
             "worker",
             {"SLACK_BOT_TOKEN": settings.slack_bot_token},
-            "the worker posts each turn into its Slack thread with the bot token "
-            "(--surface recording records turns in Redis instead, for tests).",
+            "the worker posts each turn into its Slack thread with the bot token.",
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.surface == "slack" and not oauth:
+        from bot.web import check_token
+
+        await check_token(settings)  # as serve does: a token Slack refuses stops it here
     state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, app=True)
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
     if model.offline and args.offline_latency:
@@ -616,7 +699,8 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     sys.stderr.write(
-        f"worker {worker.name} taking jobs (concurrency {worker.config.concurrency})\n"
+        f"worker {worker.name} taking jobs (concurrency {worker.config.concurrency}). "
+        f"{args.settings_from}\n"
     )
     try:
         await worker.run(stopping)
@@ -682,6 +766,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "(Basic Information) to check that each request comes from Slack.",
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.stderr.write(f"{args.settings_from}\n")
     state = await open_state(
         settings, prefix=settings.redis_prefix, err=sys.stderr, web=True, app=True
     )
@@ -710,17 +795,24 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
     client = make_client(settings)
     app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else ""
-    await check_token(settings)
     try:
+        # Socket Mode cannot start without Slack: an unreachable Slack is one line, not a
+        # warning and then the same failure again.
+        await check_token(settings, require_slack=True)
         # The Socket Mode client retries a refused token forever; ask once, and say why.
         await client.apps_connections_open(app_token=app_token)
     except SlackApiError as e:
+        await close_client(client)
         raise BadInput(
             f"Slack refused SLACK_APP_TOKEN ({e.response.get('error')}): it must be an "
             "app-level token (xapp-…) with connections:write, and Socket Mode must be on."
         ) from e
     except OSError as e:
+        await close_client(client)
         raise BadInput(f"Slack is not reachable at {settings.slack_api_url}: {e}") from e
+    except BaseException:
+        await close_client(client)
+        raise
     state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, app=True)
     app = build_app(settings=settings, state=state, client=client)
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
@@ -738,7 +830,10 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         loop.add_signal_handler(sig, stopping.set)
     # slack_bolt leaves the Socket Mode handler's methods unannotated.
     await handler.connect_async()  # type: ignore[no-untyped-call]
-    sys.stderr.write(f"Socket Mode connected; worker {worker.name} taking jobs. Ctrl-C stops.\n")
+    sys.stderr.write(
+        f"Socket Mode connected; worker {worker.name} taking jobs. Ctrl-C stops. "
+        f"{args.settings_from}\n"
+    )
     try:
         await worker.run(stopping)
     finally:
@@ -771,19 +866,65 @@ def _pace(text: str) -> float:
     return pace
 
 
+def _shipped(kind: str) -> str:
+    """The names of the shipped personas or targets, for help texts."""
+    folder = Path(__file__).parent / "dialogue" / kind
+    return ", ".join(sorted(p.stem for p in folder.glob("*.toml")))
+
+
+def _concurrency(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"give 1 to {MAX_CONCURRENCY} sessions at once")
+    return n
+
+
+MAX_CONCURRENCY = 1000  # as WORKER_CONCURRENCY allows
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sora-copilot",
         description="A persona and the Sora Copilot write a text-to-video prompt together.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a whole session in this terminal")
-    run.add_argument("idea", help="the video idea, in quotes")
-    run.add_argument("--persona", help='a persona name, or free text: "a 1970s horror director"')
-    run.add_argument(
-        "--rounds", type=int, help=f"at most this many rounds ({MIN_ROUNDS}-{MAX_ROUNDS})"
+    # Every command reads its settings from the environment and one .env file.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help=f"the .env file to read (default: ${ENV_FILE_VARIABLE}, else .env in this "
+        "folder, else the project's .env); the environment wins over it",
     )
-    run.add_argument("--target", help="the target video model profile, e.g. sora-2")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a whole session in this terminal",
+        description="Run a whole session in this terminal: the persona and the Sora Copilot "
+        "talk until a draft is locked, then the report is written. Type a line and press "
+        "Enter to interject. Uses Claude when ANTHROPIC_API_KEY is set, else the offline "
+        "model. Exit codes: 0 locked, 1 not locked, 2 bad input, 130 Ctrl-C.",
+    )
+    run.add_argument("idea", help="the video idea, in quotes")
+    run.add_argument(
+        "--persona",
+        help=f"{_shipped('personas')}, or free text such as "
+        '"a 1970s Italian horror director" (default: DEFAULT_PERSONA, founder)',
+    )
+    run.add_argument(
+        "--rounds",
+        type=int,
+        help=f"at most this many rounds, {MIN_ROUNDS}-{MAX_ROUNDS} "
+        f"(default: DEFAULT_ROUNDS, {DEFAULT_ROUNDS})",
+    )
+    run.add_argument(
+        "--target",
+        help=f"the video model the prompt is for: {_shipped('targets')} "
+        "(default: DEFAULT_TARGET, sora-2)",
+    )
     run.add_argument("--offline", action="store_true", help="use the deterministic offline model")
     run.add_argument("--out", default="out", help="where to write the report (default: out/)")
     run.add_argument(
@@ -798,7 +939,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="render the locked prompt into a clip beside the report (offline without keys)",
     )
     resume = sub.add_parser(
-        "resume", help="continue a paused terminal session in this terminal (needs REDIS_URL)"
+        "resume",
+        parents=[common],
+        help="continue a paused terminal session in this terminal (needs REDIS_URL)",
+        description="Continue a paused terminal session where it stopped. Needs the same "
+        "REDIS_URL (and REDIS_PREFIX) as the run that paused it.",
     )
     resume.add_argument("session_id", help="the id `run` printed, e.g. 3f9c0a1b2d4e5f60")
     resume.add_argument(
@@ -807,7 +952,11 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--out", default="out", help="where to write the report (default: out/)")
     resume.add_argument("--pace", type=_pace, help="as for run")
     rend = sub.add_parser(
-        "render", help="render a locked prompt into a video clip beside its report"
+        "render",
+        parents=[common],
+        help="render a locked prompt into a video clip beside its report",
+        description="Render a locked prompt into a video clip beside its report, with a "
+        "vendor's API (Veo, Omni, Runway: their keys in the settings) or offline.",
     )
     rend.add_argument("source", help="a report (out/session-<id>.json) or a session id")
     rend.add_argument(
@@ -827,33 +976,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prompts = sub.add_parser(
         "prompts",
+        parents=[common],
         help="print what the model sees: system prompts, first messages, reply schemas",
+        description="Print exactly what the model is sent for a target and persona: each "
+        "agent's system prompt, its first user message and its reply schema, with sizes.",
     )
     prompts.add_argument("--target", help="the target video model profile, e.g. veo-3.1")
     prompts.add_argument("--persona", help='a persona name, or free text: "a pastry chef"')
     prompts.add_argument("--idea", help="the idea in the first messages (default: an example)")
-    work = sub.add_parser("worker", help="take turn jobs from Redis (needs REDIS_URL)")
-    work.add_argument("--concurrency", type=int, help="sessions worked on at once")
+    work = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="take turn jobs from Redis and post them to Slack (needs REDIS_URL)",
+        description="A worker process: takes turn jobs from Redis, calls the model and "
+        "posts each turn into its Slack thread. Run as many as you like beside `serve`. "
+        "Needs REDIS_URL, and SLACK_BOT_TOKEN (or the OAuth settings); SIGTERM drains it "
+        "(DRAIN_SECONDS).",
+    )
     work.add_argument(
-        "--surface",
-        choices=["slack", "recording"],
-        default="slack",
-        help="where turns go: the Slack thread (default), or recorded in Redis (tests)",
+        "--concurrency",
+        type=_concurrency,
+        help="sessions worked on at once (default: WORKER_CONCURRENCY, 50)",
     )
     work.add_argument("--offline", action="store_true", help="use the deterministic offline model")
+    # For tests only: turns recorded in Redis instead of Slack, a slow offline model.
     work.add_argument(
-        "--offline-latency", type=float, default=0.0, help="seconds per offline model call"
+        "--surface", choices=["slack", "recording"], default="slack", help=argparse.SUPPRESS
     )
+    work.add_argument("--offline-latency", type=float, default=0.0, help=argparse.SUPPRESS)
     serve = sub.add_parser(
-        "serve", help="the Slack web process: /slack/events and /healthz (needs REDIS_URL)"
+        "serve",
+        parents=[common],
+        help="the Slack web process: /slack/events and /healthz (needs REDIS_URL)",
+        description="The Slack web process: answers Slack's requests on /slack/events "
+        "(signed; slash command, events, buttons) and GET /healthz, and hands sessions to "
+        "workers through Redis. Needs REDIS_URL and SLACK_SIGNING_SECRET, and SLACK_BOT_TOKEN "
+        "for one workspace or the OAuth settings (SLACK_CLIENT_ID, …) for many.",
     )
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
     serve.add_argument("--port", type=int, help="port to listen on (default: PORT, 3000)")
     dev = sub.add_parser(
-        "dev", help="Socket Mode and a worker in one process, for development (SLACK_APP_TOKEN)"
+        "dev",
+        parents=[common],
+        help="Socket Mode and a worker in one process, for development (SLACK_APP_TOKEN)",
+        description="For development without a public host: connects to Slack over Socket "
+        "Mode and runs a worker in the same process. Needs SLACK_BOT_TOKEN and "
+        "SLACK_APP_TOKEN (xapp-…, connections:write); uses the embedded store without "
+        "REDIS_URL.",
     )
     dev.add_argument("--offline", action="store_true", help="use the deterministic offline model")
-    inst = sub.add_parser("installations", help="OAuth installations: encryption keys")
+    inst = sub.add_parser(
+        "installations",
+        parents=[common],
+        help="OAuth installations: encryption keys",
+        description="Manage the keys that encrypt each workspace's installation (OAuth "
+        "mode): print a new key, or re-encrypt every installation after a rotation.",
+    )
     inst.add_argument(
         "action",
         choices=["new-key", "reencrypt"],
@@ -899,7 +1077,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr = cast(TextIO, Output(sys.stderr))  # `2>/dev/full` costs messages, not a crash
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        env_file = find_env_file(args.env_file)
+        settings = load_settings(env_file)
+        args.env_path, args.settings_from = env_file, describe_env_file(env_file)
         if args.command == "run":
             _quiet_logging()
             return asyncio.run(_run(args, settings))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError
@@ -20,7 +22,8 @@ class Settings(BaseSettings):
     # An empty value, in the environment or in .env, means "not set": the setting keeps
     # its default. So a copied .env.example (every setting listed, secrets left empty)
     # behaves exactly like no .env at all.
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+    # Which .env is read is `find_env_file`'s choice, passed in by `load_settings`.
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", env_ignore_empty=True)
 
     # Claude
     anthropic_api_key: SecretStr | None = None
@@ -133,15 +136,47 @@ class SettingsError(Exception):
     """A setting in the environment or .env has a value it cannot take; one line says which."""
 
 
-def load_settings() -> Settings:
-    """The settings; raises `SettingsError` naming each bad value, never a traceback."""
+ENV_FILE_VARIABLE = "SORA_ENV_FILE"
+# The checkout this code runs from (an editable install or a clone): its .env is the
+# project's, wherever the command is run from. An installed wheel has no such root.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_env_file(explicit: str | None = None) -> Path | None:
+    """The .env to read: `explicit` (--env-file) or $SORA_ENV_FILE, which must exist;
+    else `.env` in the current folder; else the project root's `.env`; else none."""
+    named = explicit or os.environ.get(ENV_FILE_VARIABLE) or None
+    if named is not None:
+        path = Path(named).expanduser()
+        if not path.is_file() and not path.is_char_device():  # /dev/null: no settings
+            source = "--env-file" if explicit else ENV_FILE_VARIABLE
+            raise SettingsError(f"{source} {named}: no such file.")
+        return path.absolute()
+    for folder in (Path.cwd(), PROJECT_ROOT):
+        if (folder / ".env").is_file():
+            return (folder / ".env").absolute()
+    return None
+
+
+def describe_env_file(path: Path | None) -> str:
+    """One line for a banner: where the settings were read from."""
+    if path is None:
+        return f"Settings: the environment only (no .env here or in {PROJECT_ROOT})."
+    return f"Settings: the environment and {path}."
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """The settings, from the environment and `env_file` (by default `find_env_file()`'s;
+    the environment wins); raises `SettingsError` naming each bad value, never a traceback."""
+    if env_file is None:
+        env_file = find_env_file()
     try:
-        return Settings()
+        return Settings(_env_file=env_file)
     except ValidationError as e:
         problems = "; ".join(_describe(err) for err in e.errors())
         raise SettingsError(f"Bad setting in the environment or .env: {problems}.") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise SettingsError(f"Cannot read .env: {e}") from None
+        raise SettingsError(f"Cannot read {env_file or '.env'}: {e}") from None
 
 
 def _describe(err: ErrorDetails) -> str:

@@ -73,8 +73,9 @@ def build_web_app(bolt: AsyncApp, *, state: State) -> web.Application:
     return app
 
 
-async def check_token(settings: Settings) -> None:
-    """Fail fast on a token Slack refuses; a Slack outage only warns (it may pass)."""
+async def check_token(settings: Settings, *, require_slack: bool = False) -> None:
+    """Fail fast on a token Slack refuses; a Slack outage only warns (it may pass), unless
+    `require_slack` (Socket Mode, which cannot start without it): then it is BadInput."""
     client = make_client(settings)
     try:
         await client.auth_test()
@@ -82,8 +83,12 @@ async def check_token(settings: Settings) -> None:
         error = str(e.response.get("error"))
         if error in FATAL_AUTH_ERRORS:
             raise BadInput(f"Slack refused SLACK_BOT_TOKEN ({error}): check the token.") from e
+        if require_slack:
+            raise BadInput(f"Slack answered auth.test with {error}: try again shortly.") from e
         log.warning("auth.test failed (%s); starting anyway", error)
     except Exception as e:  # no network yet: Slack's requests will tell
+        if require_slack:
+            raise BadInput(f"Slack is not reachable at {settings.slack_api_url}: {e}") from e
         log.warning("auth.test failed (%s); starting anyway", e)
     finally:
         await close_client(client)

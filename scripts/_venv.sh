@@ -6,12 +6,20 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 EXTRAS="${1:-}"
 PYTHON="${PYTHON:-python3}"
-stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)${EXTRAS:+-$EXTRAS}"
+hash="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+stamp="$VENV/.installed-$hash${EXTRAS:+-$EXTRAS}"
+# An install with extras holds the base install too.
+if [ -z "$EXTRAS" ] && compgen -G "$VENV/.installed-$hash*" >/dev/null; then
+  stamp="$(compgen -G "$VENV/.installed-$hash*" | head -n1)"
+fi
 if [ ! -f "$stamp" ]; then
-  if [ -x "$VENV/bin/python" ]; then
-    echo "Updating .venv (pyproject.toml changed)…" >&2
-  else
+  if [ ! -x "$VENV/bin/python" ]; then
     echo "Installing into .venv (first run, about 30 s)…" >&2
+  elif compgen -G "$VENV/.installed-$hash*" >/dev/null; then
+    # This pyproject.toml is installed, without these extras (the test tools, say).
+    echo "Adding the $EXTRAS extras to .venv…" >&2
+  else
+    echo "Updating .venv (pyproject.toml changed)…" >&2
   fi
   log="$(mktemp)"
   if ! {

@@ -161,6 +161,8 @@ def run_cli(
     """`sora-copilot <args>` as a process in `cwd`, without the caller's Anthropic, Slack,
     Redis and port settings, plus `env`; stdout and stderr as bytes."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(_CLI_ENV_DROPPED)}
+    # The folder's own .env, if any; never the project's (a developer's real keys).
+    base["SORA_ENV_FILE"] = str(cwd / ".env") if (cwd / ".env").is_file() else os.devnull
     base.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -205,9 +206,21 @@ async def test_a_paused_session_resumes_in_the_terminal_with_redis(
         )
         out = p.stdout.decode() + p.stderr.decode()
         assert p.returncode == 1, out
-        [sid] = re.findall(r"Resume it with: sora-copilot resume ([0-9a-f]+)", out)
-
-        p = cli("resume", sid, "--offline", tmp_path=tmp_path, env=env)
+        [(hint, sid)] = re.findall(r"Resume it with: (.* resume .*?([0-9a-f]{16}))\n", out)
+        # The hint works as printed, from another folder, in a shell that has none of the
+        # run's settings: it carries the REDIS_URL and REDIS_PREFIX they came from.
+        assert f"REDIS_URL={REDIS_TEST_URL}" in hint and f"REDIS_PREFIX={prefix}" in hint
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        p = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-c", f"{hint} --offline --out {tmp_path / 'out'}"],
+            cwd=elsewhere,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ANTHROPIC_"))},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
         out = p.stdout.decode() + p.stderr.decode()
         assert p.returncode == 0, out
         assert "Sora Copilot · Opening" in out and "══ Locked" in out

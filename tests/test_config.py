@@ -14,6 +14,13 @@ from tests.support import run_cli
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _dotenv_of_the_current_folder_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """These tests read the .env of the folder they run in, and no project's."""
+    monkeypatch.delenv("SORA_ENV_FILE", raising=False)
+    monkeypatch.setattr("bot.config.PROJECT_ROOT", tmp_path / "no-project")
+
+
 def test_env_example_lists_every_setting_and_no_other() -> None:
     text = (ROOT / ".env.example").read_text(encoding="utf-8")
     listed = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, flags=re.M))
@@ -79,7 +86,7 @@ def test_a_dotenv_that_is_not_utf8_is_one_line(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_bytes(b"DEFAULT_PERSONA=caf\xe9\n")
-    with pytest.raises(SettingsError, match=r"Cannot read \.env"):
+    with pytest.raises(SettingsError, match=r"Cannot read .*\.env"):
         load_settings()
 
 

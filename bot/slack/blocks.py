@@ -24,6 +24,7 @@ from bot.dialogue.report import (
     render_parts,
 )
 from bot.dialogue.text import as_markdown, as_text
+from bot.llm.offline import OFFLINE_MODEL
 
 # Slack's limits (one place for each).
 MARKDOWN_BLOCK_MAX_CHARS = 12_000  # markdown blocks of one message, together
@@ -85,6 +86,12 @@ def _button(text: str, action_id: str, session_id: str, style: str | None = None
     if style:
         b["style"] = style
     return b
+
+
+OFFLINE_NOTE = (
+    ":information_source: *Offline model*: a deterministic stand-in writes this dialogue, "
+    "not Claude (the worker has no ANTHROPIC_API_KEY, or runs with --offline)."
+)
 
 
 def root_text(session: Session) -> str:
@@ -151,6 +158,9 @@ def root_blocks(session: Session, notice: str | None = None) -> list[dict[str, A
         },
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
+    if OFFLINE_MODEL in session.models:
+        # Said where everyone looks, not only in the worker's log and the report.
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": OFFLINE_NOTE}]})
     buttons: list[dict[str, Any]] = []
     if session.status in (SessionStatus.RUNNING, SessionStatus.PAUSED):
         latest = session.latest_draft

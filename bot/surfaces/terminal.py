@@ -85,10 +85,15 @@ def rounds_phrase(n: int) -> str:
     return f"at most {n} round" + ("" if n == 1 else "s")
 
 
-def paused_note(session: Session, *, resumable: bool) -> str:
-    """What a person can do about a paused session, from where it is stored."""
-    if resumable:
-        return f"Resume it with: sora-copilot resume {session.id}"
+# The command that resumes a session id, as it can be typed (with the settings it needs).
+ResumeCommand = Callable[[str], str]
+
+
+def paused_note(session: Session, *, resume_command: ResumeCommand | None) -> str:
+    """What a person can do about a paused session, from where it is stored (None: the
+    session lives only in this process)."""
+    if resume_command is not None:
+        return f"Resume it with: {resume_command(session.id)}"
     return (
         "It cannot be resumed: it lived in the embedded in-process store, which ends with "
         "this process. With REDIS_URL set, sessions outlive the process and can be resumed."
@@ -123,9 +128,9 @@ class _PrintSink:
 class PlainSurface:
     """Plain text, line by line: what a pipe, a file or a test reads."""
 
-    def __init__(self, out: TextIO, *, resumable: bool = False):
+    def __init__(self, out: TextIO, *, resume_command: ResumeCommand | None = None):
         self.out = out
-        self.resumable = resumable
+        self.resume_command = resume_command
 
     def _say(self, text: str) -> None:
         self.out.write(as_text(text))
@@ -194,7 +199,7 @@ class PlainSurface:
     async def session_paused(self, session: Session) -> None:
         self._say(
             f"\n!! The session is paused: {session.error}\n"
-            f"   {paused_note(session, resumable=self.resumable)}\n"
+            f"   {paused_note(session, resume_command=self.resume_command)}\n"
         )
 
     async def session_stopped(self, session: Session) -> None:
@@ -238,9 +243,15 @@ class RichSurface:
     or by the status line's ticker.
     """
 
-    def __init__(self, console: Console, *, resumable: bool = False, interactive: bool = False):
+    def __init__(
+        self,
+        console: Console,
+        *,
+        resume_command: ResumeCommand | None = None,
+        interactive: bool = False,
+    ):
         self.console = console
-        self.resumable = resumable
+        self.resume_command = resume_command
         self.interactive = interactive
         self._buf = ""
         self._spinner: Spinner | None = None
@@ -448,7 +459,9 @@ class RichSurface:
         self._flush(everything=True)
         self.console.print()
         self.console.print(Text(f"The session is paused: {session.error}", style="bold red"))
-        self.console.print(Text(paused_note(session, resumable=self.resumable), style="red"))
+        self.console.print(
+            Text(paused_note(session, resume_command=self.resume_command), style="red")
+        )
         self._refresh()
 
     async def session_stopped(self, session: Session) -> None:
