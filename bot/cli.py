@@ -766,13 +766,18 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "(Basic Information) to check that each request comes from Slack.",
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sys.stderr.write(f"{args.settings_from}\n")
     state = await open_state(
         settings, prefix=settings.redis_prefix, err=sys.stderr, web=True, app=True
     )
     from bot.web import serve
 
-    await serve(settings=settings, state=state, host=args.host, port=args.port or settings.port)
+    await serve(
+        settings=settings,
+        state=state,
+        host=args.host,
+        port=args.port or settings.port,
+        banner=args.settings_from,
+    )
     return EXIT_OK
 
 

@@ -160,6 +160,8 @@ def find_env_file(explicit: str | None = None) -> Path | None:
 
 def describe_env_file(path: Path | None) -> str:
     """One line for a banner: where the settings were read from."""
+    if path == Path(os.devnull):
+        return "Settings: the environment only."
     if path is None:
         return f"Settings: the environment only (no .env here or in {PROJECT_ROOT})."
     return f"Settings: the environment and {path}."

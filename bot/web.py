@@ -94,8 +94,11 @@ async def check_token(settings: Settings, *, require_slack: bool = False) -> Non
         await close_client(client)
 
 
-async def serve(*, settings: Settings, state: State, host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT, then let in-flight listeners finish (drain_seconds)."""
+async def serve(
+    *, settings: Settings, state: State, host: str, port: int, banner: str = ""
+) -> None:
+    """Serve until SIGTERM or SIGINT, then let in-flight listeners finish (drain_seconds).
+    `banner`: a line to log once serving (where the settings came from)."""
     workspaces = None
     if oauth_enabled(settings):  # many workspaces: each one's token is in the store
         try:
@@ -111,7 +114,7 @@ async def serve(*, settings: Settings, state: State, host: str, port: int) -> No
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    log.info("serving %s and %s on %s:%s", EVENTS_PATH, HEALTH_PATH, host, port)
+    log.info("serving %s and %s on %s:%s. %s", EVENTS_PATH, HEALTH_PATH, host, port, banner)
     if bolt.oauth_flow is not None:
         log.info("OAuth: install page %s", bolt.oauth_flow.install_path)
     stopping = asyncio.Event()
