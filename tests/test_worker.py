@@ -248,10 +248,16 @@ async def test_the_worker_logs_one_structured_line_per_turn(
     await real_state.sessions.create(session, enqueue=True)
     started()
     await wait_until(lambda: finished(real_state, session.id))
-    lines = [json.loads(r.message) for r in caplog.records if r.message.startswith("{")]
-    turns = [ln for ln in lines if ln["session"] == session.id]
     done = await real_state.sessions.load(session.id)
     assert done is not None
+
+    def turn_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(r.message) for r in caplog.records if r.message.startswith("{")]
+        return [ln for ln in lines if ln["session"] == session.id]
+
+    # The line follows the save that `finished` reads: wait for the last turn's line.
+    await wait_until(lambda: len(turn_lines()) >= len(done.agent_turns), "every turn's line")
+    turns = turn_lines()
     assert [ln["turn"] for ln in turns] == list(range(len(done.agent_turns)))
     assert all(ln["latency_ms"] >= 0 and ln["tokens"]["output"] > 0 for ln in turns)
 
