@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import getpass
+import json
 import logging
 import os
 import pwd
@@ -16,6 +18,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, cast
 
@@ -67,12 +70,14 @@ from state import (
     is_embedded,
     redact,
 )
+from state.audit import AuditEntry
 from state.connection import is_cluster
 from state.errors import StateError, StateMisconfigured
 from state.health import check_eviction
 from state.sweep import Lost
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bot.slack.workspaces import Clients
@@ -698,19 +703,44 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    served = await _serve_metrics(settings, state)
     sys.stderr.write(
-        f"worker {worker.name} taking jobs (concurrency {worker.config.concurrency}). "
-        f"{args.settings_from}\n"
+        f"worker {worker.name} taking jobs (concurrency {worker.config.concurrency})"
+        f"{_metrics_note(settings)}. {args.settings_from}\n"
     )
     try:
         await worker.run(stopping)
     finally:
+        if served is not None:
+            await served.cleanup()
         if client is not None:
             await close_client(client)
         if workspaces is not None:
             await workspaces.aclose()
     sys.stderr.write(f"worker {worker.name} stopped\n")
     return EXIT_OK
+
+
+async def _serve_metrics(settings: Settings, state: State) -> web.AppRunner | None:
+    """GET /metrics on METRICS_PORT, for this process (see bot.metrics); None if unset."""
+    if settings.metrics_port is None:
+        return None
+    from bot import metrics
+
+    try:
+        return await metrics.start_server(
+            settings.metrics_port, metrics.queue_refresher(state.queue)
+        )
+    except OSError as e:
+        raise BadInput(
+            f"METRICS_PORT {settings.metrics_port}: cannot serve /metrics there "
+            f"({e.strerror or e}); pick a free port, one per process."
+        ) from None
+
+
+def _metrics_note(settings: Settings) -> str:
+    port = settings.metrics_port
+    return f", /metrics on port {port}" if port is not None else ""
 
 
 def _lost_teller(
@@ -730,6 +760,62 @@ def _lost_teller(
         )
 
     return tell
+
+
+# ---- `audit`: who did what ---------------------------------------------------------------
+
+_SINCE = re.compile(r"(\d+)\s*([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, *, now: datetime) -> datetime:
+    """`--since`: a duration back from now (30m, 24h, 7d) or an ISO date or time (UTC
+    unless it names its zone); BadInput otherwise."""
+    if m := _SINCE.fullmatch(text.strip()):
+        return now - timedelta(seconds=int(m[1]) * _UNIT_S[m[2]])
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadInput(
+            f"--since {text!r}: give a duration (30m, 24h, 7d) or a date or time "
+            "(2026-12-01, 2026-12-01T09:00)."
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def audit_line(entry: AuditEntry) -> str:
+    who = entry.actor_name or entry.actor or "-"
+    if entry.actor and entry.actor_name and entry.actor != entry.actor_name:
+        who = f"{entry.actor_name} ({entry.actor})"
+    at = entry.at.strftime("%Y-%m-%d %H:%M:%SZ")
+    parts = [at, entry.team, entry.action, who, f"session {entry.session or '-'}"]
+    if entry.detail:
+        parts.append(entry.detail)
+    return "  ".join(parts)
+
+
+async def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    check_text(args)
+    if not settings.redis_url:
+        raise BadInput("sora-copilot audit needs REDIS_URL: the trail lives in the app's Redis.")
+    since = parse_since(args.since, now=datetime.now(UTC)) if args.since else None
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    try:
+        teams = [args.team] if args.team else await state.audit.teams()
+        entries = [e for team in teams for e in await state.audit.read(team, since=since)]
+    finally:
+        await state.redis.aclose()
+    entries.sort(key=lambda e: (e.at, e.team, e.id))
+    for entry in entries:
+        if args.json:
+            sys.stdout.write(json.dumps(dataclasses.asdict(entry) | {"at": entry.at.isoformat()}))
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(audit_line(entry) + "\n")
+    if not entries:
+        when = f" since {since.isoformat()}" if since else ""
+        sys.stderr.write(f"No audit entries{when}.\n")
+    return EXIT_OK
 
 
 def _require(command: str, values: dict[str, SecretStr | None], why: str) -> None:
@@ -833,16 +919,19 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    served = await _serve_metrics(settings, state)
     # slack_bolt leaves the Socket Mode handler's methods unannotated.
     await handler.connect_async()  # type: ignore[no-untyped-call]
     sys.stderr.write(
-        f"Socket Mode connected; worker {worker.name} taking jobs. Ctrl-C stops. "
-        f"{args.settings_from}\n"
+        f"Socket Mode connected; worker {worker.name} taking jobs{_metrics_note(settings)}. "
+        f"Ctrl-C stops. {args.settings_from}\n"
     )
     try:
         await worker.run(stopping)
     finally:
         await handler.close_async()  # type: ignore[no-untyped-call]
+        if served is not None:
+            await served.cleanup()
         await close_client(client)
     return EXIT_OK
 
@@ -1009,6 +1098,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--surface", choices=["slack", "recording"], default="slack", help=argparse.SUPPRESS
     )
     work.add_argument("--offline-latency", type=float, default=0.0, help=argparse.SUPPRESS)
+    aud = sub.add_parser(
+        "audit",
+        parents=[common],
+        help="who did what: the audit trail of each workspace (needs REDIS_URL)",
+        description="Print the audit trail, oldest first: every start, interjection, stop, "
+        "lock, retry, deletion, render and settings change, and every lock, with who, when "
+        "and the session. Needs the app's REDIS_URL (and REDIS_PREFIX).",
+    )
+    aud.add_argument("--team", help="one workspace's id (T…); default: every workspace")
+    aud.add_argument(
+        "--since", help="a duration back from now (30m, 24h, 7d) or a date or time (UTC)"
+    )
+    aud.add_argument("--json", action="store_true", help="one JSON object a line")
     serve = sub.add_parser(
         "serve",
         parents=[common],
@@ -1098,6 +1200,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_prompts(args, settings))
         if args.command == "worker":
             return asyncio.run(_worker(args, settings))
+        if args.command == "audit":
+            return asyncio.run(_audit(args, settings))
         if args.command == "serve":
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # A pending job idle this long belongs to a dead worker (live ones heartbeat).
     reclaim_idle_ms: int = Field(60_000, ge=1000)
     reclaim_every_seconds: float = Field(5.0, gt=0)
+    # Where each worker (and dev) serves GET /metrics for Prometheus; unset: not served.
+    # `serve` serves it on PORT beside /healthz.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    # The audit trail of a workspace keeps about this many entries (a capped stream).
+    audit_max_entries: int = Field(100_000, ge=100)
     # On SIGTERM, how long in-flight turns may finish before they are left to others.
     drain_seconds: float = Field(20.0, ge=0)
     # How often one worker (under a lease) looks for running sessions with nothing behind

@@ -18,8 +18,10 @@ reply, pin, report, root, cross-post), ``library`` (the prompt library entry),
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 
+from bot import metrics
 from bot.config import Settings
 from bot.dialogue.agents import COPILOT_NAME
 from bot.dialogue.engine import Engine, OutagePolicy, TurnFailed, TurnResult
@@ -69,10 +71,21 @@ async def take_turn(
     async def waiting(seconds: float, reason: str, status: int | None) -> None:
         await surface.model_waiting(session, seconds, reason, status)
 
+    started, speaker = time.perf_counter(), session.next_speaker.value
     try:
-        return await engine.take_turn(session, sink, on_wait=waiting)
-    except TurnFailed:
+        result = await engine.take_turn(session, sink, on_wait=waiting)
+    except TurnFailed as e:
+        metrics.turn_taken(speaker, e.kind, seconds=time.perf_counter() - started)
         return None
+    metrics.turn_taken(
+        speaker,
+        "ok",
+        seconds=time.perf_counter() - started,
+        model=result.turn.model,
+        model_seconds=result.model_seconds,
+        usage=result.turn.usage,
+    )
+    return result
 
 
 def steps_after(

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.config import MAX_IDEA_CHARS, MAX_INTERJECTION_CHARS, MAX_ROUNDS, MIN_ROUNDS, Settings
 from bot.dialogue.models import Origin, Persona, Session, SessionStatus
 from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
@@ -417,6 +418,16 @@ class Sessions:
         finally:
             if not created:
                 await self._undo_start(session, invoker, channel, root_ts)
+        metrics.session_started("slack")
+        await self.state.audit.record(
+            invoker.team_id,
+            "start",
+            session=session.id,
+            actor=invoker.user_id,
+            actor_name=invoker.user_name or "",
+            detail=f"in {channel}, target {session.target.name}, "
+            f"{session.max_rounds} rounds at most",
+        )
         return session
 
     async def _undo_start(
@@ -472,6 +483,10 @@ class Sessions:
         )
         result = await self.state.inbox.push(sid, entry, event_id=event_id)
         if result == PushResult.QUEUED:
+            # Who spoke, not what: the text stays in the session, which expires.
+            await self.state.audit.record(
+                team_id, "interject", session=sid, actor=user_id, actor_name=person.name
+            )
             try:
                 client = await self._client(team_id)
                 await client.reactions_add(channel=channel_id, timestamp=source_id, name=EYES)
@@ -536,6 +551,14 @@ class Sessions:
         if result == PushResult.FULL:
             raise Refused("This session has too many unread commands; try again after its turn.")
         await self.state.queue.enqueue(session_id, session.next_turn)
+        await self.state.audit.record(
+            session.origin.team_id,
+            kind,
+            session=session_id,
+            actor=user_id,
+            actor_name=person.name,
+            detail=f"v{version}" if kind == "lock" and version is not None else "",
+        )
         if kind == "lock" and version is not None:
             return f"Lock requested: draft v{version} is locked before the next turn."
         return _CONTROL_DONE[kind]
@@ -557,6 +580,8 @@ class Sessions:
             if session is not None and session.origin.team_id == team_id:
                 keys += await self.state.eraser.erase(session)
                 sessions += 1
+        # The workspace's audit trail goes with it: it names the workspace's people.
+        keys += await self.state.redis.delete(self.state.keys.audit(team_id))
         log.info(
             json.dumps(
                 {

@@ -21,6 +21,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
+from bot import metrics
 from bot.app import build_app
 from bot.config import Settings, oauth_enabled
 from bot.sessions import BadInput
@@ -67,6 +68,7 @@ def build_web_app(bolt: AsyncApp, *, state: State) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post(EVENTS_PATH, slack_events)
     app.router.add_get(HEALTH_PATH, healthz)
+    app.router.add_get(metrics.METRICS_PATH, metrics.handler(metrics.queue_refresher(state.queue)))
     if bolt.oauth_flow is not None:  # OAuth mode: many workspaces install the app
         app.router.add_get(bolt.oauth_flow.install_path, install)
         app.router.add_get(bolt.oauth_flow.redirect_uri_path, oauth_redirect)

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from bot import metrics
 from bot.config import Settings
 from bot.dialogue.engine import (
     Engine,
@@ -155,6 +156,7 @@ class Worker:
                 # A Redis blip must not end the worker: whatever it had not taken
                 # stays in the queue. Back off a little and go on.
                 log.exception("taking jobs failed; retrying in %.1f s", RETRY_TAKE_S)
+                metrics.redis_error("take_jobs")
                 await asyncio.sleep(RETRY_TAKE_S)
             for job in jobs:
                 task = asyncio.create_task(self.handle(job))
@@ -207,6 +209,8 @@ class Worker:
         reclaimed = await self.state.queue.reclaim(
             self.name, min_idle_ms=self.config.reclaim_idle_ms, count=count
         )
+        metrics.leases_reclaimed(len(reclaimed.jobs))
+        metrics.jobs_dead_lettered(len(reclaimed.dead))
         for job in reclaimed.dead:
             await self._pause_dead(job)
         return list(reclaimed.jobs)
@@ -270,7 +274,7 @@ class Worker:
                     # finish enqueues its next turn for another worker).
                     break
                 phase = "take"
-                turn = session.next_turn
+                turn, before = session.next_turn, session.status
                 result, steps = await self._decide(session, inbox, posted, redo=redo)
                 phase = "save"
                 saved = await self.state.sessions.save_and_read(
@@ -284,6 +288,7 @@ class Worker:
                     await self._moot(job, owner)  # someone else advanced it (a stalled lease)
                     return
                 self._log_turn(session, job, turn, result, time.perf_counter() - started)
+                await self._changed(before, session)
                 started = time.perf_counter()
                 rev, inbox, posted, redo = saved.rev, saved.inbox, {}, False
                 phase = "show"
@@ -326,6 +331,24 @@ class Worker:
         finally:
             self._working.pop(job.id, None)
         self._finished(session)
+
+    async def _changed(self, before: SessionStatus, session: Session) -> None:
+        """A saved turn moved the session: count it, and put every lock in the audit trail."""
+        metrics.session_changed(before, session)
+        locked = session.locked
+        if (
+            before != SessionStatus.LOCKED
+            and locked is not None
+            and session.status == SessionStatus.LOCKED
+            and session.origin.surface == "slack"
+        ):
+            await self.state.audit.record(
+                session.origin.team_id,
+                "locked",
+                session=session.id,
+                actor_name=locked.locked_by,
+                detail=f"v{locked.draft.version}, {locked.reason.value}",
+            )
 
     def _finished(self, session: Session) -> None:
         if session.status != SessionStatus.RUNNING and self.on_finished is not None:

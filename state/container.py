@@ -9,11 +9,13 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from bot.config import Settings
+from state.audit import AuditTrail
 from state.dedupe import EventDedupe
 from state.erase import Eraser
 from state.inbox import Inbox
 from state.index import ThreadIndex
 from state.keys import (
+    AUDIT_MAXLEN,
     CONSUMER_GROUP,
     DEFAULT_PREFIX,
     EVENT_DEDUPE_TTL_S,
@@ -62,6 +64,7 @@ class State:
     running: RunningSessions
     eraser: Eraser
     sweeper: Sweeper
+    audit: AuditTrail
     _heartbeat: AsyncScript = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +124,9 @@ class State:
             running=RunningSessions(redis, keys, ttl_s=live_ttl_s),
             eraser=Eraser(redis, keys),
             sweeper=Sweeper(redis, keys, queue),
+            audit=AuditTrail(
+                redis, keys, maxlen=settings.audit_max_entries if settings else AUDIT_MAXLEN
+            ),
         )
 
     async def heartbeat(

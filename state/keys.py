@@ -59,6 +59,8 @@ OAUTH_STATE_TTL_S = 600
 # One process refreshes a workspace's rotating bot token at a time; the others wait for
 # its result. The lock outlives a slow oauth.v2.access call, not a crashed holder.
 TOKEN_REFRESH_LOCK_MS = 15_000
+# The audit trail of a workspace is a stream trimmed to about this many entries.
+AUDIT_MAXLEN = 100_000
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -195,6 +197,15 @@ class Keys:
     def token_refresh_lock(self, team_id: str) -> str:
         """String, expiring: held by the one process refreshing the workspace's bot token."""
         return self._ws(team_id, "token-refresh")
+
+    def audit(self, team_id: str) -> str:
+        """Stream, capped: who did what to which session in the workspace (state.audit)."""
+        return self._ws(team_id, "audit")
+
+    @property
+    def audit_pattern(self) -> str:
+        """A SCAN pattern matching every workspace's audit stream."""
+        return self._ws("*", "audit")
 
     @property
     def installed_teams(self) -> str:

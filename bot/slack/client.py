@@ -35,6 +35,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.config import Settings
 
 RATE_LIMIT_RETRIES = 5
@@ -99,7 +100,9 @@ class RetryAfterHandler(AsyncRetryHandler):
         error: Exception | None = None,
     ) -> None:
         state.next_attempt_requested = True
-        await self.sleep(retry_after_seconds(response) + random.uniform(0, 0.25))
+        wait = retry_after_seconds(response)
+        metrics.slack_rate_limit_wait(wait)
+        await self.sleep(wait + random.uniform(0, 0.25))
         state.increment_current_attempt()
 
 
@@ -140,6 +143,56 @@ def sdk_logger() -> logging.Logger:
     return log
 
 
+UPLOAD = "file_upload"  # the bytes of a file, POSTed to the URL files.getUploadURLExternal gave
+
+
+def api_method_of(url: object) -> str:
+    """The Web API method a request URL calls (`…/api/chat.postMessage`), or UPLOAD."""
+    path = str(url).partition("?")[0]
+    _, sep, method = path.rpartition("/api/")
+    return method.strip("/") if sep and method else UPLOAD
+
+
+async def call_result(response: aiohttp.ClientResponse) -> str:
+    """How one HTTP request to Slack ended: ok, ratelimited (429), Slack's error code
+    (an `ok: false` answer), or http_<status>. Reads the body, which aiohttp keeps for
+    slack_sdk to read again."""
+    if response.status == 429:
+        return "ratelimited"
+    if response.status >= 400:
+        return f"http_{response.status}"
+    if response.content_type != "application/json":
+        return "ok"
+    try:
+        data = await response.json()
+    except (ValueError, aiohttp.ClientError):
+        return "unreadable"
+    if not isinstance(data, dict) or data.get("ok", True):
+        return "ok"
+    return str(data.get("error") or "error")
+
+
+def metered() -> aiohttp.TraceConfig:
+    """Counts every HTTP request the client's session makes to Slack, by method and result
+    (`bot.metrics`). On the session, not the client: Bolt makes a client per request that
+    shares the session, and each retry is a request of its own."""
+
+    async def on_end(
+        session: aiohttp.ClientSession, ctx: object, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        metrics.slack_call(api_method_of(params.url), await call_result(params.response))
+
+    async def on_error(
+        session: aiohttp.ClientSession, ctx: object, params: aiohttp.TraceRequestExceptionParams
+    ) -> None:
+        metrics.slack_call(api_method_of(params.url), type(params.exception).__name__)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_end)
+    trace.on_request_exception.append(on_error)
+    return trace
+
+
 def make_client(
     settings: Settings,
     *,
@@ -160,7 +213,9 @@ def make_client(
     if session is None:
         try:
             asyncio.get_running_loop()
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
+            session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S), trace_configs=[metered()]
+            )
         except RuntimeError:
             pass  # no loop yet: slack_sdk makes a session per call
     return AsyncWebClient(
