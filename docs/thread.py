@@ -5,7 +5,7 @@ Runs `sora-copilot dev --offline` against the tests' fake Slack over Socket Mode
 the thread's messages (their Block Kit blocks, names, reactions) out as an HTML page in
 Slack's look and shoots it with Debian's headless Chromium (`apt-get install chromium`):
 
-    .venv/bin/python -m docs.thread            # writes docs/thread.png (and thread.html)
+    .venv/bin/python -m docs.thread            # writes docs/thread.png
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def message_html(m: dict[str, Any], slack: FakeSlack, *, pinned: set[str]) -> st
 
 
 CSS = """
-body { font-family: 'Lato', 'DejaVu Sans', 'Noto Color Emoji', sans-serif; font-size: 15px; margin: 0;
-       background: #fff; color: #1d1c1d; width: 860px; }
+body { font-family: 'Lato', 'DejaVu Sans', 'Noto Color Emoji', sans-serif;
+       font-size: 15px; margin: 0; background: #fff; color: #1d1c1d; width: 860px; }
 .header { padding: 12px 20px; border-bottom: 1px solid #ddd; font-weight: 900; }
 .header small { font-weight: 400; color: #616061; }
 .message { display: flex; padding: 8px 20px; }
@@ -162,29 +162,39 @@ async def record_thread() -> tuple[FakeSlack, str, str]:
         env.pop("ANTHROPIC_API_KEY", None)
         env["SORA_ENV_FILE"] = os.devnull
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "dev", "--offline", env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "dev",
+            "--offline",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         try:
             await slack.wait_socket(within=60)
             await slack.socket_ack(await slack.socket_send("slash_commands", command(IDEA)))
 
             def root() -> dict[str, Any] | None:
-                tops = [
-                    m for m in slack.messages(CHANNEL) if m.get("thread_ts") in (None, m["ts"])
-                ]
+                tops = [m for m in slack.messages(CHANNEL) if m.get("thread_ts") in (None, m["ts"])]
                 return tops[0] if tops else None
 
             root_ts = (await wait_until(root, "the root", within=30))["ts"]
             await wait_until(lambda: len(slack.thread(CHANNEL, root_ts)) >= 2, "the opening", 30)
             reply_ts = slack.seed_message(CHANNEL, REPLY, user=TEAMMATE, thread_ts=root_ts)
             event = thread_reply_event(
-                channel=CHANNEL, user=TEAMMATE, text=REPLY, ts=reply_ts, thread_ts=root_ts,
+                channel=CHANNEL,
+                user=TEAMMATE,
+                text=REPLY,
+                ts=reply_ts,
+                thread_ts=root_ts,
                 event_id="Ev0PICTURE",
             )
             await slack.socket_ack(await slack.socket_send("events_api", event))
             await wait_until(
-                lambda: "Locked" in str(slack.message(CHANNEL, root_ts)) and slack.messages(PROMPTS),
+                lambda: (
+                    "Locked" in str(slack.message(CHANNEL, root_ts)) and slack.messages(PROMPTS)
+                ),
                 "the lock",
                 within=90,
             )
@@ -216,17 +226,25 @@ def shoot(html_path: Path, png: Path, *, height: int) -> None:
         raise SystemExit("chromium is not installed: apt-get install chromium")
     subprocess.run(
         [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            f"--screenshot={png}", f"--window-size=860,{height}", html_path.as_uri(),
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={png}",
+            f"--window-size=860,{height}",
+            html_path.as_uri(),
         ],
-        check=True, capture_output=True, timeout=120,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
 
 
-async def main_async(out: Path, height: int) -> None:
+async def main_async(out: Path, height: int, html_dir: Path) -> None:
     slack, _root, text = await record_thread()
     try:
-        html_path = out.with_suffix(".html")
+        html_path = html_dir / "thread.html"
         html_path.write_text(text, encoding="utf-8")
         shoot(html_path, out, height=height)
     finally:
@@ -238,8 +256,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "thread.png")
     parser.add_argument("--height", type=int, default=2900, help="page height in pixels")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory():
-        asyncio.run(main_async(args.out, args.height))
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(main_async(args.out.absolute(), args.height, Path(tmp)))
     print(args.out)
 
 
