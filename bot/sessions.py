@@ -622,6 +622,9 @@ class Sessions:
             await self.state.library.delete(entry.id, channel=entry.channel_id, user=entry.user_id)
             channel, root = entry.channel_id, entry.thread_ts
         log.info("session %s deleted by %s", session_id, user_id)
+        await self.state.audit.record(
+            team_id, "delete", session=session_id, actor=user_id, actor_name=person.name
+        )
         if channel and root:
             await retire_root(await self._client(team_id), channel, root, DELETED_LINE)
         return (

@@ -26,10 +26,12 @@ from bot.cli import audit_line, parse_since
 from bot.dialogue.models import SessionStatus, Usage
 from bot.llm.prices import estimate_cost
 from bot.sessions import BadInput
+from bot.slack.blocks import ACTION_STOP
 from bot.slack.client import UPLOAD
 from state import State
+from tests import test_handlers
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.slack_server import UPLOAD_METHOD, FakeSlack
+from tests.fakes.slack_server import TEAM_ID, UPLOAD_METHOD, FakeSlack
 from tests.redis_fixtures import REDIS_TEST_URL
 from tests.slack_signing import FORM, JSON_TYPE, command_body, event_body, thread_reply_event
 from tests.support import run_cli, wait_until
@@ -399,3 +401,33 @@ def test_a_failed_turn_counts_its_kind_and_pauses() -> None:
     assert moved("sora_renders_total", renderer="offline", outcome="succeeded") == 1
     assert moved("sora_model_tokens_total") == 0  # a failed turn has no usage here
     assert Usage().total == 0
+
+
+# ---- every person's action, through signed Slack requests ------------------------------
+
+handlers_slack = test_handlers.slack
+make_harness = test_handlers.make_harness
+
+
+@pytest.fixture(name="slack")
+def _slack(handlers_slack: FakeSlack) -> FakeSlack:
+    return handlers_slack
+
+
+async def test_stop_and_delete_are_audited_with_who_did_them(
+    make_harness: test_handlers.HarnessFactory,
+) -> None:
+    app = await make_harness()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    sid, root_ts = await app.start(user=test_handlers.ADA)
+    await app.click(ACTION_STOP, sid, user=test_handlers.BOSS, root_ts=root_ts)
+    await app.settle()
+    await app.command(f"delete {sid}", user=test_handlers.ADA)
+    await app.settle()
+    entries = await app.state.audit.read(TEAM_ID, since=since)
+    assert [(e.action, e.actor, e.session) for e in entries] == [
+        ("start", test_handlers.ADA, sid),
+        ("stop", test_handlers.BOSS, sid),
+        ("delete", test_handlers.ADA, sid),
+    ]
+    assert [e.actor_name for e in entries][1:] == ["The Boss", "Ada"]
