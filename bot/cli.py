@@ -41,7 +41,7 @@ from bot.config import (
     oauth_enabled,
 )
 from bot.dialogue.engine import Engine, SessionError, TurnFailed, add_interjection, stop
-from bot.dialogue.models import Origin, Session, SessionStatus
+from bot.dialogue.models import Note, Origin, Session, SessionStatus
 from bot.dialogue.report import render_json, render_markdown
 from bot.dialogue.sheets import introduction
 from bot.driver import make_engine
@@ -376,6 +376,8 @@ async def attend(
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
 
+    unheard: list[Note] = []
+
     async def interject(text: str) -> None:
         entry = InboxEntry(kind="interjection", author=author, text=text)
         result = await state.inbox.push(session.id, entry)
@@ -384,7 +386,11 @@ async def attend(
         elif result == PushResult.FULL:
             surface.note("  (not sent: too many notes wait to be heard; try after this turn)")
         else:
-            surface.note("  (not sent: the session no longer listens)")
+            # Answered at once, and kept for the report: nobody will speak again.
+            stored = await state.sessions.load(session.id)
+            status = stored.status.value if stored is not None else "over"
+            surface.too_late(author, text, status)
+            unheard.append(Note(author=author, text=text))
 
     def on_line(text: str) -> None:
         if len(text) > MAX_INTERJECTION_CHARS:
@@ -444,6 +450,13 @@ async def attend(
         )
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if not was_interrupted:
+            # Notes queued while the last turn was being written: no turn will hear them.
+            for entry in await state.inbox.peek(session.id):
+                if entry.kind == "interjection":
+                    surface.too_late(entry.author, entry.text, session.status.value)
+                    unheard.append(Note(author=entry.author, text=entry.text, at=entry.at))
+            session.unheard = sorted(unheard, key=lambda n: n.at)
     finally:
         if keyboard is not None:
             keyboard.close()

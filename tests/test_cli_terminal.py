@@ -188,3 +188,21 @@ def test_without_a_terminal_the_output_is_plain(tmp_path: Path) -> None:
     p = run_cli("run", "A **bold** idea", "--rounds", "1", cwd=tmp_path)
     assert p.returncode == 0
     assert b"\x1b[" not in p.stdout  # no colour, no cursor movement
+
+
+def test_a_note_typed_during_the_last_turn_is_answered_too_late_and_kept_in_the_report(
+    terminal: Start, tmp_path: Path
+) -> None:
+    run = terminal("run", "A fox crosses a frozen river at dawn", "--rounds", "1", "--pace", "100")
+    run.wait_for("Sora Copilot · Round 1")  # the last turn: its draft is locked as final
+    run.type("make it snow\r")
+    assert run.wait() == 0, run.output
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", run.output)
+    assert "too late: the session is locked; “make it snow” was not heard" in shown
+    assert "(you) ─" not in shown  # never shown as if it joined the dialogue
+    session = _report(tmp_path)
+    assert [n["text"] for n in session["unheard"]] == ["make it snow"]
+    assert not [t for t in session["turns"] if t["speaker"] == "human"]
+    md = next((tmp_path / "out").glob("session-*.md")).read_text(encoding="utf-8")
+    assert "**Notes not heard** (typed after the last turn started): 1" in md
+    assert "make it snow" in md

@@ -151,6 +151,16 @@ class Turn(CleanModel):
     source_id: str | None = None
 
 
+class Note(CleanModel):
+    """A teammate's note that no turn heard: it arrived after the last turn started."""
+
+    model_config = ConfigDict(frozen=True)
+
+    author: str
+    text: str
+    at: datetime = Field(default_factory=utcnow)
+
+
 class LockedPrompt(CleanModel):
     model_config = ConfigDict(frozen=True)
 
@@ -311,6 +321,8 @@ class Session(CleanModel):
     error: str | None = None
     stopped_by: str | None = None
     origin: Origin = Origin()
+    # Notes typed after the last turn started, answered "too late" and kept for the report.
+    unheard: list[Note] = Field(default_factory=list)
     # What writing a free-text persona's sheet cost (one call, and its repair if any).
     persona_usage: Usage = Usage()
 

@@ -62,6 +62,7 @@ def metadata(session: Session) -> dict[str, Any]:
         "messages": session.messages,
         "agent_turns": len(session.agent_turns),
         "human_interjections": len(session.interjections),
+        "notes_not_heard": len(session.unheard),
         "drafts": len(session.drafts),
         "prompt_length_chars": len(locked.draft.prompt_text) if locked else None,
         "prompt_check": (
@@ -250,6 +251,8 @@ def render_markdown(session: Session) -> str:
     lines += ["", "## Dialogue", ""]
     for turn in session.turns:
         lines += [_render_turn(turn, session), ""]
+    for note in session.unheard:
+        lines += [f"### Not heard · {note.author} (after the session ended)", "", note.text, ""]
     tok = m["tokens"]
     cost = m["estimated_cost_usd"]
     lines += [
@@ -259,6 +262,7 @@ def render_markdown(session: Session) -> str:
         f"- **Messages**: {m['messages']} ({m['agent_turns']} agent turns, "
         f"{m['human_interjections']} human)",
         f"- **Human interjections**: {m['human_interjections']}",
+        f"- **Notes not heard** (typed after the last turn started): {m['notes_not_heard']}",
         f"- **Drafts**: {m['drafts']}",
         "- **Prompt length**: "
         + (f"{m['prompt_length_chars']} characters" if locked else "no locked prompt"),

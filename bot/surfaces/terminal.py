@@ -81,6 +81,11 @@ class Output:
         return getattr(self.stream, name)
 
 
+def _excerpt(text: str, limit: int = 80) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[: limit - 1].rstrip() + "…"
+
+
 def rounds_phrase(n: int) -> str:
     return f"at most {n} round" + ("" if n == 1 else "s")
 
@@ -151,7 +156,11 @@ class PlainSurface:
         pass  # the terminal echoes what is typed
 
     def sent(self, author: str, text: str) -> None:
-        self.note("  (heard: the next speaker will answer it)")
+        self.note("  (queued: the next speaker will answer it)")
+
+    def too_late(self, author: str, text: str, status: str) -> None:
+        """A note that no turn will hear: the session ended first."""
+        self.note(f"  too late: the session is {status}; “{_excerpt(text)}” was not heard")
 
     # ---- the Surface protocol -----------------------------------------------------------
 
@@ -299,6 +308,15 @@ class RichSurface:
         transcript on screen where the next speaker starts, the one who answers it."""
         self._sent.append((author, text))
         self._refresh()
+
+    def too_late(self, author: str, text: str, status: str) -> None:
+        """A note that no turn will hear: the session ended first. It leaves the queue under
+        the input line (where it would otherwise be shown as if it joined the dialogue)."""
+        self._sent = [(a, t) for a, t in self._sent if (a, t) != (author, text)]
+        self.note(
+            f"too late: the session is {status}; “{_excerpt(text)}” was not heard",
+            style="yellow",
+        )
 
     def _print_sent(self) -> None:
         colour = _COLOURS[Speaker.HUMAN]
