@@ -98,6 +98,13 @@ def validate_idea(idea: str) -> str:
         raise BadInput(
             f"The idea is {len(idea)} characters; the limit is {MAX_IDEA_CHARS}.", field="idea"
         )
+    if not re.search(r"[^\W\d_]{3}", idea):
+        # "!!!" or "x" is no idea: nothing in it could become a subject, a place or an action.
+        raise BadInput(
+            "The idea needs words: describe the video in a sentence, e.g. "
+            '"a lighthouse keeper finds a message in a bottle".',
+            field="idea",
+        )
     return idea
 
 

@@ -53,6 +53,14 @@ _NEGATION = re.compile(
 )
 _NEGATION_WINDOW = 32  # characters before a match in which a negation cancels it
 _SOUND_LABEL = re.compile(r"(?im)^\s*(?:sound|audio|music|dialogue)\s*:")
+# A sentence broken off: a dash with nothing after it, a fragment glued on with a
+# semicolon and a capital, a sentence that ends on an article or a preposition.
+_BROKEN = re.compile(
+    r"[—–]\s*(?=$|[.;:,!?…])"
+    r"|;\s+[A-Z](?:[a-z]|\s)"
+    r"|\b(?:a|an|the|and|or|but|of|to|with|from|into|onto)\s*[.!?;](?=\s|$)",
+    re.M,
+)
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,17 @@ def check_draft(draft: Draft, target: TargetProfile) -> list[Finding]:
     if target.audio == "none" and _SOUND_LABEL.search(text):
         out.append(
             Finding("audio", f"{name} makes no sound; the prompt's sound section is wasted.")
+        )
+    broken = _BROKEN.search(text)
+    if broken:
+        start = max(0, broken.start() - 40)
+        excerpt = " ".join(text[start : broken.end() + 20].split())
+        out.append(
+            Finding(
+                "broken_sentence",
+                f"A sentence is broken off near “…{excerpt}…”: write it whole, with its "
+                "subject and its verb.",
+            )
         )
     for item in draft.parts.avoid:
         phrase = avoid_phrase(item)

@@ -40,6 +40,8 @@ _VERB_BASES = """
     water harvest gather collect count sort stack arrange decorate celebrate prepare plan
     escape follow lead dive leap climb crawl stumble tumble slip balance juggle perform
     compose conduct rescue protect save share trade swap swap bring take give make get see
+    end stay carry shift come hang flicker rake shimmer stream drip look stop shake rest
+    settle breathe use work
     """.split()
 _IRREGULAR = frozenset(
     """
@@ -186,7 +188,7 @@ def _strip_det(words: list[str]) -> list[str]:
     return words
 
 
-def _time_of(idea: str) -> str:
+def time_of(idea: str) -> str:
     low = idea.lower()
     for key, phrase in TIMES:
         if re.search(rf"\b{key}\b", low):
@@ -217,6 +219,10 @@ def read_idea(idea: str) -> Idea:
     )
     end = min(v if v is not None else len(toks), stop)
     subject_words = toks[:end] or toks[:1]
+    if v is None and len(subject_words) > 4:
+        # No verb it knows (another language, a list of words): take a short subject rather
+        # than the whole idea, which would then be pasted into the prompt word for word.
+        subject_words = subject_words[:3]
     subject = " ".join(subject_words)
     if subject_words and lows[0] in _DETERMINERS | _NUMBERS:
         subject = subject[0].lower() + subject[1:]
@@ -255,7 +261,7 @@ def read_idea(idea: str) -> Idea:
             run.append(t)
     if run:
         phrases.append((" ".join(run), _strip_det(run)))
-    time = _time_of(idea)
+    time = time_of(idea)
     place = ""
     objects: list[str] = []
     subject_low = subject.lower()
@@ -267,6 +273,8 @@ def read_idea(idea: str) -> Idea:
             continue
         if " ".join(lw) in subject_low:
             continue
+        if v is None and len(words) > 4:
+            continue  # an idea it cannot read: no object is the idea itself again
         if not place and lw[-1] in PLACES:
             place = _with_article(written)
             continue
@@ -309,3 +317,89 @@ def sound_cue(idea: Idea) -> str:
             if w in SOUND_CUES:
                 return SOUND_CUES[w]
     return "one small, close sound, then silence"
+
+
+# What a subject is decides what a draft may give it: a person has a face and hands; an
+# animal has a coat and a stance; a thing or a place has neither.
+ANIMALS = frozenset(
+    """
+    fox dog cat bird horse whale owl deer wolf bear rabbit hare heron crow raven eagle hawk
+    fish shark dolphin seal otter lion tiger elephant giraffe monkey ape cow sheep goat pig
+    duck goose swan butterfly bee moth spider snake lizard frog turtle octopus crab mouse rat
+    squirrel badger hedgehog bat penguin puppy kitten pony stag doe cub foal calf lamb
+    """.split()
+)
+PEOPLE = frozenset(
+    """
+    man woman men women boy girl boys girls kid kids child children baby person people
+    mother father mom dad son daughter sister brother grandmother grandfather grandma
+    grandpa family couple friend friends stranger chef cook baker nurse doctor teacher
+    student worker farmer fisherman sailor soldier pilot driver dancer singer artist
+    painter keeper pianist musician astronaut detective founder director writer poet
+    monk priest queen king prince princess bride groom athlete runner climber surfer
+    skater swimmer boxer player crew team tourist traveler traveller hiker villager
+    """.split()
+)
+
+
+def kind_of(subject: str) -> str:
+    """ "person", "animal" or "thing", from the subject's head noun."""
+    words = re.findall(r"[a-z]+", subject.lower())
+    head = words[-1] if words else ""
+    if head in ANIMALS or head.rstrip("s") in ANIMALS:
+        return "animal"
+    if head in PEOPLE or head.rstrip("s") in PEOPLE:
+        return "person"
+    if re.search(r"(?:er|or|ist|ian)s?$", head) and head not in PLACES and len(head) > 4:
+        return "person"  # keeper, sailor, florist, librarian
+    return "thing"
+
+
+# A line that is a field of a labelled block, whose value is a noun phrase by the vendor's
+# design (Sora's cinematography block): not a sentence.
+_FIELD = re.compile(
+    r"^(?:Style|Camera shot|Lens|Lighting|Palette|Mood|Cinematography|Actions|Dialogue)\s*:"
+)
+_PREFIX = re.compile(r"^(?:-\s*\d+-\d+\s*s:|Shot \d+:|Sound:)\s*")
+_EXTRA_VERBS = frozenset(
+    "is are was were be been has have had do does did can will ends holds stays waits "
+    "carries shifts opens comes looks sits moves catches lands".split()
+)
+
+
+def sentences(prompt: str) -> list[str]:
+    """The sentences of a prompt: each line cut at its full stops, labelled fields left out,
+    a beat's or shot's label taken off."""
+    out: list[str] = []
+    for line in prompt.splitlines():
+        line = line.strip()
+        if not line or _FIELD.match(line):
+            continue
+        line = _PREFIX.sub("", line)
+        out += [s for s in re.split(r"(?<=[.!?])\s+", line) if s.strip(" .")]
+    return out
+
+
+def verbless(prompt: str) -> list[str]:
+    """The sentences of `prompt` with no verb this reader knows: fragments."""
+    bad = []
+    for s in sentences(prompt):
+        words = re.findall(r"[a-z]+", s.lower())
+        if not any(
+            (w in VERBS and w not in _NOUNISH) or w in _AUXILIARIES or w in _EXTRA_VERBS
+            for w in words
+        ):
+            bad.append(s)
+    return bad
+
+
+# Verb forms that in a prompt are nearly always nouns ("available light", "film stock"):
+# they do not make a sentence.
+_NOUNISH = frozenset(
+    """
+    light lights film water plant paint record test show text call turn play rest work use
+    dance drop fall hold cut shot look wave ride drive walk run sound frame stack spot pack
+    sort plan trade share lock kiss hug cry laugh smile sail row search watch catch wake
+    light lit made set sweep burn feed drink
+    """.split()
+)

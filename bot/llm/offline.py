@@ -29,7 +29,15 @@ from typing import Any
 from bot.dialogue.models import Usage
 from bot.dialogue.profiles import sheet_from_words
 from bot.llm.base import ModelReply, ModelRequest, TextCallback
-from bot.llm.idea import Idea, light_source, read_idea, sound_cue
+from bot.llm.idea import (
+    PLACES,
+    Idea,
+    kind_of,
+    light_source,
+    read_idea,
+    sound_cue,
+    time_of,
+)
 
 OFFLINE_MODEL = "offline-deterministic"
 CHUNK_CHARS = 24
@@ -94,6 +102,8 @@ class Shot:
     beats: list[str]
     avoid: list[str]
     composition: str = ""
+    kind: str = "person"  # what the subject is: "person", "animal" or "thing"
+    weather: str = ""
     details: list[str] = field(default_factory=list)
     positives: list[str] = field(default_factory=list)
     size: str = ""
@@ -121,11 +131,20 @@ def _time_from_look(light: str) -> str:
     return "in the late afternoon"
 
 
-def _light_for(light: str, time: str) -> str:
-    """The persona's light, made possible at the idea's hour (no daylight at midnight)."""
+def _light_for(light: str, time: str, weather: str = "") -> str:
+    """The persona's light, made possible at the hour and in the weather (no daylight at
+    midnight, no low sun in a storm)."""
     night = re.search(r"night|midnight|evening|twilight|dusk|blue hour", time)
-    if night and re.search(r"daylight|sun|morning|high-key", light):
+    if night and re.search(r"daylight|sun|morning|high-key|golden", light):
         return "practical light from lamps and windows, soft and low"
+    if re.search(r"rain|storm|fog|snow", weather) and re.search(r"sun|golden|high-key", light):
+        return "flat grey light under heavy cloud"
+    if (
+        not night
+        and re.search(r"\bnight\b", light)
+        and re.search(r"dawn|morning|noon|midday", time)
+    ):
+        return "soft early daylight"
     return light
 
 
@@ -146,44 +165,73 @@ def _look(persona: dict[str, Any]) -> dict[str, str]:
 _WEATHER = frozenset("storm rain snow wind fog mist weather sky".split())
 
 
-def _first_shot(brief: dict[str, Any]) -> Shot:
+def _first_shot(brief: dict[str, Any], note: NoteChange | None = None) -> Shot:
+    """The first draft's shot, from the idea, the persona's look and the teammates' notes
+    (which override the idea's time, weather, place, subject and the look's camera)."""
     idea = read_idea(brief["idea"])
     look = _look(brief["persona"])
     target = brief["target"]
-    subject = idea.subject or "the subject"
-    place = idea.place or "a quiet room that belongs to " + subject
-    time = idea.time or _time_from_look(look["light"])
-    obj = idea.objects[0] if idea.objects else ""
-    action = idea.action or "pauses, then moves with quiet purpose"
-    opening = f"{_cap(subject)} alone" + (f", {obj} close at hand" if obj else f" in {place}")
-    things = [o for o in idea.objects if idea.head(o) not in _WEATHER] or [place]
-    last_obj = things[1] if len(things) > 1 else things[0]
+    note = note or NoteChange()
+    subject = note.subject or idea.subject or "the subject"
+    kind = kind_of(subject)
+    place = note.place or idea.place or f"a quiet place that belongs to {subject}"
+    time = note.time or idea.time or _time_from_look(look["light"])
+    weather = note.weather
+    objects = [o for o in idea.objects if idea.head(o) not in _WEATHER]
+    obj = objects[0] if objects else ""
+    opening = f"{subject} waits alone" + (f", {obj} close at hand" if obj else f" in {place}")
+    last_obj = objects[1] if len(objects) > 1 else obj
+    ending = f"the shot ends on {subject}" + (f" with {last_obj}" if last_obj else f" in {place}")
     beats = [
         opening,
-        f"{_cap(subject)} {action}",
-        f"a final image of {subject} with {last_obj}, held for a breath",
+        _action_beat(idea, subject, kind, look["mood"]),
+        f"{ending}, held for a breath",
     ]
     durations: list[int] = target["durations"]
     # Three beats want room: the legal duration nearest 8 seconds.
     duration = min(durations, key=lambda d: (abs(d - 8), d))
-    avoid = ["on-screen text", "logos", "distorted hands or faces"]
+    avoid = ["on-screen text", "logos"]
+    avoid.append("distorted hands or faces" if kind == "person" else "extra limbs or warped shapes")
+    sound = note.sound or look["sound"]
     return Shot(
         idea=idea,
         subject=subject,
-        place=place,
+        place=f"{place} {weather}".strip() if weather else place,
         time=time,
         style=look["style"],
-        camera=look["camera"],
+        camera=_camera_for(note.camera or look["camera"], subject, kind),
         lens=look["lens"],
-        light=_light_for(look["light"], time),
+        light=_light_for(look["light"], time, weather),
         palette=look["palette"],
-        mood=look["mood"],
-        sound=f"{look['sound']}; {sound_cue(idea)} as the scene settles",
+        mood=note.mood or look["mood"],
+        sound=f"{sound}; {sound_cue(idea)} as the scene settles",
         beats=beats,
         avoid=avoid,
+        kind=kind,
+        weather=weather,
+        details=list(note.details),
         size=target["sizes"][0],
         duration=duration,
     )
+
+
+def _camera_for(camera: str, subject: str, kind: str) -> str:
+    """The persona's camera, pointed at this subject: only a person has a face to be on."""
+    if kind == "person":
+        return camera
+    return re.sub(r"\b(?:a|the) (?:human |real )?face\b|\b(?:a|the) person\b", subject, camera)
+
+
+def _action_beat(idea: Idea, subject: str, kind: str, mood: str) -> str:
+    """What the subject does, in the draft's own words: never the idea pasted as typed."""
+    how = "suddenly" if re.search(r"urgent|kinetic|dread|confident", mood) else "slowly"
+    if idea.action and subject == idea.subject:
+        return f"{subject} {how} {idea.action}"
+    if idea.action:  # a teammate changed the subject: it does what the old one did
+        return f"{subject} {how} {idea.action}"
+    if kind == "thing":
+        return f"{subject} sits still as the light moves slowly across it"
+    return f"{subject} pauses, then moves on with quiet purpose"
 
 
 # ---- must-haves: what a persona insists on, and how a draft meets it --------------------
@@ -219,7 +267,7 @@ def _apply_light_source(s: Shot, persona: dict[str, Any]) -> str:
 def _apply_sound_cue(s: Shot, persona: dict[str, Any]) -> str:
     cue = sound_cue(s.idea)
     s.sound = f"{_clean(s.sound.split(';')[0])}; on the final beat, {cue} changes what we saw"
-    s.beats[-1] = f"{s.beats[-1]}; {cue} is heard"
+    s.beats[-1] = f"{s.beats[-1]}, and {cue} is heard"
     return f"a sound cue on the final beat: {cue}"
 
 
@@ -237,7 +285,7 @@ _HEX = {
 
 
 def _apply_vertical(s: Shot, persona: dict[str, Any]) -> str:
-    s.composition = "subject centred in the middle third so the frame survives a 9:16 crop"
+    s.composition = "the subject stays centred in the middle third, so a 9:16 crop keeps it"
     return "a composition that holds in a vertical crop"
 
 
@@ -249,20 +297,29 @@ def _apply_no_text(s: Shot, persona: dict[str, Any]) -> str:
 
 
 def _apply_face(s: Shot, persona: dict[str, Any]) -> str:
-    s.beats[0] = f"close on the face of {s.subject}, eyes catching the light; {s.beats[0]}"
-    return "a human face in the opening shot"
+    # Only a person has a face to open on; an animal or a thing is opened on close up.
+    i = 1 if s.beats[0].startswith("in the first two seconds") else 0
+    if s.kind == "person":
+        s.beats[i] = f"the shot opens close on the face of {s.subject}, eyes catching the light"
+        return "a human face in the opening shot"
+    s.beats[i] = f"the shot opens close on {s.subject}, filling the frame"
+    return f"{s.subject} close up in the opening shot"
+
+
+_HOOKS = {
+    "person": "looks straight into the lens",
+    "animal": "freezes and looks straight into the lens",
+    "thing": "catches a sudden flash of light",
+}
 
 
 def _apply_hook(s: Shot, persona: dict[str, Any]) -> str:
-    action = s.idea.action or "moves"
-    s.beats[0] = f"in the first two seconds, {s.subject} {action.split(' ')[0]} — {s.beats[0]}"
+    s.beats.insert(0, f"in the first two seconds, {s.subject} {_HOOKS[s.kind]}")
     return "a hook in the first two seconds"
 
 
 def _apply_still(s: Shot, persona: dict[str, Any]) -> str:
-    s.beats[-1] = (
-        f"{s.beats[-1]}; the frame holds still on this image, composed to work as a photograph"
-    )
+    s.beats[-1] = f"{s.beats[-1]}, and the frame holds still on this image like a photograph"
     return "an ending that holds as a still"
 
 
@@ -271,11 +328,15 @@ def _apply_available_light(s: Shot, persona: dict[str, Any]) -> str:
     return f"available light only, and the hour stated ({s.time})"
 
 
+_GESTURES = {
+    "person": "wipes a hand on a sleeve without thinking",
+    "animal": "shakes out its coat without a glance at the camera",
+    "thing": "is nudged by a passing gust, unplanned",
+}
+
+
 def _apply_candid(s: Shot, persona: dict[str, Any]) -> str:
-    s.beats.insert(
-        len(s.beats) - 1,
-        f"an unposed gesture: {s.subject} wipes a hand on a sleeve without thinking",
-    )
+    s.beats.insert(len(s.beats) - 1, f"in an unposed gesture, {s.subject} {_GESTURES[s.kind]}")
     return "one candid, unposed gesture at the centre"
 
 
@@ -317,11 +378,15 @@ def _apply_detail(s: Shot, persona: dict[str, Any]) -> str:
     return f"the detail you asked for ({detail})"
 
 
+_TURNS = {
+    "person": "{s}'s expression shifts from doubt to quiet resolve",
+    "animal": "{s}'s stance shifts from wariness to calm",
+    "thing": "the light on {s} shifts from cold to warm",
+}
+
+
 def _apply_turn(s: Shot, persona: dict[str, Any]) -> str:
-    s.beats.insert(
-        len(s.beats) - 1,
-        f"{s.subject}'s expression shifts from doubt to quiet resolve",
-    )
+    s.beats.insert(len(s.beats) - 1, _TURNS[s.kind].format(s=s.subject))
     return "an emotional turn before the last beat"
 
 
@@ -404,10 +469,14 @@ NEEDS: list[Need] = [
     Need(
         "face",
         r"human face|face in the opening",
-        r"open on a face|face first",
-        lambda s, p: f"Open on a face. The first thing we see is a person, not {s.place}.",
+        r"open on a face|face first|open close on",
+        lambda s, p: (
+            f"Open on a face. The first thing we see is a person, not {s.place}."
+            if s.kind == "person"
+            else f"Open close on {s.subject}. The first thing we see is {s.subject}, not {s.place}."
+        ),
         _apply_face,
-        lambda t, d, p: "face of" in d["parts"]["action_beats"][0].lower(),
+        lambda t, d, p: "opens close on" in " ".join(d["parts"]["action_beats"][:2]).lower(),
     ),
     Need(
         "hook",
@@ -472,7 +541,7 @@ NEEDS: list[Need] = [
             "change in their face."
         ),
         _apply_turn,
-        lambda t, d, p: "expression shifts" in t,
+        lambda t, d, p: "shifts from" in t,
     ),
     Need(
         "own_words",
@@ -550,60 +619,136 @@ def _heard_needs(history: list[dict[str, str]]) -> tuple[list[str], list[dict[st
     return ids, notes
 
 
-_NOTE_WORDS: list[tuple[str, Callable[[Shot], str]]] = [
-    (r"\brain", lambda s: _set_place(s, "in steady rain")),
-    (r"\bsnow", lambda s: _set_place(s, "under falling snow")),
-    (r"\bfog|\bmist", lambda s: _set_place(s, "in low fog")),
-    (r"\bnight\b", lambda s: _set_time(s, "at night")),
-    (r"\bdawn|sunrise", lambda s: _set_time(s, "at dawn")),
-    (r"\bsunset|golden hour", lambda s: _set_time(s, "at golden hour")),
-    (r"\bslow(?:er)?\b", lambda s: _set_mood(s, "slower, every beat given time")),
-    (r"\bmusic|\bscore", lambda s: _set_sound(s, "a spare piano motif under the ambience")),
-    (r"\bsilen", lambda s: _set_sound(s, "near silence, only the room breathing")),
+@dataclass
+class NoteChange:
+    """What teammates' notes change in the shot: each set field overrides the idea or the
+    persona's look; details add to the frame."""
+
+    time: str = ""
+    weather: str = ""
+    place: str = ""
+    subject: str = ""
+    camera: str = ""
+    sound: str = ""
+    mood: str = ""
+    details: list[str] = field(default_factory=list)
+
+    def merged(self, later: NoteChange) -> NoteChange:
+        out = NoteChange(details=[*self.details, *later.details])
+        for name in ("time", "weather", "place", "subject", "camera", "sound", "mood"):
+            setattr(out, name, getattr(later, name) or getattr(self, name))
+        return out
+
+
+_WEATHER_WORDS = [
+    (r"\bstorm|thunder|lightning", "in a storm"),
+    (r"\brain", "in steady rain"),
+    (r"\bsnow", "under falling snow"),
+    (r"\bfog|\bmist", "in low fog"),
+    (r"\bwind", "in a strong wind"),
 ]
+# One camera move each, so a note never breaks the target's one-move rule.
+_CAMERA_WORDS = [
+    (r"hand-?held", "handheld, close to the subject, one slow step in"),
+    (r"drone|aerial|bird'?s[- ]eye", "high aerial view, one slow descent"),
+    (r"overhead|top-?down", "top-down overhead frame, one slow rotation"),
+    (r"close[- ]?up|closer|tighter", "tight close-up, one slow push-in"),
+    (r"\bwide\b|\bwider\b", "wide frame, one slow lateral track"),
+    (r"static|locked[- ]off|tripod", "locked-off frame on a tripod that never moves"),
+    (r"\bdolly", "eye-level frame, one slow dolly-in"),
+    (r"\bcrane", "low frame, one slow crane up"),
+    (r"\btrack|\bfollow", "tracking alongside the subject at walking pace"),
+]
+_NEW_SUBJECT = re.compile(
+    r"\b(?:make (?:it|the subject|him|her|them)|make the \w+|swap in|replace (?:the|a|an) \w+ "
+    r"with|instead of (?:the|a|an) \w+,?|what about|how about|try)\s+"
+    r"((?:a|an|the|two|three|some)\s+[a-z][a-z-]*(?:\s+[a-z][a-z-]*){0,2})",
+    re.I,
+)
+_STOP_AFTER = frozenset("instead please at in on with and but or for to".split())
 
 
-def _set_place(s: Shot, weather: str) -> str:
-    s.place = f"{s.place} {weather}"
-    return weather
-
-
-def _set_time(s: Shot, time: str) -> str:
-    s.time = time
-    return f"the time is now {time}"
-
-
-def _set_mood(s: Shot, mood: str) -> str:
-    s.mood = mood
-    return mood
-
-
-def _set_sound(s: Shot, sound: str) -> str:
-    s.sound = f"{sound}; {s.sound}"
-    return sound
-
-
-def _take_note(s: Shot, text: str) -> str:
-    """A teammate's note, taken into the shot; returns what changed."""
-    low = text.lower()
-    for pattern, change in _NOTE_WORDS:
-        if re.search(pattern, low):
-            return change(s)
-    # Otherwise the note's own noun phrase joins the frame as a detail.
-    note = read_idea(text)
-    phrase = next((o for o in note.objects if len(o) > 3), note.subject)
-    phrase = re.sub(r"^(?:the|a|an)\s+", "", _clean(phrase))
-    if not phrase or len(phrase) > 60:
+def _note_subject(text: str) -> str:
+    """A new subject a note asks for ("make it a heron", "what about two old sailors")."""
+    m = _NEW_SUBJECT.search(text)
+    if not m:
         return ""
-    s.details.append(f"{phrase} visible in the frame")
-    return f"{phrase} is in the frame"
+    words: list[str] = []
+    for w in m.group(1).split():
+        if w.lower() in _STOP_AFTER:
+            break
+        words.append(w.lower())
+    head = words[-1] if len(words) > 1 else ""
+    if not head or head in _WEATHER or time_of(head) or head in ("version", "shot", "bit"):
+        return ""
+    return " ".join(words)
+
+
+def read_note(text: str, *, audio: bool) -> tuple[NoteChange, list[str]]:
+    """What a teammate's note changes, and how to say each change, in the order checked:
+    time of day, weather, place, subject, camera, sound, pace; else its noun phrase joins
+    the frame as a detail."""
+    low = text.lower()
+    change = NoteChange()
+    said: list[str] = []
+    change.time = time_of(low)
+    if change.time:
+        said.append(f"now {change.time}")
+    weather = [phrase for pattern, phrase in _WEATHER_WORDS if re.search(pattern, low)][:2]
+    if weather:
+        change.weather = " and ".join(weather)
+        said.append(change.weather)
+        if re.search(r"\b(?:glass|window|windscreen|windshield)", low) and "rain" in low:
+            change.details.append("rain running down the glass")
+            said.append("rain on the glass")
+    subject = _note_subject(text)
+    if subject and subject.split()[-1] in PLACES:
+        change.place, subject = subject, ""
+    note = read_idea(text)
+    if not change.place and note.place:
+        change.place = note.place
+    if change.place:
+        said.append(f"now in {change.place}")
+    if subject:
+        change.subject = subject
+        said.append(f"{subject} is the subject now")
+    camera = next((c for pattern, c in _CAMERA_WORDS if re.search(pattern, low)), "")
+    if camera:
+        change.camera = camera
+        said.append(f"the camera is now {camera}")
+    if audio and re.search(r"\bmusic|\bscore", low):
+        change.sound = "a spare piano motif under the ambience"
+        said.append(change.sound)
+    elif audio and re.search(r"\bsilen", low):
+        change.sound = "near silence, only the room breathing"
+        said.append(change.sound)
+    if re.search(r"\bslow(?:er)?\b", low):
+        change.mood = "slower, every beat given time"
+        said.append(change.mood)
+    if not said:
+        phrase = next((o for o in note.objects if len(o) > 3), "")
+        phrase = re.sub(r"^(?:the|a|an)\s+", "", _clean(phrase))
+        if phrase and len(phrase) <= 60 and not re.search(r"[<>]", phrase):
+            change.details.append(phrase)
+            said.append(f"{phrase} is in the frame")
+    return change, said
 
 
 def current_shot(brief: dict[str, Any]) -> tuple[Shot, list[str], list[str]]:
     """The shot after every change asked for so far: the shot, the persona's changes in
-    order, and what each teammate's note changed (one entry per note, "" for none)."""
-    shot = _first_shot(brief)
+    order, and what each teammate's note changed (one entry per note, "" for none).
+
+    Notes change the shot's ground (time, weather, place, subject, camera) before the
+    persona's needs are met on it, so a need that names the hour names the new one."""
     ids, notes = _heard_needs(brief.get("history", []))
+    audio = brief["target"].get("audio", "none") != "none"
+    merged = NoteChange()
+    noted: list[str] = []
+    for n in notes:
+        change, said = read_note(n["text"], audio=audio)
+        merged = merged.merged(change)
+        noted.append("; ".join(said))
+    shot = _first_shot(brief, merged)
     persona = brief["persona"]
     changes: list[str] = []
     for nid in ids:
@@ -612,7 +757,7 @@ def current_shot(brief: dict[str, Any]) -> tuple[Shot, list[str], list[str]]:
         elif nid == "tighten":
             # The plain opening beat goes first; the action and what was asked for stay.
             beats = shot.beats
-            if len(beats) > 3 and beats[0].startswith(f"{_cap(shot.subject)} alone"):
+            if len(beats) > 3 and beats[0].startswith(f"{shot.subject} waits alone"):
                 beats = beats[1:]
             shot.beats = [b.replace(" close at hand", " in reach") for b in beats]
             shot.beats[-1] = shot.beats[-1].replace(", held for a breath", "")
@@ -626,7 +771,6 @@ def current_shot(brief: dict[str, Any]) -> tuple[Shot, list[str], list[str]]:
         vertical = [z for z in brief["target"]["sizes"] if _VERTICAL.match(z)]
         if vertical:
             shot.size = vertical[0]
-    noted = [_take_note(shot, n["text"]) for n in notes]
     return shot, changes, noted
 
 
@@ -634,12 +778,13 @@ def current_shot(brief: dict[str, Any]) -> tuple[Shot, list[str], list[str]]:
 
 # Positive statements for avoid items, for targets with no negative prompt field.
 _POSITIVE = [
-    (r"text|lettering|caption|subtitle", "every wall and surface clean and unlettered"),
-    (r"logo|brand", "objects plain and unbranded"),
-    (r"hand|face|distort", "hands and faces natural and steady"),
-    (r"gloss|sheen", "textures honest and unretouched"),
-    (r"staged|pos", "movement natural and unposed"),
-    (r"studio", "light only from real sources"),
+    (r"text|lettering|caption|subtitle", "every wall and surface is clean and unlettered"),
+    (r"logo|brand", "objects are plain and unbranded"),
+    (r"hand|face", "hands and faces stay natural and steady"),
+    (r"limb|warp|distort", "every shape holds steady and whole"),
+    (r"gloss|sheen", "textures stay honest and unretouched"),
+    (r"staged|pos", "movement stays natural and unposed"),
+    (r"studio", "light comes only from real sources"),
 ]
 
 
@@ -662,76 +807,88 @@ def _beat_times(n: int, duration: int) -> list[str]:
     return [f"{a}-{b} s" for a, b in itertools.pairwise(edges)]
 
 
+def _plural(phrase: str) -> bool:
+    words = phrase.lower().split()
+    return bool(words) and (words[0] in ("two", "three", "some") or words[-1].endswith("s"))
+
+
+def _scene(shot: Shot, *, with_subject: bool) -> list[str]:
+    """The scene as sentences: where and when, what is in view, the details asked for."""
+    where = f"{shot.place} {shot.time}"
+    if with_subject:
+        verb = "are" if _plural(shot.subject) else "is"
+        out = [f"{_cap(shot.subject)} {verb} in {where}."]
+    else:
+        out = [f"The scene is {where}."]
+    things = [o for o in shot.idea.objects if shot.idea.head(o) not in _WEATHER]
+    if things:
+        verb = "are" if len(things) > 1 or _plural(things[0]) else "is"
+        out.append(f"{_cap(_and(things))} {verb} in view.")
+    out += [f"{_cap(_clean(d))} is visible in the frame." for d in shot.details]
+    if shot.composition:
+        out.append(f"{_cap(shot.composition)}.")
+    return out
+
+
 def render(shot: Shot, target: dict[str, Any]) -> str:
-    """`prompt_text` in the target's layout, within its length bounds."""
+    """`prompt_text` in the target's layout, within its length bounds.
+
+    Every sentence has a subject and a verb; the labelled fields of Sora's cinematography
+    block are the vendor's own form. The idea is never pasted as typed: the subject's
+    action is said in the draft's words."""
     layout = target.get("layout", "prose")
     audio = target.get("audio", "none") != "none"
     positives = [] if target.get("negative_prompt") else _positives(shot.avoid)
-    details = [_clean(d) for d in shot.details]
-    scene_bits = [f"{_cap(shot.subject)} in {shot.place} {shot.time}"]
-    if layout != "blocks":
-        scene_bits = [f"{_cap(shot.place)} {shot.time}"]
-    if shot.idea.objects:
-        scene_bits.append(f"{_cap(_and(shot.idea.objects))} in view")
-    scene_bits += [_cap(d) for d in details]
-    if shot.composition:
-        scene_bits.append(_cap(shot.composition))
-    if positives:
-        scene_bits.append(_cap("; ".join(positives)))
-    scene = ". ".join(scene_bits) + "."
-    beats = [_clean(b) for b in shot.beats]
+    positive = [f"{_cap(p)}." for p in positives]
+    beats = [f"{_cap(_clean(b))}." for b in shot.beats]
+    look = f"The look is {_clean(shot.style)}, {_clean(shot.mood)}."
+    camera = f"The camera work is {_clean(shot.camera)}, with a {_clean(shot.lens)}."
+    light = f"The light is {_clean(shot.light)}, in a palette of {_clean(shot.palette)}."
+    sound = f"The soundtrack carries {_clean(shot.sound)}."
     if layout == "blocks":
         times = _beat_times(len(beats), shot.duration)
         blocks = [
             f"Style: {_clean(shot.style)}, {_clean(shot.mood)}.",
-            scene,
+            " ".join([*_scene(shot, with_subject=True), *positive]),
             "Cinematography:\n"
             f"Camera shot: {_clean(shot.camera)}\n"
             f"Lens: {_clean(shot.lens)}\n"
             f"Lighting: {_clean(shot.light)}\n"
             f"Palette: {_clean(shot.palette)}\n"
             f"Mood: {_clean(shot.mood)}",
-            "Actions:\n"
-            + "\n".join(f"- {t}: {_cap(b)}." for t, b in zip(times, beats, strict=True)),
+            "Actions:\n" + "\n".join(f"- {t}: {b}" for t, b in zip(times, beats, strict=True)),
         ]
         if audio:
-            blocks.append(f"Sound: {_cap(_clean(shot.sound))}.")
+            blocks.append(f"Sound: {sound}")
         text = "\n\n".join(blocks)
     elif layout == "motion_first":
+        # The subject's motion first, then the camera's, then the scene's, then the style.
+        main = 1 if len(beats) > 1 else 0
         text = " ".join(
             [
-                f"{_cap(beats[1] if len(beats) > 1 else beats[0])}.",
-                f"The camera: {_clean(shot.camera)}, {_clean(shot.lens)}.",
-                f"{_cap(shot.place)} {shot.time}, {_clean(shot.light)}, {_clean(shot.palette)}.",
-                " ".join(f"{_cap(b)}." for b in beats if b != (beats[1] if len(beats) > 1 else "")),
-                *(f"{_cap(d)}." for d in details),
-                *([f"{_cap(shot.composition)}."] if shot.composition else []),
-                f"{_cap(_clean(shot.style))}.",
-                *(f"{_cap(p)}." for p in positives),
+                beats[main],
+                camera,
+                *_scene(shot, with_subject=False),
+                light,
+                *(b for i, b in enumerate(beats) if i != main),
+                look,
+                *positive,
             ]
         )
     elif layout == "shots":
-        lines = [
-            f"Shot {i}: {_cap(b)}; "
-            f"{f'{_clean(shot.camera)}, {_clean(shot.lens)}' if i == 1 else 'camera holds'}; "
-            f"{_clean(shot.style)}."
-            for i, b in enumerate(beats, 1)
-        ]
-        lines.insert(0, scene + f" {_cap(_clean(shot.light))}; palette {_clean(shot.palette)}.")
+        lines = [" ".join([*_scene(shot, with_subject=False), light, *positive])]
+        for i, b in enumerate(beats, 1):
+            lines.append(
+                f"Shot {i}: {b} " + (f"{camera} {look}" if i == 1 else "The camera holds.")
+            )
         if audio:
-            lines.append(f"Sound: {_cap(_clean(shot.sound))}.")
+            lines.append(f"Sound: {sound}")
         text = "\n".join(lines)
     else:
-        sentences = [
-            scene,
-            " ".join(f"{_cap(b)}." for b in beats),
-            f"{_cap(_clean(shot.style))}, {_clean(shot.mood)}.",
-            f"Camera: {_clean(shot.camera)}, {_clean(shot.lens)}.",
-            f"Lighting: {_clean(shot.light)}; palette {_clean(shot.palette)}.",
-        ]
+        parts = [*_scene(shot, with_subject=False), *beats, look, camera, light, *positive]
         if audio:
-            sentences.append(f"Audio: {_cap(_clean(shot.sound))}.")
-        text = " ".join(sentences)
+            parts.append(sound)
+        text = " ".join(parts)
     return _fit(text, target)
 
 
@@ -802,7 +959,7 @@ def _copilot(brief: dict[str, Any]) -> dict[str, Any]:
     shot, changes, noted = current_shot(brief)
     idea = shot.idea
     if latest is None:
-        greet = f"{persona['display_name'].split()[0]}, " if persona.get("name") != "custom" else ""
+        greet = f"{persona['display_name'].split()[0]}, "
         obj = idea.objects[0] if idea.objects else "that moment"
         message = _cap(
             f"{greet}here is a first pass at {idea.subject} in {shot.place}. Two "
@@ -911,7 +1068,7 @@ def _persona(brief: dict[str, Any], hold: int | None) -> dict[str, Any]:
             "verdict": {"decision": "approve", "version": latest["version"]},
         }
     openers = _OPENERS.get(key) or [
-        f"Speaking as {persona.get('role', 'myself')}: not yet.",
+        "Not yet.",
         "Closer, but not there.",
         "Nearly.",
     ]
