@@ -307,8 +307,8 @@ def _apply_face(s: Shot, persona: dict[str, Any]) -> str:
 
 
 _HOOKS = {
-    "person": "looks straight into the lens",
-    "animal": "freezes and looks straight into the lens",
+    "person": "looks into the lens",
+    "animal": "freezes and looks into the lens",
     "thing": "catches a sudden flash of light",
 }
 
@@ -319,7 +319,7 @@ def _apply_hook(s: Shot, persona: dict[str, Any]) -> str:
 
 
 def _apply_still(s: Shot, persona: dict[str, Any]) -> str:
-    s.beats[-1] = f"{s.beats[-1]}, and the frame holds still on this image like a photograph"
+    s.beats[-1] = f"{s.beats[-1]}, and the frame holds still like a photograph"
     return "an ending that holds as a still"
 
 
@@ -778,7 +778,7 @@ def current_shot(brief: dict[str, Any]) -> tuple[Shot, list[str], list[str]]:
 
 # Positive statements for avoid items, for targets with no negative prompt field.
 _POSITIVE = [
-    (r"text|lettering|caption|subtitle", "every wall and surface is clean and unlettered"),
+    (r"text|lettering|caption|subtitle", "surfaces are clean and unlettered"),
     (r"logo|brand", "objects are plain and unbranded"),
     (r"hand|face", "hands and faces stay natural and steady"),
     (r"limb|warp|distort", "every shape holds steady and whole"),
@@ -844,7 +844,7 @@ def render(shot: Shot, target: dict[str, Any]) -> str:
     look = f"The look is {_clean(shot.style)}, {_clean(shot.mood)}."
     camera = f"The camera work is {_clean(shot.camera)}, with a {_clean(shot.lens)}."
     light = f"The light is {_clean(shot.light)}, in a palette of {_clean(shot.palette)}."
-    sound = f"The soundtrack carries {_clean(shot.sound)}."
+    sound = f"We hear {_clean(shot.sound)}."
     if layout == "blocks":
         times = _beat_times(len(beats), shot.duration)
         blocks = [
