@@ -18,13 +18,13 @@ sheet gets one repair call; then the engine stops the session with a clear error
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Any
 
 from pydantic import Field
 
 from bot.dialogue.agents import ReplyInvalid, _hint, _parse, _Strict
 from bot.dialogue.models import Look, Persona, Session
+from bot.dialogue.text import clean as text_clean
 from bot.llm.base import Message, ModelRequest
 
 FREE_TEXT_ICON = ":performing_arts:"
@@ -130,10 +130,9 @@ def sheet_request(session: Session, *, max_tokens: int) -> ModelRequest:
 
 
 def clean(text: str) -> str:
-    """One line of untrusted text: control and format characters (NUL, bidi overrides)
-    removed, runs of whitespace made one space."""
-    kept = "".join(ch if unicodedata.category(ch) not in ("Cc", "Cf") else " " for ch in text)
-    return " ".join(kept.split())
+    """One line of untrusted text: control characters and bidi overrides removed
+    (`bot.dialogue.text.clean`), runs of whitespace made one space."""
+    return " ".join(text_clean(text).split())
 
 
 def safe_name(text: str) -> str:
