@@ -27,7 +27,7 @@ from bot.config import Settings, oauth_enabled
 from bot.sessions import BadInput
 from bot.slack.client import close_client, make_client
 from bot.slack.workspaces import open_workspaces
-from state import State
+from state import State, describe
 
 log = logging.getLogger("sora.web")
 
@@ -61,7 +61,9 @@ def build_web_app(bolt: AsyncApp, *, state: State) -> web.Application:
         try:
             await asyncio.wait_for(state.redis.ping(), timeout=HEALTH_TIMEOUT_S)
         except (RedisError, OSError, TimeoutError) as e:
-            reason = f"unreachable: {type(e).__name__}: {e}" if str(e) else "unreachable"
+            # Our words, never redis-py's text: this answer is public, and that text
+            # can name hosts and commands.
+            reason = f"unreachable: {describe(e)}"
             return web.json_response({"ok": False, "redis": reason}, status=503)
         return web.json_response({"ok": True, "redis": "ok"})
 

@@ -28,6 +28,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from bot import metrics
 from bot.config import Settings
 from bot.dialogue.engine import (
@@ -48,6 +51,10 @@ from state.sweep import Lost
 
 log = logging.getLogger("sora.worker")
 RETRY_TAKE_S = 1.0
+# A job whose Redis command failed for want of a connection (Redis restarting, a failover)
+# is tried again here, after 1, 2, 3... s, this many times, rather than left for
+# RECLAIM_IDLE_MS: a restart then costs seconds. After that, reclaim takes it over.
+LOCAL_RETRIES = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +134,7 @@ class Worker:
         self.admit = admit
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[str, tuple[Job, str]] = {}  # job id -> (job, lease owner)
+        self._retries: dict[str, int] = {}  # job id -> local retries after Redis was away
         self._stopping = asyncio.Event()
 
     # ---- the loop --------------------------------------------------------------------
@@ -239,7 +247,7 @@ class Worker:
         except Exception as e:
             if is_full(e):
                 log.error("cannot read session %s: %s", job.session_id, describe(e))
-            else:
+            elif not self._again(job, e):
                 log.exception(
                     "cannot read session %s; leaving job %s pending", job.session_id, job.id
                 )
@@ -315,6 +323,8 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await self.state.leases.release(job.session_id, owner)
                 return
+            if self._again(job, e):
+                return  # the lease stays ours: the retry (same owner) takes it back at once
             log.exception(
                 "session %s: could not %s turn %s; job %s stays pending%s",
                 job.session_id,
@@ -330,6 +340,7 @@ class Worker:
             return
         finally:
             self._working.pop(job.id, None)
+        self._retries.pop(job.id, None)
         self._finished(session)
 
     async def _changed(self, before: SessionStatus, session: Session) -> None:
@@ -349,6 +360,38 @@ class Worker:
                 actor_name=locked.locked_by,
                 detail=f"v{locked.draft.version}, {locked.reason.value}",
             )
+
+    def _again(self, job: Job, e: Exception) -> bool:
+        """Try `job` again soon if `e` is Redis out of reach (a restart, a failover: the
+        pool reconnects once Redis is back); False if it is not, or tried enough."""
+        if not isinstance(e, (RedisConnectionError, RedisTimeoutError)):
+            return False
+        n = self._retries.get(job.id, 0) + 1
+        if n > LOCAL_RETRIES or self._stopping.is_set():
+            self._retries.pop(job.id, None)
+            return False
+        self._retries[job.id] = n
+        log.warning(
+            "session %s: Redis out of reach (%s); job %s tried again in %.0f s",
+            job.session_id,
+            describe(e),
+            job.id,
+            RETRY_TAKE_S * n,
+        )
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(RETRY_TAKE_S * n)
+                if not self._stopping.is_set():
+                    await self.handle(job)
+            finally:
+                if self._retries.get(job.id) == n:  # not failed again: done with it
+                    self._retries.pop(job.id, None)
+
+        task = asyncio.create_task(later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
 
     def _finished(self, session: Session) -> None:
         if session.status != SessionStatus.RUNNING and self.on_finished is not None:

@@ -826,6 +826,7 @@ async def test_healthz_is_503_when_redis_is_unreachable(
         assert (
             resp.status == 503 and body["ok"] is False and body["redis"].startswith("unreachable")
         )
+        assert "127.0.0.1" not in body["redis"] and "Error" not in body["redis"]
     finally:
         await nowhere.aclose()
 

@@ -17,11 +17,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cli import open_state
 from bot.config import Settings
+from bot.dialogue.engine import Engine
+from bot.dialogue.models import SessionStatus
+from bot.llm.offline import OfflineModel
 from bot.sessions import Invoker, Refused, Sessions
+from bot.surfaces.recording import RecordingSurface
+from bot.worker import Worker, WorkerConfig
 from state import State, StateMisconfigured, StateUnavailable, connect, describe, is_full, redact
 from state.health import check_eviction
 from tests.redis_fixtures import own_redis
-from tests.support import make_session, run_cli
+from tests.support import make_session, run_cli, wait_until
 
 SECRET_URLS = [
     "redis://:PW#k2@127.0.0.1:1/0",
@@ -188,4 +193,53 @@ async def test_a_restart_costs_no_failed_command(tmp_path: Path) -> None:
                 assert snap is not None and snap.session.id == session.id
             assert await state.queue.stats()
         finally:
+            await redis.aclose()
+
+
+async def test_a_worker_carries_its_sessions_through_a_restart_without_reclaim(
+    tmp_path: Path,
+) -> None:
+    """Redis restarts (AOF on) while a worker is mid-session, and stays down a moment, so
+    that commands fail outright, not only on stale connections. The sessions still lock:
+    with RECLAIM_IDLE_MS at ten minutes, nothing but the worker's own retries could have
+    moved them within the wait."""
+    with own_redis(str(tmp_path), "--appendonly", "yes", "--appendfsync", "always") as server:
+        redis = await connect(server.url)
+        state = State.create(redis, prefix="restart")
+        worker = Worker(
+            state=state,
+            engine=Engine(model=OfflineModel(latency=0.05)),
+            surface=RecordingSurface(redis, state.keys),
+            config=WorkerConfig(
+                concurrency=4,
+                lease_ttl_ms=300_000,
+                reclaim_idle_ms=600_000,
+                block_ms=50,
+                sweep_every_s=600,
+            ),
+        )
+        sessions = [make_session() for _ in range(3)]
+        for s in sessions:
+            await state.sessions.create(s, enqueue=True)
+        stopping = asyncio.Event()
+        running = asyncio.create_task(worker.run(stopping))
+        try:
+
+            async def under_way() -> bool:
+                stored = [await state.sessions.load(s.id) for s in sessions]
+                return all(s is not None and len(s.turns) >= 2 for s in stored)
+
+            await wait_until(under_way, "the sessions to get going")
+            server.stop()
+            await asyncio.sleep(0.5)  # down: every command now fails, and is retried later
+            server.start()
+
+            async def all_locked() -> bool:
+                stored = [await state.sessions.load(s.id) for s in sessions]
+                return all(s is not None and s.status == SessionStatus.LOCKED for s in stored)
+
+            await wait_until(all_locked, "every session to lock after the restart", within=30)
+        finally:
+            stopping.set()
+            await asyncio.gather(running, return_exceptions=True)
             await redis.aclose()
