@@ -710,6 +710,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         surface=surface,
         config=config,
         on_lost=_lost_teller(client, workspaces),
+        on_store_full=_full_teller(client, workspaces),
         admit=admit,
     )
     stopping = asyncio.Event()
@@ -756,21 +757,56 @@ def _metrics_note(settings: Settings) -> str:
     return f", /metrics on port {port}" if port is not None else ""
 
 
+def _slack_speaker(
+    client: AsyncWebClient | None, workspaces: Clients | None
+) -> Callable[[str | None], Awaitable[AsyncWebClient]] | None:
+    """The client speaking for a workspace: the one client, or in OAuth mode each
+    workspace's own; None without Slack."""
+    if client is None and workspaces is None:
+        return None
+
+    async def speaker(team_id: str | None) -> AsyncWebClient:
+        if workspaces is not None:
+            return await workspaces.for_team(team_id)
+        assert client is not None
+        return client
+
+    return speaker
+
+
 def _lost_teller(
     client: AsyncWebClient | None, workspaces: Clients | None = None
 ) -> Callable[[Lost], Awaitable[None]] | None:
-    """How the worker tells a thread that its session's state is gone (Slack only), with
-    the one client, or in OAuth mode the client of the session's workspace."""
-    if client is None and workspaces is None:
+    """How the worker tells a thread that its session's state is gone (Slack only)."""
+    speaker = _slack_speaker(client, workspaces)
+    if speaker is None:
         return None
     from bot.slack.lost import tell_lost
 
     async def tell(lost: Lost) -> None:
-        speaker = client if workspaces is None else await workspaces.for_team(lost.team_id)
-        assert speaker is not None
-        await tell_lost(
-            speaker, session_id=lost.session_id, channel=lost.channel, ts=lost.thread_ts
-        )
+        sid, channel, ts = lost.session_id, lost.channel, lost.thread_ts
+        await tell_lost(await speaker(lost.team_id), session_id=sid, channel=channel, ts=ts)
+
+    return tell
+
+
+def _full_teller(
+    client: AsyncWebClient | None, workspaces: Clients | None = None
+) -> Callable[[Session, str], Awaitable[None]] | None:
+    """How the worker tells a session's thread root that Redis is full (Slack only)."""
+    speaker = _slack_speaker(client, workspaces)
+    if speaker is None:
+        return None
+    from bot.slack.lost import note_on_root
+
+    async def tell(session: Session, why: str) -> None:
+        o = session.origin
+        if o.channel_id and o.thread_ts:
+            line = (
+                f":warning: {why}. This turn is not saved yet; it is tried again "
+                "(tell whoever runs this app)."
+            )
+            await note_on_root(await speaker(o.team_id), o.channel_id, o.thread_ts, line)
 
     return tell
 
@@ -926,6 +962,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         surface=SlackSurface(client=client, state=state, settings=settings),
         config=WorkerConfig.from_settings(settings),
         on_lost=_lost_teller(client),
+        on_store_full=_full_teller(client),
     )
     handler = AsyncSocketModeHandler(app, app_token)
     stopping = asyncio.Event()

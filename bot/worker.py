@@ -118,10 +118,12 @@ class Worker:
         name: str | None = None,
         on_finished: Callable[[Session], None] | None = None,
         on_lost: Callable[[Lost], Awaitable[None]] | None = None,
+        on_store_full: Callable[[Session, str], Awaitable[None]] | None = None,
         admit: Callable[[Session], Awaitable[str | None]] | None = None,
     ):
         """`on_lost`: how to tell a thread that its session's state is gone (the
-        sweep finds those); without it they are only logged."""
+        sweep finds those); without it they are only logged. `on_store_full`: how to
+        tell a session's thread that its turn could not be saved because Redis is full."""
         self.state = state
         self.engine = engine
         self.surface = surface
@@ -129,6 +131,7 @@ class Worker:
         self.name = name or worker_name()
         self.on_finished = on_finished
         self.on_lost = on_lost
+        self.on_store_full = on_store_full
         # Whether this worker may run a session at all (OAuth mode: only sessions of a
         # workspace it has an installation for); the reason it may not, or None.
         self.admit = admit
@@ -246,7 +249,12 @@ class Worker:
             )
         except Exception as e:
             if is_full(e):
-                log.error("cannot read session %s: %s", job.session_id, describe(e))
+                # The snapshot takes the lease, a write. A plain read still works: tell.
+                log.error("cannot take session %s: %s", job.session_id, describe(e))
+                with contextlib.suppress(Exception):
+                    stored = await self.state.sessions.load(job.session_id)
+                    if stored is not None:
+                        await self._tell_full(stored, e)
             elif not self._again(job, e):
                 log.exception(
                     "cannot read session %s; leaving job %s pending", job.session_id, job.id
@@ -322,6 +330,7 @@ class Worker:
                 )
                 with contextlib.suppress(Exception):
                     await self.state.leases.release(job.session_id, owner)
+                await self._tell_full(session, e)
                 return
             if self._again(job, e):
                 return  # the lease stays ours: the retry (same owner) takes it back at once
@@ -360,6 +369,14 @@ class Worker:
                 actor_name=locked.locked_by,
                 detail=f"v{locked.draft.version}, {locked.reason.value}",
             )
+
+    async def _tell_full(self, session: Session, e: Exception) -> None:
+        if self.on_store_full is None:
+            return
+        try:
+            await self.on_store_full(session, describe(e))
+        except Exception as err:
+            log.warning("session %s: cannot say that Redis is full: %r", session.id, err)
 
     def _again(self, job: Job, e: Exception) -> bool:
         """Try `job` again soon if `e` is Redis out of reach (a restart, a failover: the

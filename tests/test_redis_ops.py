@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.cli import open_state
 from bot.config import Settings
 from bot.dialogue.engine import Engine
-from bot.dialogue.models import SessionStatus
+from bot.dialogue.models import Session, SessionStatus
 from bot.llm.offline import OfflineModel
 from bot.sessions import Invoker, Refused, Sessions
 from bot.surfaces.recording import RecordingSurface
@@ -239,6 +239,50 @@ async def test_a_worker_carries_its_sessions_through_a_restart_without_reclaim(
                 return all(s is not None and s.status == SessionStatus.LOCKED for s in stored)
 
             await wait_until(all_locked, "every session to lock after the restart", within=30)
+        finally:
+            stopping.set()
+            await asyncio.gather(running, return_exceptions=True)
+            await redis.aclose()
+
+
+async def test_a_running_session_whose_turn_cannot_be_saved_says_redis_is_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis fills up while the model writes a turn: the save is refused for want of
+    memory; the log and the session's thread say "Redis is full", and nothing is
+    half-written."""
+    with own_redis(str(tmp_path), "--maxmemory", "4mb", "--maxmemory-policy", "noeviction") as s:
+        redis = await connect(s.url)
+        state = State.create(redis, prefix="full")
+        told: list[str] = []
+
+        async def on_full(session: Session, why: str) -> None:
+            told.append(why)
+
+        worker = Worker(
+            state=state,
+            engine=Engine(model=OfflineModel(latency=0.5)),
+            surface=RecordingSurface(redis, state.keys),
+            config=WorkerConfig(block_ms=50, sweep_every_s=600),
+            on_store_full=on_full,
+        )
+        session = make_session()
+        await state.sessions.create(session, enqueue=True)
+        stopping = asyncio.Event()
+        running = asyncio.create_task(worker.run(stopping))
+        try:
+            await wait_until(
+                lambda: redis.exists(state.keys.lease(session.id)), "the turn to begin"
+            )
+            # While the model writes, Redis's limit drops well below what it holds (filling
+            # it would leave it hovering at the limit, as buffers come and go).
+            used = int((await redis.info("memory"))["used_memory"])
+            await redis.config_set("maxmemory", used // 2)
+            await wait_until(lambda: told, "the thread to be told")
+            assert told[0].startswith("Redis is full: ")
+            assert any("Redis is full: " in r.getMessage() for r in caplog.records)
+            stored = await state.sessions.load(session.id)
+            assert stored is not None and stored.turns == []  # nothing half-written
         finally:
             stopping.set()
             await asyncio.gather(running, return_exceptions=True)

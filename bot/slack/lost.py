@@ -67,10 +67,28 @@ async def retire_root(
     """Remove the buttons of the app's thread root at `ts` and add `line`, once.
 
     False when the root cannot be read or updated (deleted, or not the app's)."""
+    return await _amend_root(client, channel, ts, line, root=root, buttons=False)
+
+
+async def note_on_root(client: AsyncWebClient, channel: str, ts: str, line: str) -> bool:
+    """Add `line` under the app's thread root at `ts`, once, keeping its buttons (the next
+    status update of the root replaces it)."""
+    return await _amend_root(client, channel, ts, line, root=None, buttons=True)
+
+
+async def _amend_root(
+    client: AsyncWebClient,
+    channel: str,
+    ts: str,
+    line: str,
+    *,
+    root: dict[str, Any] | None,
+    buttons: bool,
+) -> bool:
     root = root or await root_message(client, channel, ts)
     if root is None or session_of(root) is None:
         return False
-    blocks = [b for b in root.get("blocks") or [] if b.get("type") != "actions"]
+    blocks = [b for b in root.get("blocks") or [] if buttons or b.get("type") != "actions"]
     if any(b.get("type") == "context" and line in str(b) for b in blocks):
         return True
     blocks.append(context_block(line))
@@ -79,7 +97,7 @@ async def retire_root(
             channel=channel, ts=ts, text=str(root.get("text") or line), blocks=blocks
         )
     except SlackApiError as e:
-        log.warning("cannot retire the root %s in %s: %s", ts, channel, e.response.get("error"))
+        log.warning("cannot amend the root %s in %s: %s", ts, channel, e.response.get("error"))
         return False
     return True
 
