@@ -1456,6 +1456,10 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "org_wide": org_wide,
         }
 
+    def grant_refresh_token(self, team_id: str, refresh_token: str) -> None:
+        """A refresh token for `team_id` as if Slack had issued it (benchmarks start there)."""
+        self._refresh[refresh_token] = team_id
+
     def team_of(self, call: Call) -> str | None:
         """The workspace whose token a call carried."""
         return self.token_teams.get(call.token or "")
