@@ -36,6 +36,7 @@ from bot.slack.privacy import Places
 from bot.slack.workspaces import Clients, NotInstalled
 from state import InboxEntry, LibraryEntry, PushResult, State, describe, is_full
 from state.running import Cap
+from state.workspace import erase_workspace
 
 log = logging.getLogger("sora.sessions")
 
@@ -573,22 +574,17 @@ class Sessions:
     # -- the workspace ------------------------------------------------------------------
 
     async def uninstall(self, team_id: str | None, *, why: str) -> None:
-        """The app was uninstalled from `team_id` (or its tokens revoked): delete its
-        installation and stop its running sessions, with one log line of counts."""
+        """The app was uninstalled from `team_id` (or its bot token revoked): delete its
+        installation and everything kept for it (sessions, running ones included, which
+        stops them; library entries; caps; budgets), with one log line of counts.
+
+        An erased running session is stopped: its worker's fenced save finds nothing,
+        and its queued job is acked as moot.
+        """
         if not team_id:
             return
         had = await self.clients.uninstall(team_id) if self.clients is not None else False
-        sessions = keys = 0
-        running = self.state.keys.running_team(team_id)
-        for sid in await self.state.redis.zrange(running, 0, -1):
-            # Erased, a running session is stopped: its worker's fenced save finds
-            # nothing, and its queued job is acked as moot.
-            session = await self.state.sessions.load(str(sid))
-            if session is not None and session.origin.team_id == team_id:
-                keys += await self.state.eraser.erase(session)
-                sessions += 1
-        # The workspace's audit trail goes with it: it names the workspace's people.
-        keys += await self.state.redis.delete(self.state.keys.audit(team_id))
+        erased = await erase_workspace(self.state, team_id)
         log.info(
             json.dumps(
                 {
@@ -596,8 +592,9 @@ class Sessions:
                     "why": why,
                     "team": team_id,
                     "installation_deleted": had,
-                    "running_sessions_stopped": sessions,
-                    "keys_deleted": keys,
+                    "sessions_deleted": erased.sessions,
+                    "library_entries_deleted": erased.library_entries,
+                    "keys_deleted": erased.keys,
                 }
             )
         )

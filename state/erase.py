@@ -16,7 +16,7 @@ from state.keys import Keys
 
 # KEYS: 1 session, 2 inbox, 3 posts, 4 lease, 5 recorded, 6 thread, 7 live,
 #       8 running user, 9 running team, 10 running channel, 11 library prompt,
-#       12 library all, 13 library channel, 14 library user.
+#       12 library all, 13 library channel, 14 library user, 15 the workspace's sessions.
 # ARGV: sid, has thread. Returns how many keys were deleted.
 _ERASE = """
 local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[11])
@@ -24,7 +24,7 @@ if ARGV[2] == '1' and redis.call('GET', KEYS[6]) == ARGV[1] then
   n = n + redis.call('DEL', KEYS[6])
 end
 redis.call('HDEL', KEYS[7], ARGV[1])
-for i = 8, 14 do
+for i = 8, 15 do
   if i ~= 11 then redis.call('ZREM', KEYS[i], ARGV[1]) end
 end
 return n
@@ -57,6 +57,7 @@ class Eraser:
                 k.library_all,
                 k.library_channel(o.channel_id or "-"),
                 k.library_user(o.user_id or "-"),
+                k.workspace_sessions(o.team_id or "-"),
             ],
             args=[sid, "1" if thread else "0"],
         )

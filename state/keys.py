@@ -194,6 +194,11 @@ class Keys:
         """Set of the user ids that have an `installation_user` record."""
         return self._ws(team_id, "installation", "users")
 
+    def workspace_sessions(self, team_id: str) -> str:
+        """Sorted set: every session started in the workspace, scored by creation (ms), so
+        that uninstalling the app finds them all, finished ones and library entries too."""
+        return self._ws(team_id, "sessions")
+
     def token_refresh_lock(self, team_id: str) -> str:
         """String, expiring: held by the one process refreshing the workspace's bot token."""
         return self._ws(team_id, "token-refresh")

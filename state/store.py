@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -60,10 +61,11 @@ log = logging.getLogger(__name__)
 KNOWN_SCHEMAS = frozenset({SCHEMA_VERSION})
 _KNOWN_ARG = "," + ",".join(str(v) for v in sorted(KNOWN_SCHEMAS)) + ","
 
-# KEYS: session, thread, jobs, live.
+# KEYS: session, thread, jobs, live, the workspace's sessions.
 # ARGV: json, turn, messages, schema, status, ttl s (0: none), has_thread, sid,
 #       turn to enqueue ('' for none), jobs maxlen, where (the live index's value; ''
-#       for a finished session, which is not indexed).
+#       for a finished session, which is not indexed), now ms ('' for no workspace),
+#       the oldest score the workspace's index keeps.
 _CREATE = f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return {{0, ''}} end
 local job = ''
@@ -75,6 +77,10 @@ redis.call('HSET', KEYS[1], 'json', ARGV[1], 'turn', ARGV[2], 'rev', 1,
            'messages', ARGV[3], 'schema', ARGV[4], 'status', ARGV[5])
 if ARGV[7] == '1' then redis.call('SET', KEYS[2], ARGV[8]) end
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[4], ARGV[8], ARGV[11]) end
+if ARGV[12] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[12], ARGV[8])
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[13])
+end
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -306,12 +312,14 @@ class SessionStore:
         """
         origin = session.origin
         thread = origin.channel_id and origin.thread_ts
+        now_ms = int(time.time() * 1000)
         code, job = await self._create(
             keys=[
                 self._keys.session(session.id),
                 self._keys.thread(origin.channel_id or "-", origin.thread_ts or "-"),
                 self._keys.jobs,
                 self._keys.live,
+                self._keys.workspace_sessions(origin.team_id or "-"),
             ],
             args=[
                 session.model_dump_json(),
@@ -325,6 +333,10 @@ class SessionStore:
                 str(session.next_turn) if enqueue else "",
                 self._jobs_maxlen,
                 "" if session.finished else live_where(session),
+                # The workspace's index of its sessions (for uninstalling), pruned of ids
+                # older than any session can live.
+                str(now_ms) if origin.team_id else "",
+                str(now_ms - 1000 * max(self.finished_ttl, self.live_ttl or 0)),
             ],
         )
         if not int(code):

@@ -36,10 +36,12 @@ from bot.slack.workspaces import NotInstalled, Workspaces, WorkspaceSurface, ope
 from bot.surfaces.slack import SlackSurface
 from bot.web import build_web_app
 from bot.worker import Worker, WorkerConfig
-from state import State
+from state import LibraryEntry, State
 from state.installations import new_key
 from tests.fakes.slack_server import APP_ID, BOT_USER_ID, UPLOAD_METHOD, FakeSlack
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
+from tests.redis_fixtures import agent_turn, locked
+from tests.redis_fixtures import make_session as fixture_session
 from tests.slack_signing import FORM, JSON_TYPE, command_body, event_body, signed_headers
 from tests.support import make_session, wait_until
 
@@ -356,22 +358,58 @@ async def _finished_all(state: State, channel: str, slack: FakeSlack) -> bool:
 # ---- uninstalling -------------------------------------------------------------------------
 
 
-async def test_app_uninstalled_deletes_the_installation_and_stops_its_sessions_only(
-    deployment: Deployment, slack: FakeSlack, real_state: State
+async def locked_in_library(state: State, team: str, *, expired: bool = False) -> str:
+    """A locked session of `team` in the library (its session gone already if `expired`)."""
+    session = locked(agent_turn(fixture_session()))
+    session.origin = Origin(
+        surface="slack",
+        channel_id=CHANNEL,
+        thread_ts=f"17000{len(team)}.{time.time_ns() % 10**6:06d}",
+        user_id=USER,
+        team_id=team,
+    )
+    await state.sessions.create(session)
+    await state.library.add(LibraryEntry.from_session(session))
+    if expired:
+        await state.redis.delete(state.keys.session(session.id))
+    return session.id
+
+
+async def test_app_uninstalled_deletes_everything_kept_for_the_workspace_and_nothing_else(
+    deployment: Deployment, slack: FakeSlack, real_state: State, caplog: pytest.LogCaptureFixture
 ) -> None:
+    ids: dict[str, list[str]] = {}
     for team in TEAMS:
         await deployment.install(team)
-        await deployment.sora(team)
-    before = await deployment.keys()
-    alpha_running = await real_state.running.count_team("T0ALPHA")
-    assert alpha_running == 1 and await real_state.running.count_team("T0BETA") == 1
+        await deployment.sora(team)  # a running session
+        ids[team] = [
+            await locked_in_library(real_state, team),
+            await locked_in_library(real_state, team, expired=True),
+        ]
+    [running_alpha] = await real_state.redis.zrange(real_state.keys.running_team("T0ALPHA"), 0, -1)
+    ids["T0ALPHA"].append(running_alpha)
+    assert len(await real_state.library.recent(channel=CHANNEL, limit=10)) == 4
+    before = set(await deployment.keys())
     slack.revoke_team("T0ALPHA")
-    await deployment.event("T0ALPHA", {"type": "app_uninstalled"})
-    after = await deployment.keys()
-    gone = set(before) - set(after)
-    assert gone and all("T0BETA" not in k for k in gone)
-    assert any("{ws:T0ALPHA}" in k for k in gone)
-    assert not any("T0ALPHA" in k for k in after)
+    with caplog.at_level("INFO", logger="sora.sessions"):
+        await deployment.event("T0ALPHA", {"type": "app_uninstalled"})
+    after = set(await deployment.keys())
+    gone = before - after
+
+    def alpha(key: str) -> bool:
+        return "T0ALPHA" in key or any(sid in key for sid in ids["T0ALPHA"])
+
+    assert after <= before
+    assert {k for k in before if alpha(k)} <= gone  # every key of the workspace went
+    assert not any("T0BETA" in k or any(sid in k for sid in ids["T0BETA"]) for k in gone)
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if "uninstalled" in r.getMessage()]
+    assert line["sessions_deleted"] == 2 and line["library_entries_deleted"] == 2
+    # The installation store's four records (installation, bot, installer, users) are the
+    # rest, and the workspace's running set, which went when its last id was removed.
+    assert line["installation_deleted"] is True
+    assert line["keys_deleted"] + 4 + 1 == len(gone), sorted(gone)
+    library = await real_state.library.recent(channel=CHANNEL, limit=10)
+    assert sorted(e.session_id for e in library) == sorted(ids["T0BETA"])
     assert await real_state.running.count_team("T0BETA") == 1
     with pytest.raises(NotInstalled):
         await deployment.workspaces.bot("T0ALPHA")
