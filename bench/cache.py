@@ -22,11 +22,12 @@ import json
 from typing import Any
 
 from bot.config import Settings
-from bot.dialogue.models import Session, SessionStatus, Speaker, Usage
+from bot.dialogue.models import Session, SessionStatus, Speaker
 from bot.dialogue.profiles import resolve_persona, targets
 from bot.driver import make_engine
 from bot.llm.anthropic_model import AnthropicModel
 from bot.llm.prices import estimate_cost
+from bot.llm.usage import Usage
 from tests.fakes.anthropic_server import FakeAnthropic, min_cache_tokens_for
 
 TARGET_SHARE = 0.80

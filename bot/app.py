@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -30,9 +31,13 @@ from bot.config import Settings
 from bot.sessions import Sessions
 from bot.slack.client import make_client
 from bot.slack.oauth import WorkspaceAuthorize, install_flow
+from bot.slack.roots import Roots
 from bot.slack.workspaces import Workspaces
 from handlers import actions, commands, installs, messages, views
 from state import State
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 APP_NAME = "sora-copilot"
 
@@ -105,7 +110,7 @@ def build_app(
             process_before_response=True,
         )
     service = sessions or Sessions(
-        state=state, settings=settings, client=client, clients=workspaces
+        state=state, settings=settings, slack=Roots(client, clients=workspaces)
     )
     background = after_ack or AfterAck()
 
@@ -120,3 +125,10 @@ def build_app(
     for module in (commands, messages, actions, views, installs):
         module.register(app)
     return app
+
+
+def socket_mode_handler(app: AsyncApp, app_token: str) -> AsyncSocketModeHandler:
+    """Bolt's Socket Mode handler for `app` (`sora-copilot dev`)."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    return AsyncSocketModeHandler(app, app_token)

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, TextIO, cast
 
 from pydantic import SecretStr
 from rich.console import Console
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import (
     DEFAULT_ROUNDS,
@@ -78,8 +77,8 @@ from state.sweep import Lost
 
 if TYPE_CHECKING:
     from aiohttp import web
-    from slack_sdk.web.async_client import AsyncWebClient
 
+    from bot.slack.client import SlackClient
     from bot.slack.workspaces import Clients
 
 EXIT_OK = 0
@@ -685,23 +684,23 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.surface == "recording":
         surface = RecordingSurface(state.redis, state.keys)
     elif oauth:
+        from bot.slack.surface import SlackSurface
         from bot.slack.workspaces import WorkspaceSurface, open_workspaces
-        from bot.surfaces.slack import SlackSurface
 
         try:
             workspaces = open_workspaces(settings, state.redis, state.keys, rate_limit_retries=0)
         except ValueError as e:
             raise BadInput(str(e)) from None
 
-        def per_workspace(client: AsyncWebClient, team_id: str) -> SlackSurface:
+        def per_workspace(client: SlackClient, team_id: str) -> SlackSurface:
             return SlackSurface(client=client, state=state, settings=settings, workspace=team_id)
 
         routed = WorkspaceSurface(clients=workspaces, make=per_workspace)
         surface, admit = routed, routed.admit
     else:
-        from bot.surfaces.slack import SlackSurface
+        from bot.slack.surface import SlackSurface
 
-        # 429s are the surface's to wait out, however long (see bot.surfaces.slack).
+        # 429s are the surface's to wait out, however long (see bot.slack.poster).
         client = make_client(settings, rate_limit_retries=0)
         surface = SlackSurface(client=client, state=state, settings=settings)
     worker = Worker(
@@ -775,7 +774,7 @@ def _slack_speaker(
 
 
 def _lost_teller(
-    client: AsyncWebClient | None, workspaces: Clients | None = None
+    client: SlackClient | None, workspaces: Clients | None = None
 ) -> Callable[[Lost], Awaitable[None]] | None:
     """How the worker tells a thread that its session's state is gone (Slack only)."""
     speaker = _slack_speaker(client, workspaces)
@@ -925,12 +924,9 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # Imported here: `run` and `worker` start without Bolt and the Slack surface.
-    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-    from slack_sdk.errors import SlackApiError
-
-    from bot.app import build_app
-    from bot.slack.client import close_client, make_client
-    from bot.surfaces.slack import SlackSurface
+    from bot.app import build_app, socket_mode_handler
+    from bot.slack.client import app_token_refusal, close_client, make_client
+    from bot.slack.surface import SlackSurface
     from bot.web import check_token
 
     client = make_client(settings)
@@ -940,19 +936,19 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         # warning and then the same failure again.
         await check_token(settings, require_slack=True)
         # The Socket Mode client retries a refused token forever; ask once, and say why.
-        await client.apps_connections_open(app_token=app_token)
-    except SlackApiError as e:
-        await close_client(client)
-        raise BadInput(
-            f"Slack refused SLACK_APP_TOKEN ({e.response.get('error')}): it must be an "
-            "app-level token (xapp-…) with connections:write, and Socket Mode must be on."
-        ) from e
+        refusal = await app_token_refusal(client, app_token)
     except OSError as e:
         await close_client(client)
         raise BadInput(f"Slack is not reachable at {settings.slack_api_url}: {e}") from e
     except BaseException:
         await close_client(client)
         raise
+    if refusal is not None:
+        await close_client(client)
+        raise BadInput(
+            f"Slack refused SLACK_APP_TOKEN ({refusal}): it must be an "
+            "app-level token (xapp-…) with connections:write, and Socket Mode must be on."
+        )
     state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, app=True)
     app = build_app(settings=settings, state=state, client=client)
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
@@ -964,7 +960,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         on_lost=_lost_teller(client),
         on_store_full=_full_teller(client),
     )
-    handler = AsyncSocketModeHandler(app, app_token)
+    handler = socket_mode_handler(app, app_token)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,11 +8,13 @@ session. Each step is idempotent (a surface records what it posted, and
 finds its posts again by their tags), so running them again after a crash or
 a Slack failure repeats nothing, and never calls the model.
 
-A step is a string, so the outbox is plain JSON in the store:
-``heard:<source id>`` (the reaction on a human's message), ``turn:<n>`` (the
-final render of agent turn n and the root's status), ``locked`` (the locked
-reply, pin, report, root, cross-post), ``library`` (the prompt library entry),
-``paused:<n>``, ``stopped``.
+A step is a name, with an argument after a colon, so the outbox is plain JSON
+in the store: ``mark_heard:<source id>``, ``show_turn:<n>``, ``update_root``,
+``post_locked``, ``pin_locked``, ``upload_report``, ``cross_post``,
+``show_paused:<n>``, ``show_stopped``, ``add_to_library`` (see
+`bot.surfaces.base`). Each surface maps the names it shows to its functions in
+its `steps` table (Slack's: `bot.slack.steps.STEPS`); the library entry is the
+driver's own.
 """
 
 from __future__ import annotations
@@ -27,7 +29,19 @@ from bot.dialogue.agents import COPILOT_NAME
 from bot.dialogue.engine import Engine, OutagePolicy, TurnFailed, TurnResult
 from bot.dialogue.models import Session, SessionStatus, Speaker, Turn
 from bot.llm.base import ChatModel
-from bot.surfaces.base import Surface
+from bot.surfaces.base import (
+    ADD_TO_LIBRARY,
+    CROSS_POST,
+    MARK_HEARD,
+    PIN_LOCKED,
+    POST_LOCKED,
+    SHOW_PAUSED,
+    SHOW_STOPPED,
+    SHOW_TURN,
+    UPDATE_ROOT,
+    UPLOAD_REPORT,
+    Surface,
+)
 from state import LibraryEntry, PromptLibrary
 
 log = logging.getLogger("sora.driver")
@@ -88,19 +102,37 @@ async def take_turn(
     return result
 
 
+# What the lock shows, in order. The cross-post goes last: it waits for the prompts
+# channel's post rate, which every session's lock shares, so it delays nothing in
+# the thread.
+LOCK_STEPS = (POST_LOCKED, PIN_LOCKED, UPLOAD_REPORT, UPDATE_ROOT, CROSS_POST, ADD_TO_LIBRARY)
+
+# Outboxes saved by builds before the steps had their own names.
+_LEGACY = {
+    "heard": (MARK_HEARD,),
+    "turn": (SHOW_TURN, UPDATE_ROOT),
+    "locked": LOCK_STEPS[:-1],
+    "library": (ADD_TO_LIBRARY,),
+    "paused": (SHOW_PAUSED, UPDATE_ROOT),
+    "stopped": (SHOW_STOPPED, UPDATE_ROOT),
+}
+
+
 def steps_after(
     session: Session, *, heard: Sequence[Turn] = (), result: TurnResult | None = None
 ) -> list[str]:
     """What to show after a job changed `session`: humans heard, the turn taken, the end."""
-    steps = [f"heard:{t.source_id}" for t in heard if t.source_id]
+    steps = [f"{MARK_HEARD}:{t.source_id}" for t in heard if t.source_id]
     if result is not None:
-        steps.append(f"turn:{_agent_number(session, result.turn)}")
+        steps.append(f"{SHOW_TURN}:{_agent_number(session, result.turn)}")
     if session.status == SessionStatus.LOCKED:
-        steps += ["locked", "library"]
+        steps += LOCK_STEPS
     elif session.status == SessionStatus.PAUSED:
-        steps.append(f"paused:{session.next_turn}")
+        steps += [f"{SHOW_PAUSED}:{session.next_turn}", UPDATE_ROOT]
     elif session.status == SessionStatus.STOPPED:
-        steps.append("stopped")
+        steps += [SHOW_STOPPED, UPDATE_ROOT]
+    elif result is not None:
+        steps.append(UPDATE_ROOT)
     return steps
 
 
@@ -113,30 +145,33 @@ async def show(
 ) -> None:
     """Run `steps` in order, from the saved `session`. A step that raises stops here;
     the caller leaves them all pending, and running them again repeats nothing."""
+    table = surface.steps
     for step in steps:
         kind, _, arg = step.partition(":")
-        if kind == "heard":
-            turn = next((t for t in session.turns if t.source_id == arg), None)
-            if turn is not None:
-                await surface.interjection_heard(session, turn)
-        elif kind == "turn":
-            agents = session.agent_turns
-            n = int(arg)
-            if 0 <= n < len(agents):
-                await surface.turn_finished(session, agents[n])
-        elif kind == "locked":
-            await surface.session_locked(session)
-        elif kind == "library":
-            if library is not None and session.locked is not None:
-                await library.add(LibraryEntry.from_session(session))
-        elif kind == "paused":
-            await surface.session_paused(session)
-        elif kind == "stopped":
-            await surface.session_stopped(session)
-        else:
-            log.warning(
-                "session %s: unknown step %r skipped (a newer build wrote it?)", session.id, step
-            )
+        for name in _LEGACY.get(kind, (kind,)):
+            if name == ADD_TO_LIBRARY:
+                if library is not None and session.locked is not None:
+                    await library.add(LibraryEntry.from_session(session))
+            elif name in table:
+                await table[name](session, arg)
+            elif name not in _KNOWN:
+                log.warning(
+                    "session %s: unknown step %r skipped (a newer build wrote it?)",
+                    session.id,
+                    step,
+                )
+
+
+_KNOWN = frozenset(
+    {
+        MARK_HEARD,
+        SHOW_TURN,
+        UPDATE_ROOT,
+        SHOW_PAUSED,
+        SHOW_STOPPED,
+        *LOCK_STEPS,
+    }
+)
 
 
 async def drive_turn(

@@ -35,7 +35,8 @@ from prometheus_client import (
 from bot.llm.prices import estimate_cost
 
 if TYPE_CHECKING:
-    from bot.dialogue.models import Session, SessionStatus, Usage
+    from bot.dialogue.models import Session, SessionStatus
+    from bot.llm.usage import Usage
 
 log = logging.getLogger("sora.metrics")
 

@@ -20,19 +20,18 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-import aiohttp
 from redis.exceptions import RedisError
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.config import MAX_IDEA_CHARS, MAX_INTERJECTION_CHARS, MAX_ROUNDS, MIN_ROUNDS, Settings
 from bot.dialogue.models import Origin, Persona, Session, SessionStatus
 from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
-from bot.slack.blocks import METADATA_EVENT, root_blocks, root_text
+from bot.slack.client import SlackClient
+from bot.slack.errors import SlackRefusal, SlackUnreachable
 from bot.slack.lost import DELETED_LINE, retire_if_live, retire_root
 from bot.slack.people import People
 from bot.slack.privacy import Places
+from bot.slack.roots import Roots, refusal_message
 from bot.slack.workspaces import Clients, NotInstalled
 from state import InboxEntry, LibraryEntry, PushResult, State, describe, is_full
 from state.running import Cap
@@ -291,34 +290,24 @@ class Sessions:
         *,
         state: State,
         settings: Settings,
-        client: AsyncWebClient,
-        people: People | None = None,
-        clients: Clients | None = None,
+        slack: Roots,
     ) -> None:
         self.state = state
         self.settings = settings
-        self.client = client
-        self.people = people or People(client)
-        # OAuth mode: each workspace's own client (and its own people: ids are per workspace).
-        self.clients = clients
-        self._people: dict[str, tuple[AsyncWebClient, People]] = {}
+        # Slack's calls; in OAuth mode each workspace's own client (and its own people:
+        # ids are per workspace).
+        self.slack = slack
+        self.people = slack.people
+        self.clients: Clients | None = slack.clients
         self.places = Places()
         self._not_ours: set[str] = set()  # threads that are no lost session's
 
-    async def _client(self, team_id: str | None) -> AsyncWebClient:
+    async def _client(self, team_id: str | None) -> SlackClient:
         """The client speaking for `team_id` (raises NotInstalled in OAuth mode)."""
-        if self.clients is None:
-            return self.client
-        return await self.clients.for_team(team_id)
+        return await self.slack.client_of(team_id)
 
     async def _people_of(self, team_id: str | None) -> People:
-        if self.clients is None or team_id is None:
-            return self.people
-        client = await self.clients.for_team(team_id)
-        cached = self._people.get(team_id)
-        if cached is None or cached[0] is not client:
-            cached = self._people[team_id] = (client, People(client))
-        return cached[1]
+        return await self.slack.people_of(team_id)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -394,31 +383,20 @@ class Sessions:
             )
             if not paced:
                 await self.wait_to_post(invoker.channel_id)
-            reply = await client.chat_postMessage(
-                channel=invoker.channel_id,
-                text=root_text(session),
-                blocks=root_blocks(session),
-                metadata={
-                    "event_type": METADATA_EVENT,
-                    "event_payload": {"session": session.id, "kind": "root"},
-                },
-                unfurl_links=False,
-                unfurl_media=False,
-            )
-            channel, root_ts = str(reply["channel"]), str(reply["ts"])
+            channel, root_ts = await self.slack.post(session, invoker.channel_id, invoker.team_id)
             session.origin = session.origin.model_copy(
                 update={"channel_id": channel, "thread_ts": root_ts}
             )
             await self.state.sessions.create(session, enqueue=True)
             created = True
-        except SlackApiError as e:
-            raise Refused(_post_failure(e)) from e
+        except SlackRefusal as e:
+            raise Refused(refusal_message(e.error)) from e
         except NotInstalled as e:
             raise Refused(f"{e} Ask a workspace admin to install it again.") from e
         except RedisError as e:
             log.error("session %s: the store failed while starting: %s", session.id, describe(e))
             raise Refused(store_failed(e)) from e
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        except (SlackUnreachable, OSError, TimeoutError) as e:
             log.warning("session %s: Slack did not answer: %s", session.id, e)
             raise Refused(
                 "Slack did not answer, so nothing was started; try again in a minute."
@@ -449,11 +427,7 @@ class Sessions:
             # `RunningSessions` prunes a slot whose session never appeared after its grace period.
             log.warning("session %s: could not free its running slot now", session.id)
         if root_ts is not None:
-            try:
-                client = await self._client(invoker.team_id)
-                await client.chat_delete(channel=channel, ts=root_ts)
-            except (SlackApiError, NotInstalled) as e:
-                log.warning("session %s: could not delete its root: %s", session.id, e)
+            await self.slack.delete(channel, root_ts, invoker.team_id)
 
     # -- humans in the thread -----------------------------------------------------------
 
@@ -495,12 +469,7 @@ class Sessions:
             await self.state.audit.record(
                 team_id, "interject", session=sid, actor=user_id, actor_name=person.name
             )
-            try:
-                client = await self._client(team_id)
-                await client.reactions_add(channel=channel_id, timestamp=source_id, name=EYES)
-            except SlackApiError as e:
-                if e.response.get("error") != "already_reacted":
-                    log.warning("could not add %s to %s: %s", EYES, source_id, e)
+            await self.slack.react(channel_id, source_id, EYES, team_id)
         elif result == PushResult.FULL:
             raise Refused(
                 "This session has too many unread replies; yours was not queued. "
@@ -679,16 +648,6 @@ def _cap_message(cap: Cap, s: Settings) -> str:
         f"This workspace already has {s.max_running_per_team} sessions running, the most "
         "at once: wait for one to finish."
     )
-
-
-def _post_failure(e: SlackApiError) -> str:
-    error = str(e.response.get("error") or "unknown_error")
-    if error in ("not_in_channel", "channel_not_found", "is_archived"):
-        return (
-            "I can't post in this channel, so nothing was started: invite me with "
-            "`/invite @Sora Copilot` (or use a public channel) and try again."
-        )
-    return f"Slack refused the thread's first message ({error}), so nothing was started."
 
 
 __all__ = [

@@ -13,12 +13,22 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.dialogue.models import Session, Usage
+from bot.dialogue.models import Session
 from bot.dialogue.profiles import resolve_persona, resolve_target, sheet_from_words
 from bot.dialogue.sheets import parse_sheet
 from bot.llm.base import ModelError, ModelReply, ModelRequest, TextCallback
+from bot.llm.usage import Usage
 
 Reply = str | ModelReply | ModelError | Callable[[ModelRequest], str]
+
+
+def message_body(message: dict[str, Any]) -> str:
+    """A Slack message's body as the app writes it: its first Markdown block (its `text` is
+    only a short summary)."""
+    blocks = message.get("blocks") or []
+    if blocks and blocks[0].get("type") == "markdown":
+        return str(blocks[0]["text"])
+    return ""
 
 
 def make_session(

@@ -20,11 +20,11 @@ import pytest
 
 from bot.config import Settings
 from bot.dialogue.agents import reply_schema
-from bot.dialogue.models import Usage
 from bot.dialogue.profiles import resolve_target
 from bot.llm.anthropic_model import AnthropicModel
 from bot.llm.base import Message, ModelError, ModelRequest
 from bot.llm.prices import estimate_cost, price_for
+from bot.llm.usage import Usage
 from tests.fakes.anthropic_server import FakeAnthropic
 
 MODEL = "claude-sonnet-5-5"

@@ -34,7 +34,7 @@ from state import State
 from state.keys import MAX_DELIVERIES
 from tests.fakes.slack_server import TEAM_ID, Call, FakeSlack
 from tests.redis_fixtures import REDIS_TEST_URL
-from tests.support import make_session, wait_until
+from tests.support import make_session, message_body, wait_until
 
 CHANNEL = "C0CRASH"
 PROMPTS = "C0PROMPTS"
@@ -235,7 +235,7 @@ async def test_workers_killed_twenty_times_lose_nothing_and_repeat_nothing(
             assert agent_tags == list(range(len(done.agent_turns))), (seed, s.id, agent_tags)
             for number, turn in enumerate(done.agent_turns):
                 [message] = [m for m in thread if tag_of(m) == (s.id, number, 0)]
-                assert message["text"] == escape(turn.text), (seed, s.id, number)
+                assert message_body(message) == escape(turn.text), (seed, s.id, number)
             orphans = [m for m in thread[1:] if tag_of(m) is None and not m.get("files")]
             assert orphans == [], (seed, orphans)
             locked = [m for m in thread if (t := tag_of(m)) is not None and t[1] == TURN_LOCKED]

@@ -16,8 +16,9 @@ from bot.dialogue.engine import (
     resume,
     stop,
 )
-from bot.dialogue.models import LockReason, SessionStatus, Speaker, Usage
+from bot.dialogue.models import LockReason, SessionStatus, Speaker
 from bot.llm.base import ModelError, ModelReply
+from bot.llm.usage import Usage
 from tests.support import (
     RecordingSink,
     ScriptedModel,

@@ -46,7 +46,7 @@ from bot.slack.blocks import (
     root_blocks,
 )
 from bot.slack.client import close_client, make_client
-from bot.surfaces.slack import SlackSurface
+from bot.slack.surface import SlackSurface
 from bot.web import build_web_app
 from bot.worker import Worker, WorkerConfig
 from state import LibraryEntry, State

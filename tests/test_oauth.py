@@ -32,8 +32,8 @@ from bot.dialogue.engine import Engine
 from bot.dialogue.models import Origin, SessionStatus
 from bot.llm.offline import OfflineModel
 from bot.slack.manifest import bot_scopes
+from bot.slack.surface import SlackSurface
 from bot.slack.workspaces import NotInstalled, Workspaces, WorkspaceSurface, open_workspaces
-from bot.surfaces.slack import SlackSurface
 from bot.web import build_web_app
 from bot.worker import Worker, WorkerConfig
 from state import LibraryEntry, State

@@ -124,8 +124,8 @@ async def test_a_stored_sheet_is_never_written_again_and_its_prompts_stay_byte_i
 
 
 async def test_a_refused_sheet_gets_one_repair_call() -> None:
-    from bot.dialogue.models import Usage
     from bot.llm.base import ModelReply
+    from bot.llm.usage import Usage
 
     refusal = ModelReply(
         text="", stop_reason="refusal", usage=Usage(), model="m", refusal="not a person"

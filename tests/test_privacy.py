@@ -12,13 +12,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.dialogue.models import Session
-from bot.driver import steps_after
+from bot.driver import show, steps_after
 from bot.sessions import Invoker, Sessions
 from bot.slack.blocks import TURN_CROSSPOST, TURN_LOCKED
 from bot.slack.client import close_client, make_client
 from bot.slack.privacy import Places, place_of
-from bot.surfaces.slack import SlackSurface
-from state import LibraryEntry, State
+from bot.slack.roots import Roots
+from bot.slack.surface import SlackSurface
+from state import State
 from tests.fakes.slack_server import FakeSlack
 from tests.redis_fixtures import *  # noqa: F403
 from tests.redis_fixtures import agent_turn, locked, make_session
@@ -86,7 +87,7 @@ async def locked_in(
     fake: FakeSlack, client: AsyncWebClient, state: State, channel: str, **kw: Any
 ) -> tuple[Session, SlackSurface]:
     """Start a session in `channel` as /sora does, lock it, and run the lock's steps."""
-    service = Sessions(state=state, settings=settings(fake, **kw), client=client)
+    service = Sessions(state=state, settings=settings(fake, **kw), slack=Roots(client))
     session = make_session()
     await service.start_session(session, invoker=Invoker(channel_id=channel, user_id=ALICE))
     return session, SlackSurface(client=client, state=state, settings=settings(fake, **kw))
@@ -94,10 +95,7 @@ async def locked_in(
 
 async def lock(surface: SlackSurface, state: State, session: Session) -> Session:
     done = locked(agent_turn(session))
-    await surface.session_locked(done)
-    for step in steps_after(done):
-        if step == "library":
-            await state.library.add(LibraryEntry.from_session(done))
+    await show(surface, done, steps_after(done), library=state.library)
     return done
 
 

@@ -21,6 +21,7 @@ from bot.dialogue.engine import Engine
 from bot.dialogue.models import Session, SessionStatus
 from bot.llm.offline import OfflineModel
 from bot.sessions import Invoker, Refused, Sessions
+from bot.slack.roots import Roots
 from bot.surfaces.recording import RecordingSurface
 from bot.worker import Worker, WorkerConfig
 from state import State, StateMisconfigured, StateUnavailable, connect, describe, is_full, redact
@@ -153,7 +154,7 @@ async def test_a_full_redis_is_reported_as_full_to_the_user(tmp_path: Path) -> N
         try:
             await _fill(redis)
             state = State.create(redis, prefix="full")
-            sessions = Sessions(state=state, settings=Settings(), client=AsyncWebClient())
+            sessions = Sessions(state=state, settings=Settings(), slack=Roots(AsyncWebClient()))
             with pytest.raises(Refused) as err:
                 await sessions.reserve(
                     make_session(), invoker=Invoker(channel_id="C1", user_id="U1")

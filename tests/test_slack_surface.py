@@ -23,7 +23,7 @@ from bot.dialogue.agents import COPILOT_ICON, COPILOT_NAME
 from bot.dialogue.engine import Engine, OutagePolicy, add_interjection, stop
 from bot.dialogue.models import Origin, Session, SessionStatus, Speaker, Turn
 from bot.dialogue.report import fence, render_markdown
-from bot.driver import drive_turn
+from bot.driver import LOCK_STEPS, drive_turn, show, steps_after
 from bot.llm.base import ModelError, ModelReply, ModelRequest, TextCallback
 from bot.llm.offline import OfflineModel
 from bot.slack.blocks import (
@@ -41,11 +41,12 @@ from bot.slack.blocks import (
     split_markdown,
 )
 from bot.slack.client import close_client, make_client
-from bot.surfaces.slack import SlackSurface
+from bot.slack.surface import SlackSurface
+from bot.surfaces.base import MARK_HEARD, SHOW_TURN, UPDATE_ROOT
 from bot.worker import Worker, WorkerConfig
 from state import PostRateLimiter, State
 from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID, FakeSlack
-from tests.support import ScriptedModel, copilot, draft_json, make_session, persona
+from tests.support import ScriptedModel, copilot, draft_json, make_session, message_body, persona
 
 CHANNEL = "C0SORA"
 PROMPTS = "C0PROMPTS"
@@ -249,7 +250,7 @@ async def test_turns_are_thread_replies_under_each_speakers_name_and_icon_and_th
             assert message["username"] == session.persona.display_name
             assert message["icons"] == {"emoji": session.persona.icon_emoji}
         assert tag(message) == (session.id, number, 0)
-        assert message["text"] == escape(turn.text)
+        assert message_body(message) == escape(turn.text)
         assert await rig.state.posts.get(session.id, number) == {0: message["ts"]}
     assert [t.speaker for t in agents] == [Speaker.COPILOT, Speaker.PERSONA, Speaker.COPILOT]
     draft = agents[2].draft
@@ -297,7 +298,7 @@ async def test_update_mode_posts_then_updates_at_most_once_a_second(rig: Rig) ->
     assert rig.slack.calls_to("chat.startStream") == []
     for number, turn in enumerate(session.agent_turns):
         [message] = tagged(rig.thread(session), number)
-        assert message["text"] == escape(turn.text)  # the final update is complete
+        assert message_body(message) == escape(turn.text)  # the final update is complete
         times = [t for t, ts, _ in updates if ts == message["ts"]]
         assert len(times) >= (3 if turn.speaker == Speaker.COPILOT else 2)  # interim, final
         assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
@@ -365,7 +366,7 @@ async def take_turn_directly(
         round=session.next_round,
     )
     session.turns.append(turn)
-    await surface.turn_finished(session, turn)
+    await show(surface, session, [f"{SHOW_TURN}:{number}", UPDATE_ROOT])
     return turn
 
 
@@ -383,8 +384,8 @@ async def test_a_turn_longer_than_a_message_is_split_and_a_shorter_redo_drops_th
     assert len(parts) >= 3
     assert [tag(m) for m in parts] == [(session.id, 0, k) for k in range(len(parts))]
     assert all(0 < markdown_chars(m) <= MARKDOWN_BLOCK_MAX_CHARS for m in parts)
-    assert "".join(m["text"] for m in parts) == text
-    assert all(m["text"].count("```") % 2 == 0 for m in parts)  # no fence cut in half
+    assert "".join(message_body(m) for m in parts) == text
+    assert all(message_body(m).count("```") % 2 == 0 for m in parts)  # no fence cut in half
     assert all(m["username"] == COPILOT_NAME for m in parts)
 
     # The turn is redone (its worker died before the save) with a short text.
@@ -445,7 +446,7 @@ async def test_a_redone_turn_updates_its_earlier_message(rig: Rig, found_by: str
 
     [message] = tagged(rig.thread(session), 0)
     assert message["ts"] == first["ts"]
-    assert message["text"] == escape(before.agent_turns[0].text)
+    assert message_body(message) == escape(before.agent_turns[0].text)
     assert len(rig.thread(session)) == 2
     assert await rig.state.posts.get(session.id, 0) == {0: first["ts"]}
 
@@ -504,7 +505,7 @@ async def test_lock_pins_the_prompt_cross_posts_it_uploads_the_report_and_shows_
     # Done again (a redo, or another worker): nothing new is posted, pinned or uploaded.
     calls = Counter(c.method for c in rig.slack.calls)
     for again in (surface, rig.surface(prompts_channel=PROMPTS)):
-        await again.session_locked(session)
+        await show(again, session, LOCK_STEPS)
     now = Counter(c.method for c in rig.slack.calls)
     for method in ("chat.postMessage", "files.getUploadURLExternal", "chat.startStream"):
         assert now[method] == calls[method], method
@@ -536,7 +537,7 @@ async def test_a_429_storm_delays_posts_but_loses_none(rig: Rig) -> None:
     assert numbers == list(range(len(session.agent_turns)))  # each turn once, in order
     for number, turn in enumerate(session.agent_turns):
         [message] = tagged(thread, number)
-        assert message["text"] == escape(turn.text)
+        assert message_body(message) == escape(turn.text)
     limited = [c for c in rig.slack.calls if c.status == 429]
     assert len(limited) == 5
     assert sum(1 for s in rig.clock.slept if s >= 1.0) >= 5  # Retry-After honoured, no sleep
@@ -549,8 +550,8 @@ async def test_interjection_heard_adds_a_check_mark_once(rig: Rig) -> None:
     )
     turn = add_interjection(session, author="alice", text="make it rain", source_id=ts)
     surface = rig.surface()
-    await surface.interjection_heard(session, turn)
-    await surface.interjection_heard(session, turn)
+    for _ in range(2):
+        await show(surface, session, [f"{MARK_HEARD}:{turn.source_id}"])
     assert rig.slack.reactions(CHANNEL, ts) == {"white_check_mark": [BOT_USER_ID]}
     assert [c.error for c in rig.slack.calls_to("reactions.add")] == [None, "already_reacted"]
 
@@ -562,7 +563,7 @@ async def test_a_failed_turn_pauses_with_a_retry_button_once(rig: Rig) -> None:
     engine = Engine(model=model, outage=OutagePolicy(window_seconds=0))  # no waiting out
     result = await drive_turn(engine, session, surface)
     assert result is None and session.status == SessionStatus.PAUSED
-    await surface.session_paused(session)  # again: a redo of the same pause
+    await show(surface, session, steps_after(session))  # again: a redo of the same pause
 
     thread = rig.thread(session)
     [paused] = tagged(thread, TURN_PAUSED)
@@ -615,7 +616,7 @@ async def test_a_turn_set_aside_by_another_worker_is_marked_when_the_session_pau
     assert half["text"] == "Half a thought"
     session.status = SessionStatus.PAUSED
     session.error = "Turn 0 failed 3 times in a row; it was set aside. Retry resumes it."
-    await rig.surface().session_paused(session)
+    await show(rig.surface(), session, steps_after(session))
 
     [message] = tagged(rig.thread(session), 0)
     assert "Retry writes it again" in block_texts(message)
@@ -627,8 +628,8 @@ async def test_a_stopped_session_says_who_stopped_it_once(rig: Rig) -> None:
     surface = rig.surface()
     await run_turns(Engine(model=OfflineModel()), session, surface, n=1)
     stop(session, by="alice")
-    await surface.session_stopped(session)
-    await surface.session_stopped(session)
+    for _ in range(2):
+        await show(surface, session, steps_after(session))
     [stopped] = tagged(rig.thread(session), TURN_STOPPED)
     assert stopped["text"] == "Stopped by alice."
     assert "Stopped" in block_texts(rig.root(session))
@@ -729,7 +730,7 @@ def assert_each_turn_posted_once(rig: Rig, channel: str, session: Session) -> No
     assert numbers == list(range(len(session.agent_turns)))
     for number, turn in enumerate(session.agent_turns):
         [message] = tagged(thread, number)
-        assert message["text"] == escape(turn.text)
+        assert message_body(message) == escape(turn.text)
     untagged = [m for m in thread[1:] if m.get("bot_id") and tag(m) is None and not m.get("files")]
     assert untagged == []  # no orphan
 
@@ -773,7 +774,7 @@ async def test_a_lock_where_joining_is_refused_still_locks_and_says_how_to_get_t
     assert_each_turn_posted_once(rig, OPEN, final)
     # Shown again (a redo): nothing is tried twice, no second note.
     calls = len(rig.slack.calls)
-    await rig.surface(prompts_channel=PROMPTS).session_locked(final)
+    await show(rig.surface(prompts_channel=PROMPTS), final, LOCK_STEPS)
     # (The place is asked of Slack again: a channel made private meanwhile counts.)
     assert [c.method for c in rig.slack.calls[calls:]] == [
         "users.info",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.dialogue.streaming import MessageFieldDecoder
+from bot.llm.streaming import MessageFieldDecoder
 
 MESSAGES = [
     "plain",

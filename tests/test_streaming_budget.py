@@ -23,7 +23,7 @@ from bot.llm.base import ModelReply, ModelRequest, TextCallback
 from bot.llm.offline import CHUNK_CHARS, OfflineModel
 from bot.slack.blocks import root_blocks, root_text, turn_parts
 from bot.slack.client import close_client, make_client
-from bot.surfaces.slack import SlackSurface
+from bot.slack.surface import SlackSurface
 from bot.worker import Worker, WorkerConfig
 from state import State
 from tests.fakes.slack_server import TEAM_ID, FakeSlack

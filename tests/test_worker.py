@@ -194,7 +194,12 @@ async def test_a_turn_whose_showing_keeps_failing_is_saved_once_and_its_session_
     dead = await real_state.queue.dead_letters()
     assert [d.job.session_id for d in dead] == [session.id]
     snap = await real_state.sessions.snapshot(session.id)
-    assert snap is not None and snap.steps == ["turn:0", "paused:1"]  # shown once Slack is back
+    assert snap is not None and snap.steps == [
+        "show_turn:0",
+        "update_root",
+        "show_paused:1",
+        "update_root",
+    ]  # shown once Slack is back
 
 
 class FailingModel(OfflineModel):

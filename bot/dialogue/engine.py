@@ -37,11 +37,11 @@ from bot.dialogue.models import (
     SessionStatus,
     Speaker,
     Turn,
-    Usage,
     utcnow,
 )
-from bot.dialogue.streaming import MessageFieldDecoder
 from bot.llm.base import ChatModel, ModelError, ModelReply, ModelRequest
+from bot.llm.streaming import MessageFieldDecoder
+from bot.llm.usage import Usage
 
 NO_PROGRESS_LIMIT = 2
 # The largest max_tokens a retry of a cut-off reply asks for: the current models' output limit

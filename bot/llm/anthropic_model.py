@@ -38,8 +38,8 @@ from anthropic.types import (
 )
 
 from bot.config import Settings
-from bot.dialogue.models import Usage
 from bot.llm.base import Message, ModelError, ModelReply, ModelRequest, TextCallback
+from bot.llm.usage import Usage
 
 log = logging.getLogger(__name__)
 

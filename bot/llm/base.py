@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from bot.dialogue.models import Usage
+from bot.llm.usage import Usage
 
 TextCallback = Callable[[str], Awaitable[None]]
 

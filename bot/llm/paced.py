@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from bot.dialogue.streaming import MessageFieldDecoder
 from bot.llm.base import ChatModel, ModelReply, ModelRequest, TextCallback
+from bot.llm.streaming import MessageFieldDecoder
 
 # Small pieces, so the text flows rather than jumping a chunk at a time.
 PIECE_CHARS = 3

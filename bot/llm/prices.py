@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.dialogue.models import Usage
+from bot.llm.usage import Usage
 
 PER_MILLION = 1_000_000
 OFFLINE_PREFIX = "offline"

@@ -32,6 +32,11 @@ SECTION_TEXT_MAX_CHARS = 3_000
 MESSAGE_TEXT_MAX_CHARS = 40_000
 MAX_BLOCKS = 50
 STREAM_UPDATE_MIN_INTERVAL_S = 1.0  # post-then-update fallback: at most one update a second
+# A message's `text` beside its blocks is a summary for notifications and screen readers:
+# Slack recommends at most 4,000 characters there, and chat.update has been reported to
+# answer msg_too_long above 4,000 bytes (docs.slack.dev/reference/methods/chat.postMessage,
+# "Truncating content"), so the Markdown is not sent a second time.
+FALLBACK_TEXT_MAX_CHARS = 300
 
 # Interactivity.
 ACTION_STOP = "sora_stop"
@@ -333,6 +338,16 @@ def split_markdown(text: str, limit: int = MARKDOWN_BLOCK_MAX_CHARS) -> list[str
     return pieces
 
 
+def _summary(text: str, limit: int) -> str:
+    """The start of `text`, at most `limit` characters, cut after a word where it is cut."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", limit // 2, limit)
+    if cut == -1:
+        cut = _hard_cut(text, 0, limit - 1)
+    return text[:cut].rstrip() + "…"
+
+
 def _safe_prefix(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters (with an ellipsis when cut)."""
     if len(text) <= limit:
@@ -355,7 +370,8 @@ def context_block(text: str) -> dict[str, Any]:
 class MessagePart:
     """One Slack message: `body` (escaped Markdown, shown first) and the blocks after it.
 
-    `text` is the message's plain text: the body, or `fallback` when there is none.
+    `text` is the message's fallback text, a short summary: the body's start (at most
+    FALLBACK_TEXT_MAX_CHARS), or `fallback` when there is no body.
     A streamed message shows `body` as its streamed text and gets `tail` at the end.
     """
 
@@ -365,7 +381,9 @@ class MessagePart:
 
     @property
     def text(self) -> str:
-        return self.body or self.fallback
+        if not self.body:
+            return self.fallback
+        return _summary(self.body, FALLBACK_TEXT_MAX_CHARS)
 
     @property
     def blocks(self) -> list[dict[str, Any]]:

@@ -21,9 +21,10 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import aiohttp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -37,6 +38,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.config import Settings
+
+# The Web API client, named for code outside bot.slack (which imports no slack_sdk).
+SlackClient: TypeAlias = AsyncWebClient
 
 RATE_LIMIT_RETRIES = 5
 SERVER_ERROR_RETRIES = 3
@@ -232,6 +236,15 @@ def make_client(
             ),
         ],
     )
+
+
+async def app_token_refusal(client: AsyncWebClient, app_token: str) -> str | None:
+    """Slack's error for an app-level token it refuses (None: Socket Mode may connect)."""
+    try:
+        await client.apps_connections_open(app_token=app_token)
+    except SlackApiError as e:
+        return str(e.response.get("error") or "unknown_error")
+    return None
 
 
 async def close_client(client: AsyncWebClient) -> None:

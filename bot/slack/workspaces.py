@@ -35,9 +35,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.dialogue.engine import TurnSink
-from bot.dialogue.models import Session, Speaker, Turn
+from bot.dialogue.models import Session, Speaker
 from bot.slack.client import RATE_LIMIT_RETRIES, close_client, make_client
-from bot.surfaces.base import Surface
+from bot.slack.steps import STEPS
+from bot.surfaces.base import Step, Surface
 from state.installations import Cipher, RedisInstallationStore
 from state.keys import Keys
 
@@ -239,6 +240,7 @@ class WorkspaceSurface:
         self.clients = clients
         self._make = make
         self._surfaces: dict[str, tuple[AsyncWebClient, Surface]] = {}
+        self.steps: Mapping[str, Step] = {name: self._route(name) for name in STEPS}
 
     async def _for(self, session: Session) -> Surface:
         team = session.origin.team_id
@@ -284,25 +286,20 @@ class WorkspaceSurface:
             redo=redo,
         )
 
-    async def turn_finished(self, session: Session, turn: Turn) -> None:
-        await (await self._for(session)).turn_finished(session, turn)
-
     async def model_waiting(
         self, session: Session, seconds: float, reason: str, status: int | None = 529
     ) -> None:
         await (await self._for(session)).model_waiting(session, seconds, reason, status)
 
-    async def interjection_heard(self, session: Session, turn: Turn) -> None:
-        await (await self._for(session)).interjection_heard(session, turn)
+    def _route(self, name: str) -> Step:
+        """Step `name`, run by the session's own workspace's surface."""
 
-    async def session_locked(self, session: Session) -> None:
-        await (await self._for(session)).session_locked(session)
+        async def run(session: Session, arg: str) -> None:
+            step = (await self._for(session)).steps.get(name)
+            if step is not None:
+                await step(session, arg)
 
-    async def session_paused(self, session: Session) -> None:
-        await (await self._for(session)).session_paused(session)
-
-    async def session_stopped(self, session: Session) -> None:
-        await (await self._for(session)).session_stopped(session)
+        return run
 
 
 def open_workspaces(

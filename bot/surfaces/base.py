@@ -2,17 +2,36 @@
 
 The engine never knows which surface it has: the terminal prints, the Slack
 thread posts and updates messages. A surface opens a sink for each turn; the
-engine streams the message into it; the driver then reports what happened.
+engine streams the message into it. What is shown after a save is a list of
+named steps (the outbox, see `bot.driver`); each surface maps the names it
+shows to its own functions in its `steps` table, and a name missing from the
+table is not shown there (the terminal pins nothing).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker, Turn
+
+# A step: shows something of a saved session; the argument is what its name carried
+# after a colon ("show_turn:3" -> "3"), or "".
+Step = Callable[[Session, str], Awaitable[None]]
+
+# The steps' names, as saved in the outbox.
+MARK_HEARD = "mark_heard"  # :<source id> the reaction on a human's message the agents heard
+SHOW_TURN = "show_turn"  # :<n> the final render of agent turn n
+UPDATE_ROOT = "update_root"  # the session's status where it started (the thread root)
+POST_LOCKED = "post_locked"  # the locked prompt
+PIN_LOCKED = "pin_locked"
+UPLOAD_REPORT = "upload_report"
+CROSS_POST = "cross_post"  # the locked prompt in the team's prompts channel
+SHOW_PAUSED = "show_paused"  # :<n> turn n failed; Retry
+SHOW_STOPPED = "show_stopped"
+ADD_TO_LIBRARY = "add_to_library"  # not a surface's: the driver adds it to the library
 
 
 def waiting_notice(seconds: float, status: int | None = 529) -> str:
@@ -53,14 +72,23 @@ class Surface(Protocol):
         """
         ...
 
-    async def turn_finished(self, session: Session, turn: Turn) -> None: ...
-
     async def model_waiting(
         self, session: Session, seconds: float, reason: str, status: int | None = 529
     ) -> None:
         """Claude failed past its client's retries (`reason`); the turn is tried again in
         `seconds`. Shown as `waiting_notice(seconds)`; the turn's sink is reused after."""
         ...
+
+    @property
+    def steps(self) -> Mapping[str, Step]:
+        """The steps this surface shows, by name; each idempotent."""
+        ...
+
+
+class EventSurface(Protocol):
+    """A surface that shows a saved session by five events (the terminal, the recorder)."""
+
+    async def turn_finished(self, session: Session, turn: Turn) -> None: ...
 
     async def interjection_heard(self, session: Session, turn: Turn) -> None: ...
 
@@ -69,3 +97,35 @@ class Surface(Protocol):
     async def session_paused(self, session: Session) -> None: ...
 
     async def session_stopped(self, session: Session) -> None: ...
+
+
+def event_steps(surface: EventSurface) -> dict[str, Step]:
+    """The steps table of an `EventSurface`: each event under the step that shows it."""
+
+    async def show_turn(session: Session, arg: str) -> None:
+        agents = session.agent_turns
+        n = int(arg)
+        if 0 <= n < len(agents):
+            await surface.turn_finished(session, agents[n])
+
+    async def mark_heard(session: Session, arg: str) -> None:
+        turn = next((t for t in session.turns if t.source_id == arg), None)
+        if turn is not None:
+            await surface.interjection_heard(session, turn)
+
+    async def post_locked(session: Session, arg: str) -> None:
+        await surface.session_locked(session)
+
+    async def show_paused(session: Session, arg: str) -> None:
+        await surface.session_paused(session)
+
+    async def show_stopped(session: Session, arg: str) -> None:
+        await surface.session_stopped(session)
+
+    return {
+        SHOW_TURN: show_turn,
+        MARK_HEARD: mark_heard,
+        POST_LOCKED: post_locked,
+        SHOW_PAUSED: show_paused,
+        SHOW_STOPPED: show_stopped,
+    }

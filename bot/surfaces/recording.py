@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker, Turn
+from bot.surfaces.base import event_steps
 from state.keys import Keys
 from state.posts import field
 
@@ -45,6 +46,7 @@ class RecordingSurface:
         self.redis = redis
         self.keys = keys
         self._post = redis.register_script(_POST)
+        self.steps = event_steps(self)
 
     async def _event(self, sid: str, **event: Any) -> None:
         await self.redis.rpush(self.keys.recorded(sid), json.dumps(event))

@@ -28,7 +28,7 @@ from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Draft, Session, Speaker, Turn
 from bot.dialogue.report import LOCK_REASONS, fence, ready_prompt
 from bot.dialogue.text import as_markdown, as_text, clean
-from bot.surfaces.base import waiting_notice
+from bot.surfaces.base import event_steps, waiting_notice
 
 INVALID_REPLY = "(that reply is void; it is written again)"
 INTERJECT_HINT = "type a note and press Enter to interject; Ctrl-C stops"
@@ -136,6 +136,7 @@ class PlainSurface:
     def __init__(self, out: TextIO, *, resume_command: ResumeCommand | None = None):
         self.out = out
         self.resume_command = resume_command
+        self.steps = event_steps(self)
 
     def _say(self, text: str) -> None:
         self.out.write(as_text(text))
@@ -262,6 +263,7 @@ class RichSurface:
         self.console = console
         self.resume_command = resume_command
         self.interactive = interactive
+        self.steps = event_steps(self)
         self._buf = ""
         self._spinner: Spinner | None = None
         self._line = ""

@@ -1,0 +1,203 @@
+"""The live message of a turn while the model writes it: best effort, outside the outbox.
+
+A placeholder is posted (tagged, and recorded in the post ledger), then
+updated with the text so far, so that every member of the channel sees the
+turn grow (Slack's chat streaming is live only for one recipient in a
+channel, and carries no metadata tag). Each update draws from the
+workspace's chat.update budget (`state.updates`) and comes at most every
+`budget.interval(n)` seconds, n being the turns written at once in the
+workspace: one turn alone updates every second, twenty share the budget.
+Nothing here raises, waits on Slack or retries: no call left means the
+update is skipped, and a 429 skips it too (the interim client does not
+retry), so reading the model's stream never stalls. A failure only means
+the final render (a step after the save) posts or updates the message
+instead. `unknown` says a post may have gone out without an answer, so the
+final render looks for its tag first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.blocks import MessagePart, interrupted_part, message_metadata, preview_part
+from bot.slack.client import retry_after_seconds_of
+from bot.slack.errors import BEST_EFFORT_ERRORS, CONNECTION_ERRORS, slack_error, status_of
+from bot.slack.poster import Poster, Thread
+from state.updates import MIN_INTERVAL_S
+
+log = logging.getLogger("sora.slack")
+
+# The placeholder waits this long at most for the channel's post limiter.
+INTERIM_WAIT_MAX_S = 2.0
+# A turn counts as being written for this long after its last interim update (renewed
+# while it is), so a worker that dies stops counting soon after.
+STREAM_CLAIM_S = 60.0
+# An interim update Slack has not answered in this long is given up (the model goes on).
+INTERIM_TIMEOUT_S = 5.0
+
+
+def interim_client_of(client: AsyncWebClient) -> AsyncWebClient:
+    """A client for calls made inside the model's stream: one attempt each, no retry of
+    any kind (a 429, a server error, a dropped connection), on the same connections."""
+    return AsyncWebClient(
+        token=client.token,
+        base_url=client.base_url,
+        session=client.session,
+        logger=client.logger,
+        retry_handlers=[],
+    )
+
+
+class LiveMessage:
+    """The message of one agent turn while the model writes it (a `TurnSink`)."""
+
+    def __init__(
+        self,
+        poster: Poster,
+        interim_client: AsyncWebClient,
+        *,
+        session_id: str,
+        where: Thread,
+        turn: int,
+        username: str,
+        icon: str,
+        parts: Mapping[int, str],
+    ):
+        self.poster = poster
+        self.interim_client = interim_client
+        self.session_id = session_id
+        self.where = where
+        self.turn = turn
+        self.username = username
+        self.icon = icon
+        self.parts = dict(parts)  # part -> ts
+        self.unknown = False
+        self.text = ""  # the raw message so far
+        self.shown: str | None = None  # text of the last interim update
+        self.next_try = 0.0  # clock before which no interim update is tried
+        self.counted = False  # whether this turn counts among the workspace's streams
+
+    @property
+    def key(self) -> str:
+        return f"{self.session_id}:{self.turn}"
+
+    def metadata(self, part: int) -> dict[str, Any]:
+        return message_metadata(self.session_id, self.turn, part)
+
+    async def open(self) -> None:
+        """Post the placeholder, unless the channel's post limiter says to wait long."""
+        p = self.poster
+        channel = self.where.channel
+        try:
+            delay = await p.state.ratelimit.acquire(channel)
+            if delay > INTERIM_WAIT_MAX_S:
+                return
+            if delay > 0:
+                await p.sleep(delay)
+                if await p.state.ratelimit.acquire(channel) > 0:
+                    return
+            response = await p.client.chat_postMessage(
+                channel=channel,
+                thread_ts=self.where.ts,
+                text=MessagePart().text,
+                metadata=self.metadata(0),
+                username=self.username,
+                icon_emoji=self.icon,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as e:
+            log.info("no placeholder for turn %s in %s: %s", self.turn, channel, e)
+            if status_of(e) == 429:
+                await p.state.ratelimit.hold(channel, retry_after_seconds_of(e.response.headers))
+            elif status_of(e) >= 500:
+                self.unknown = True
+            return
+        except CONNECTION_ERRORS as e:
+            log.info("placeholder for turn %s in %s: no answer: %r", self.turn, channel, e)
+            self.unknown = True
+            return
+        ts = str(response["ts"])
+        self.parts[0] = ts
+        await p.state.posts.record(self.session_id, self.turn, 0, ts)
+        p.mark_updated(ts)  # a fresh post counts as the message's last change
+
+    # ---- TurnSink ----------------------------------------------------------------------
+
+    async def delta(self, text: str) -> None:
+        self.text += text
+        await self._push()
+
+    async def reset(self) -> None:
+        self.text = ""  # a repair call writes the message again
+        await self._push()
+
+    async def _push(self) -> None:
+        p = self.poster
+        ts = self.parts.get(0)
+        now = p.clock()
+        if ts is None or now < self.next_try or p.update_wait(ts) > 0:
+            return
+        preview = preview_part(self.text)
+        if preview.body == self.shown:
+            return
+        budget = p.budget
+        self.next_try = now + MIN_INTERVAL_S  # no other attempt while this one runs
+        try:
+            streams = await budget.streaming(p.workspace, self.key, for_s=STREAM_CLAIM_S)
+            self.counted = True
+            self.next_try = now + budget.interval(streams)
+            if not await budget.take(p.workspace):
+                return  # the workspace's budget is spent for now: skip this one
+            await asyncio.wait_for(
+                self.interim_client.chat_update(
+                    channel=self.where.channel,
+                    ts=ts,
+                    text=preview.text,
+                    blocks=preview.blocks,
+                    metadata=self.metadata(0),
+                ),
+                INTERIM_TIMEOUT_S,
+            )
+            p.mark_updated(ts)
+            self.shown = preview.body
+        except BEST_EFFORT_ERRORS as e:
+            log.info("interim update of %s skipped (the final one will show it): %s", ts, e)
+
+    async def close(self) -> None:
+        """The turn is no longer being written: stop counting it among the streams."""
+        if self.counted:
+            self.counted = False
+            try:
+                await self.poster.budget.done_streaming(self.poster.workspace, self.key)
+            except RedisError as e:  # its claim lapses by itself
+                log.info("turn %s: cannot stop counting its stream: %s", self.key, e)
+
+    async def abandon(self) -> None:
+        """The turn failed: say so in its message (best effort)."""
+        await self.close()
+        ts = self.parts.get(0)
+        if ts is not None:
+            await mark_interrupted(self.poster, self.session_id, self.where, self.turn, ts)
+
+
+async def mark_interrupted(
+    poster: Poster, session_id: str, where: Thread, turn: int, ts: str
+) -> None:
+    """Say in a failed turn's message that Retry writes it again (best effort)."""
+    try:
+        await poster.call(
+            where.channel,
+            lambda: poster.update(
+                where.channel, ts, interrupted_part(), message_metadata(session_id, turn, 0)
+            ),
+        )
+    except SlackApiError as e:
+        log.info("cannot mark the failed turn's message %s: %s (%s)", ts, e, slack_error(e))
