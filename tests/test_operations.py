@@ -23,8 +23,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.cli import audit_line, parse_since
-from bot.dialogue.models import SessionStatus, Usage
+from bot.dialogue.models import SessionStatus
 from bot.llm.prices import estimate_cost
+from bot.llm.usage import Usage
 from bot.sessions import BadInput
 from bot.slack.blocks import ACTION_STOP
 from bot.slack.client import UPLOAD

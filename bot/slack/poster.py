@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.dialogue.models import Session, Speaker, Turn
 from bot.slack.blocks import (
     METADATA_EVENT,
@@ -151,6 +152,7 @@ class Poster:
         channel learns it, so they all hold back instead of each hitting it."""
         wait = retry_after_seconds_of(e.response.headers)
         log.info("Slack rate limit%s: waiting %.1f s", f" in {channel}" if channel else "", wait)
+        metrics.slack_rate_limit_wait(wait)
         if posting and channel:
             await self.state.ratelimit.hold(channel, wait)
         await self.sleep(wait + random.uniform(0, 0.25))
@@ -314,7 +316,7 @@ class Poster:
         wait = self.update_wait(ts)
         if wait > 0:
             await self.sleep(wait)
-        await self.budget.wait_for(self.workspace)
+        metrics.update_budget_wait(await self.budget.wait_for(self.workspace))
         await self.client.chat_update(
             channel=channel, ts=ts, text=part.text, blocks=part.blocks, metadata=metadata
         )
