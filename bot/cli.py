@@ -757,14 +757,14 @@ def _metrics_note(settings: Settings) -> str:
 
 
 def _slack_speaker(
-    client: AsyncWebClient | None, workspaces: Clients | None
-) -> Callable[[str | None], Awaitable[AsyncWebClient]] | None:
+    client: SlackClient | None, workspaces: Clients | None
+) -> Callable[[str | None], Awaitable[SlackClient]] | None:
     """The client speaking for a workspace: the one client, or in OAuth mode each
     workspace's own; None without Slack."""
     if client is None and workspaces is None:
         return None
 
-    async def speaker(team_id: str | None) -> AsyncWebClient:
+    async def speaker(team_id: str | None) -> SlackClient:
         if workspaces is not None:
             return await workspaces.for_team(team_id)
         assert client is not None
@@ -790,7 +790,7 @@ def _lost_teller(
 
 
 def _full_teller(
-    client: AsyncWebClient | None, workspaces: Clients | None = None
+    client: SlackClient | None, workspaces: Clients | None = None
 ) -> Callable[[Session, str], Awaitable[None]] | None:
     """How the worker tells a session's thread root that Redis is full (Slack only)."""
     speaker = _slack_speaker(client, workspaces)
