@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +34,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.slack_server import TEAM_ID, UPLOAD_METHOD, FakeSlack
 from tests.redis_fixtures import REDIS_TEST_URL
 from tests.slack_signing import FORM, JSON_TYPE, command_body, event_body, thread_reply_event
-from tests.support import run_cli, wait_until
+from tests.support import app_processes, run_cli, wait_until
 from tests.test_e2e_slack import (
     CHANNEL,
     INTERJECTION,
@@ -96,45 +95,20 @@ async def app(
             PORT=str(web_port),
             METRICS_PORT=str(worker_port),
         )
-        procs = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot.cli",
-                command,
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            for command in ("serve", "worker")
-        ]
-        urls = (f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{worker_port}/metrics")
-        try:
+        url = f"http://127.0.0.1:{web_port}"
+        worker_metrics = f"http://127.0.0.1:{worker_port}/metrics"
+        async with app_processes([("serve",), ("worker",)], env=env, url=url):
             async with aiohttp.ClientSession() as http:
 
-                async def up(url: str) -> bool:
+                async def up() -> bool:
                     try:
-                        async with http.get(url) as r:
+                        async with http.get(worker_metrics) as r:
                             return r.status == 200
                     except aiohttp.ClientError:
                         return False
 
-                await wait_until(lambda: up(f"{urls[0]}/healthz"), "serve", within=30)
-                await wait_until(lambda: up(urls[1]), "the worker's /metrics", within=30)
-            yield slack, claude, urls[0], urls[1]
-        finally:
-            for p in procs:
-                if p.returncode is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    await asyncio.wait_for(p.wait(), timeout=15)
-                except TimeoutError:
-                    p.kill()
-            for p in procs:
-                assert p.stderr is not None
-                err = (await p.stderr.read()).decode(errors="replace")
-                assert "Traceback" not in err, err
+                await wait_until(up, "the worker's /metrics", within=30)
+            yield slack, claude, url, worker_metrics
 
 
 async def test_metrics_and_audit_after_a_session_through_slack(
