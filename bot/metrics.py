@@ -31,6 +31,7 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from redis.exceptions import RedisError
 
 from bot.llm.prices import estimate_cost
 
@@ -262,6 +263,12 @@ def jobs_dead_lettered(n: int) -> None:
 
 def redis_error(where: str) -> None:
     REDIS_ERRORS.labels(where).inc()
+
+
+def redis_error_if(error: BaseException, where: str) -> None:
+    """Count `error` if Redis raised it (a worker's step can fail in Slack or the model too)."""
+    if isinstance(error, RedisError):
+        redis_error(where)
 
 
 def render_finished(

@@ -347,6 +347,7 @@ class Sessions:
                 max_channel=s.max_running_per_channel,
             )
         except RedisError as e:
+            metrics.redis_error("reserve")
             log.error("session %s: the store failed before starting: %s", session.id, describe(e))
             raise Refused(store_failed(e)) from e
         if cap is not None:
@@ -394,6 +395,7 @@ class Sessions:
         except NotInstalled as e:
             raise Refused(f"{e} Ask a workspace admin to install it again.") from e
         except RedisError as e:
+            metrics.redis_error("start")
             log.error("session %s: the store failed while starting: %s", session.id, describe(e))
             raise Refused(store_failed(e)) from e
         except (SlackUnreachable, OSError, TimeoutError) as e:

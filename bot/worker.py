@@ -248,6 +248,7 @@ class Worker:
                 job.session_id, lease_owner=owner, lease_ttl_ms=self.config.lease_ttl_ms
             )
         except Exception as e:
+            metrics.redis_error_if(e, "read_session")
             if is_full(e):
                 # The snapshot takes the lease, a write. A plain read still works: tell.
                 log.error("cannot take session %s: %s", job.session_id, describe(e))
@@ -319,6 +320,7 @@ class Worker:
         except Exception as e:
             # Left pending: whoever takes the job over shows a saved turn from its
             # steps (no model call), or takes an unsaved one again.
+            metrics.redis_error_if(e, phase)
             if is_full(e):
                 log.error(
                     "session %s: could not %s turn %s: %s; job %s stays pending",

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.cli import audit_line, parse_since
 from bot.dialogue.models import SessionStatus
@@ -363,6 +364,8 @@ def test_a_failed_turn_counts_its_kind_and_pauses() -> None:
     metrics.jobs_dead_lettered(2)
     metrics.leases_reclaimed(3)
     metrics.render_finished("offline", "succeeded", seconds=4.0, cost_usd=0.0)
+    metrics.redis_error_if(RedisConnectionError("gone"), "save")
+    metrics.redis_error_if(ValueError("not Redis"), "save")
     after = parse(metrics.generate_latest(metrics.REGISTRY).decode())
 
     def moved(name: str, **labels: str) -> float:
@@ -374,6 +377,7 @@ def test_a_failed_turn_counts_its_kind_and_pauses() -> None:
     assert moved("sora_jobs_dead_lettered_total") == 2
     assert moved("sora_leases_reclaimed_total") == 3
     assert moved("sora_renders_total", renderer="offline", outcome="succeeded") == 1
+    assert moved("sora_redis_errors_total", where="save") == 1
     assert moved("sora_model_tokens_total") == 0  # a failed turn has no usage here
     assert Usage().total == 0
 
