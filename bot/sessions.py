@@ -390,6 +390,7 @@ class Sessions:
             )
             await self.state.sessions.create(session, enqueue=True)
             created = True
+            await self._remember_for_home(session)
         except SlackRefusal as e:
             raise Refused(refusal_message(e.error)) from e
         except NotInstalled as e:
@@ -417,6 +418,13 @@ class Sessions:
             f"{session.max_rounds} rounds at most",
         )
         return session
+
+    async def _remember_for_home(self, session: Session) -> None:
+        """File the new session under its starter's Home tab; a failure costs only that."""
+        try:
+            await self.state.home.remember(session)
+        except RedisError as e:
+            log.warning("session %s: not filed for its starter's Home: %s", session.id, describe(e))
 
     async def _undo_start(
         self, session: Session, invoker: Invoker, channel: str, root_ts: str | None

@@ -12,6 +12,7 @@ from bot.config import Settings
 from state.audit import AuditTrail
 from state.dedupe import EventDedupe
 from state.erase import Eraser
+from state.home import HomeSessions
 from state.inbox import Inbox
 from state.index import ThreadIndex
 from state.keys import (
@@ -33,6 +34,7 @@ from state.posts import PostLedger
 from state.queue import Job, TurnQueue
 from state.ratelimit import PostRateLimiter, Sleep
 from state.running import RunningSessions
+from state.search import LibraryIndex
 from state.store import SessionStore
 from state.sweep import Sweeper
 
@@ -65,10 +67,14 @@ class State:
     eraser: Eraser
     sweeper: Sweeper
     audit: AuditTrail
+    index: LibraryIndex
+    home: HomeSessions
     _heartbeat: AsyncScript = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_heartbeat", self.redis.register_script(_HEARTBEAT))
+        self.library.index = self.index
+        self.eraser.index = self.index
 
     @classmethod
     def create(
@@ -127,6 +133,8 @@ class State:
             audit=AuditTrail(
                 redis, keys, maxlen=settings.audit_max_entries if settings else AUDIT_MAXLEN
             ),
+            index=LibraryIndex(redis, keys),
+            home=HomeSessions(redis, keys, ttl_s=live_ttl_s),
         )
 
     async def heartbeat(

@@ -9,10 +9,15 @@ and are acked as moot.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from redis.asyncio import Redis
 
 from bot.dialogue.models import Session
 from state.keys import Keys
+
+if TYPE_CHECKING:
+    from state.search import LibraryIndex
 
 # KEYS: 1 session, 2 inbox, 3 posts, 4 lease, 5 recorded, 6 thread, 7 live,
 #       8 running user, 9 running team, 10 running channel, 11 library prompt,
@@ -35,6 +40,8 @@ class Eraser:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._keys = keys
         self._erase = redis.register_script(_ERASE)
+        # The workspace's search index (another slot: its own call), when set.
+        self.index: LibraryIndex | None = None
 
     async def erase(self, session: Session) -> int:
         """Delete every key of `session` (it must be as stored: its origin names its
@@ -61,4 +68,6 @@ class Eraser:
             ],
             args=[sid, "1" if thread else "0"],
         )
+        if self.index is not None:
+            await self.index.delete(sid, team_id=o.team_id)
         return int(n)

@@ -234,3 +234,53 @@ class Keys:
     def streaming(self, team: str) -> str:
         """Sorted set: turns being written right now, scored by when their claim lapses (µs)."""
         return self._k("updates", "streaming", team)
+
+    # ---- the team library's search index and the Home tab (per workspace) ------------
+    # Every key of one workspace's index shares the hash tag `{ws:<team id>}`, so that the
+    # search script (an intersection of term sets, then a walk newest first) and the add
+    # and delete scripts each touch one Redis Cluster slot. Sessions with no workspace
+    # (the terminal) are filed under NO_TEAM.
+
+    def library_feed(self, team_id: str) -> str:
+        """Sorted set: the workspace's library entry ids, scored by lock time (ms)."""
+        return self._ws(team_id, "lib", "feed")
+
+    def library_docs(self, team_id: str) -> str:
+        """Hash: entry id -> the entry's JSON (the index's own copy, in its slot)."""
+        return self._ws(team_id, "lib", "docs")
+
+    def library_channel_of(self, team_id: str) -> str:
+        """Hash: entry id -> the channel it was made in (the search skips hidden ones)."""
+        return self._ws(team_id, "lib", "chan")
+
+    def library_channels(self, team_id: str) -> str:
+        """Set: every channel with an entry (whose visibility a viewer's search resolves)."""
+        return self._ws(team_id, "lib", "channels")
+
+    def library_terms_of(self, team_id: str) -> str:
+        """Hash: entry id -> its index terms, space-separated (so a delete finds them)."""
+        return self._ws(team_id, "lib", "terms")
+
+    def library_term(self, team_id: str, term: str) -> str:
+        """Sorted set: the ids of the entries with `term`, scored by lock time (ms)."""
+        return self._ws(team_id, "lib", "term", term)
+
+    def library_scratch(self, team_id: str) -> str:
+        """Sorted set, gone when the search script returns: the intersection of its terms."""
+        return self._ws(team_id, "lib", "scratch")
+
+    def home_sessions(self, team_id: str, user_id: str) -> str:
+        """Sorted set: the ids of the sessions a person started, scored by start time (ms)."""
+        return self._ws(team_id, "home", "sessions", user_id)
+
+    def home_refresh(self, team_id: str, user_id: str) -> str:
+        """String, expiring: set while a Home refresh for this person is already due."""
+        return self._ws(team_id, "home", "refresh", user_id)
+
+
+NO_TEAM = "-"
+# The newest sessions of a person kept for their Home tab's "Running now".
+HOME_SESSIONS_KEPT = 20
+# At most one views.publish per person in this long for background refreshes (Tier 4,
+# about 100 a minute per workspace: api.slack.com/methods/views.publish).
+HOME_REFRESH_COALESCE_MS = 5_000

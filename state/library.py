@@ -10,6 +10,7 @@ JSON expires; its ids left in the indexes are dropped when a read meets them.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, ValidationError
 from redis.asyncio import Redis
@@ -18,6 +19,9 @@ from bot.dialogue.models import SCHEMA_VERSION, CleanModel, LockedPrompt, Sessio
 from state._text import text
 from state.errors import UnknownSchema
 from state.keys import LIBRARY_DEFAULT_LIMIT, Keys
+
+if TYPE_CHECKING:
+    from state.search import LibraryIndex
 
 KNOWN_LIBRARY_SCHEMAS = frozenset({SCHEMA_VERSION})
 
@@ -39,6 +43,10 @@ class LibraryEntry(CleanModel):
     locked: LockedPrompt
     idea: str
     created_at: datetime
+    team_id: str | None = None
+    persona_key: str | None = None  # the persona's name in `persona: <name>`
+    # The library entry this prompt was remixed from (its id), when it was.
+    remixed_from: str | None = None
 
     @classmethod
     def from_session(cls, session: Session) -> LibraryEntry:
@@ -58,6 +66,9 @@ class LibraryEntry(CleanModel):
             locked=session.locked,
             idea=session.idea,
             created_at=session.locked.locked_at,
+            team_id=session.origin.team_id,
+            persona_key=session.persona.name,
+            remixed_from=session.remixed_from,
         )
 
 
@@ -116,7 +127,7 @@ return existed
 """
 
 
-def _parse(raw: str) -> LibraryEntry:
+def parse_entry(raw: str) -> LibraryEntry:
     try:
         entry = LibraryEntry.model_validate_json(raw)
     except ValidationError as e:
@@ -138,6 +149,8 @@ class PromptLibrary:
         self._add = redis.register_script(_ADD)
         self._recent = redis.register_script(_RECENT)
         self._delete = redis.register_script(_DELETE)
+        # The workspace's search index (state.search), kept beside the library when set.
+        self.index: LibraryIndex | None = None
 
     def _entry_keys(self, pid: str, channel: str | None, user: str | None) -> list[str]:
         return [
@@ -161,17 +174,24 @@ class PromptLibrary:
                 self.ttl_s,
             ],
         )
+        if self.index is not None:
+            await self.index.add(entry)
         return bool(new)
 
-    async def delete(self, pid: str, *, channel: str | None, user: str | None) -> bool:
-        """Remove an entry and its ids from every index; True if it existed. 1 round trip."""
+    async def delete(
+        self, pid: str, *, channel: str | None, user: str | None, team: str | None = None
+    ) -> bool:
+        """Remove an entry and its ids from every index (the workspace's search index
+        too); True if it existed. 1 round trip, 3 with the search index."""
         existed = await self._delete(keys=self._entry_keys(pid, channel, user), args=[pid])
+        if self.index is not None:
+            await self.index.delete(pid, team_id=team)
         return bool(int(existed))
 
     async def get(self, pid: str) -> LibraryEntry | None:
         """1 round trip."""
         raw = await self._redis.get(self._keys.library_prompt(pid))
-        return None if raw is None else _parse(text(raw))
+        return None if raw is None else parse_entry(text(raw))
 
     async def recent(
         self,
@@ -199,4 +219,4 @@ class PromptLibrary:
                 self._keys.library_prompt(""),
             ],
         )
-        return [_parse(text(r)) for r in rows]
+        return [parse_entry(text(r)) for r in rows]

@@ -296,6 +296,10 @@ class Session(CleanModel):
     unheard: list[Note] = Field(default_factory=list)
     # What writing a free-text persona's sheet cost (one call, and its repair if any).
     persona_usage: Usage = Usage()
+    # A remix: the library entry it started from, and that entry's prompt, which the
+    # Copilot is given as draft v0 (the source) to start from.
+    remixed_from: str | None = None
+    source_draft: Draft | None = None
 
     # ---- derived from the transcript -------------------------------------------------
 

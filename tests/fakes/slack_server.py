@@ -189,6 +189,7 @@ JSON_METHODS = frozenset(
         "chat.stopStream",
         "views.open",
         "views.update",
+        "views.publish",
         "pins.add",
         "reactions.add",
         "reactions.remove",
@@ -538,7 +539,9 @@ Handler = Callable[[JSON, str | None], JSON]
 # reader is the recipient. `seen_by` answers what one member sees now.
 
 TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
-METHOD_TIERS = {"chat.update": 3, "chat.delete": 3}
+# views.publish and conversations.members are Tier 4 (api.slack.com/methods/views.publish,
+# api.slack.com/methods/conversations.members, "Rate limits: Tier 4").
+METHOD_TIERS = {"chat.update": 3, "chat.delete": 3, "views.publish": 4, "conversations.members": 4}
 TIER_WINDOW_S = 60.0
 
 
@@ -624,6 +627,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         "conversations.history",
         "conversations.info",
         "conversations.join",
+        "conversations.members",
         "pins.add",
         "pins.list",
         "reactions.add",
@@ -631,6 +635,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         "users.info",
         "views.open",
         "views.update",
+        "views.publish",
         "files.getUploadURLExternal",
         "files.completeUploadExternal",
         "apps.connections.open",
@@ -714,6 +719,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "conversations.history": self._conversations_history,
             "conversations.info": self._conversations_info,
             "conversations.join": self._conversations_join,
+            "conversations.members": self._conversations_members,
             "pins.add": self._pins_add,
             "pins.list": self._pins_list,
             "reactions.add": self._reactions_add,
@@ -721,6 +727,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "users.info": self._users_info,
             "views.open": self._views_open,
             "views.update": self._views_update,
+            "views.publish": self._views_publish,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
             "apps.connections.open": self._apps_connections_open,
@@ -741,6 +748,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         self._file_bytes: dict[str, bytes] = {}
         self._upload_keys: dict[str, str] = {}
         self._views: dict[str, JSON] = {}
+        self._homes: dict[str, JSON] = {}  # user id -> the Home tab view published for them
         self._users[BOT_USER_ID] = self._user_object(
             BOT_USER_ID, BOT_NAME, is_admin=False, display_name=BOT_NAME, real_name="Sora Copilot"
         )
@@ -920,6 +928,11 @@ class FakeSlack(_SlackTiers, LoopbackServer):
 
     def views(self) -> list[JSON]:
         return [copy.deepcopy(v) for v in self._views.values()]
+
+    def home(self, user: str) -> JSON | None:
+        """The Home tab view last published for ``user`` (None: never published)."""
+        view = self._homes.get(user)
+        return copy.deepcopy(view) if view is not None else None
 
     def users(self) -> list[JSON]:
         return [copy.deepcopy(u) for u in self._users.values()]
@@ -1861,6 +1874,21 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             info["num_members"] = len(ch.members)
         return {"channel": info}
 
+    def _conversations_members(self, params: JSON, token: str | None) -> JSON:
+        # docs.slack.dev/reference/methods/conversations.members: the member ids of a
+        # conversation, paginated by cursor; a private channel the bot is not in answers
+        # channel_not_found (the bot cannot see it), as Slack does.
+        ch = self._channel(_str_arg(params, "channel"))
+        if (ch.is_private or ch.is_im) and not ch.bot_member:
+            raise SlackError("channel_not_found")
+        limit = _int_arg(params, "limit", 100)
+        cursor = _str_arg(params, "cursor")
+        start = int(cursor) if cursor and cursor.isdigit() else 0
+        page = ch.members[start : start + max(1, min(limit, 1000))]
+        end = start + len(page)
+        next_cursor = str(end) if end < len(ch.members) else ""
+        return {"members": list(page), "response_metadata": {"next_cursor": next_cursor}}
+
     # ------------------------------------------------------------------ methods: pins, reactions
 
     def _pins_add(self, params: JSON, token: str | None) -> JSON:
@@ -2014,6 +2042,23 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         updated = self._view_object(view, current["id"], current)
         self._views[current["id"]] = updated
         return {"view": copy.deepcopy(updated)}
+
+    def _views_publish(self, params: JSON, token: str | None) -> JSON:
+        # api.slack.com/methods/views.publish: user_id and a view of type "home" (at most
+        # 100 blocks); `hash` guards against a race like views.update's.
+        user = _required(params, "user_id")
+        if user not in self._users:
+            raise SlackError("invalid_arguments", "[ERROR] invalid `user_id`")
+        view = self._view_arg(params)
+        if view.get("type") != "home":
+            raise SlackError("invalid_arguments", "[ERROR] must be home [json-pointer:/view/type]")
+        current = self._homes.get(user)
+        expected = _str_arg(params, "hash")
+        if expected is not None and current is not None and expected != current["hash"]:
+            raise SlackError("hash_conflict")
+        view_id = current["id"] if current is not None else self._new_id("V")
+        self._homes[user] = self._view_object(view, view_id, current)
+        return {"view": copy.deepcopy(self._homes[user])}
 
     # ------------------------------------------------------------------ Socket Mode
 

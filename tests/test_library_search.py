@@ -1,0 +1,106 @@
+"""The team library's search index: words, target, persona and person, per workspace,
+newest first, hiding what a viewer may not see."""
+
+from __future__ import annotations
+
+from bot.dialogue.models import Origin
+from state import LibraryEntry, State
+from state.search import query_terms, terms_of
+from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
+from tests.redis_fixtures import agent_turn, locked, make_draft, make_session, minutes_ago
+
+
+def entry(
+    *,
+    title: str,
+    prompt: str,
+    minutes: int,
+    channel: str = "C1",
+    user: str = "U1",
+    name: str = "ada",
+    team: str | None = "T1",
+    target: str = "sora-2",
+    persona: str = "director",
+) -> LibraryEntry:
+    origin = Origin(
+        surface="slack",
+        channel_id=channel,
+        thread_ts="1.1",
+        user_id=user,
+        user_name=name,
+        team_id=team,
+    )
+    session = agent_turn(make_session(origin=origin, target=target, persona=persona))
+    draft = make_draft().model_copy(update={"title": title, "prompt_text": prompt})
+    s = locked(session, at=minutes_ago(minutes))
+    assert s.locked is not None
+    s = s.model_copy(update={"locked": s.locked.model_copy(update={"draft": draft})})
+    return LibraryEntry.from_session(s)
+
+
+async def test_a_query_finds_entries_by_words_target_and_person_newest_first(
+    state: State,
+) -> None:
+    rain = entry(title="Night rain", prompt="A neon street in the rain at night.", minutes=30)
+    dawn = entry(
+        title="Dawn",
+        prompt="A fishing boat at dawn, calm sea.",
+        minutes=20,
+        user="U2",
+        name="grace",
+        target="sora-2-pro",
+    )
+    storm = entry(title="Storm", prompt="Rain lashes a lighthouse at night.", minutes=10)
+    for e in (rain, dawn, storm):
+        await state.library.add(e)
+    ids = lambda page: [e.id for e in page.entries]  # noqa: E731
+    assert ids(await state.index.search("T1", query_terms("rain night"))) == [storm.id, rain.id]
+    assert ids(await state.index.search("T1", query_terms("NEON"))) == [rain.id]
+    assert ids(await state.index.search("T1", query_terms("target:sora-2-pro"))) == [dawn.id]
+    assert ids(await state.index.search("T1", query_terms("by:<@U2>"))) == [dawn.id]
+    assert ids(await state.index.search("T1", query_terms("by:grace sea"))) == [dawn.id]
+    assert ids(await state.index.search("T1", query_terms("persona:director dawn"))) == [dawn.id]
+    assert ids(await state.index.search("T1", query_terms("rain sea"))) == []
+    assert ids(await state.index.search("T1")) == [storm.id, dawn.id, rain.id]
+
+
+async def test_pages_skip_hidden_channels_and_say_whether_more_follow(state: State) -> None:
+    made = [
+        entry(
+            title=f"Shot {i}", prompt="rain", minutes=100 - i, channel="G9" if i % 3 == 0 else "C1"
+        )
+        for i in range(10)
+    ]
+    for e in made:
+        await state.library.add(e)
+    visible = [e.id for e in reversed(made) if e.channel_id == "C1"]
+    first = await state.index.search("T1", ["rain"], hidden=["G9"], limit=4)
+    second = await state.index.search("T1", ["rain"], hidden=["G9"], offset=4, limit=4)
+    assert [e.id for e in first.entries] == visible[:4] and first.more
+    assert [e.id for e in second.entries] == visible[4:] and not second.more
+    assert await state.index.channels("T1") == {"C1", "G9"}
+
+
+async def test_another_workspace_never_sees_an_entry_and_delete_removes_every_term(
+    state: State,
+) -> None:
+    mine = entry(title="Rain", prompt="rain on glass", minutes=5)
+    theirs = entry(title="Rain", prompt="rain on tin", minutes=4, team="T2")
+    await state.library.add(mine)
+    await state.library.add(theirs)
+    assert [e.id for e in (await state.index.search("T2", ["rain"])).entries] == [theirs.id]
+    assert await state.library.delete(mine.id, channel="C1", user="U1", team="T1")
+    assert (await state.index.search("T1", ["rain"])).entries == []
+    assert (await state.index.search("T1")).entries == []
+    for term in terms_of(mine):
+        assert await state.redis.exists(state.keys.library_term("T1", term)) == 0
+
+
+def test_a_query_reads_fields_and_ignores_stop_words() -> None:
+    assert query_terms("The rain, target:Sora-2 persona:Director by:<@U123|ada>") == [
+        "rain",
+        "t:sora-2",
+        "p:director",
+        "u:U123",
+    ]
+    assert query_terms("") == []
