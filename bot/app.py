@@ -29,11 +29,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.background import AfterAck
 from bot.config import Settings
 from bot.sessions import Sessions
+from bot.slack.access import Access
 from bot.slack.client import make_client
+from bot.slack.home import HomeTab
 from bot.slack.oauth import WorkspaceAuthorize, install_flow
 from bot.slack.roots import Roots
 from bot.slack.workspaces import Workspaces
 from handlers import actions, commands, installs, messages, views
+from handlers import home as home_handlers
 from state import State
 
 if TYPE_CHECKING:
@@ -113,16 +116,18 @@ def build_app(
         state=state, settings=settings, slack=Roots(client, clients=workspaces)
     )
     background = after_ack or AfterAck()
+    home = HomeTab(state, access=Access(places=service.places))
 
     async def provide(context: AsyncBoltContext, next_: Callable[[], Awaitable[None]]) -> None:
         context["state"] = state
         context["settings"] = settings
         context["sessions"] = service
         context["after_ack"] = background
+        context["home"] = home
         await next_()
 
     app.middleware(provide)
-    for module in (commands, messages, actions, views, installs):
+    for module in (commands, messages, actions, views, installs, home_handlers):
         module.register(app)
     return app
 

@@ -29,7 +29,7 @@ from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resol
 from bot.slack.client import SlackClient
 from bot.slack.errors import SlackRefusal, SlackUnreachable
 from bot.slack.lost import DELETED_LINE, retire_if_live, retire_root
-from bot.slack.people import People
+from bot.slack.people import People, Person
 from bot.slack.privacy import Places
 from bot.slack.roots import Roots, refusal_message
 from bot.slack.workspaces import Clients, NotInstalled
@@ -308,6 +308,10 @@ class Sessions:
 
     async def _people_of(self, team_id: str | None) -> People:
         return await self.slack.people_of(team_id)
+
+    async def person(self, team_id: str | None, user_id: str) -> Person:
+        """A workspace member: their display name and whether they are an admin."""
+        return await (await self._people_of(team_id)).get(user_id)
 
     # -- start ---------------------------------------------------------------------------
 

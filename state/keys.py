@@ -273,14 +273,7 @@ class Keys:
         """Sorted set: the ids of the sessions a person started, scored by start time (ms)."""
         return self._ws(team_id, "home", "sessions", user_id)
 
-    def home_refresh(self, team_id: str, user_id: str) -> str:
-        """String, expiring: set while a Home refresh for this person is already due."""
-        return self._ws(team_id, "home", "refresh", user_id)
-
 
 NO_TEAM = "-"
 # The newest sessions of a person kept for their Home tab's "Running now".
 HOME_SESSIONS_KEPT = 20
-# At most one views.publish per person in this long for background refreshes (Tier 4,
-# about 100 a minute per workspace: api.slack.com/methods/views.publish).
-HOME_REFRESH_COALESCE_MS = 5_000

@@ -37,7 +37,7 @@ from bot.dialogue.models import (
     Verdict,
 )
 from bot.dialogue.profiles import resolve_persona, resolve_target
-from state import State, embedded
+from state import LibraryEntry, State, embedded
 
 __all__ = ["backend", "prefix", "real_redis", "real_state", "state"]
 
@@ -267,3 +267,36 @@ def own_redis(directory: str, *args: str) -> Any:
         yield server
     finally:
         server.stop()
+
+
+def library_entry(
+    *,
+    title: str,
+    prompt: str,
+    minutes: int = 5,
+    channel: str = "C1",
+    user: str = "U1",
+    name: str | None = None,
+    team: str | None = "T1",
+    target: str = "sora-2",
+    persona: str = "director",
+) -> LibraryEntry:
+    """A locked session's library entry with this caption and prompt, locked `minutes` ago."""
+    origin = Origin(
+        surface="slack",
+        channel_id=channel,
+        thread_ts="1700000000.000100",
+        user_id=user,
+        user_name=name or user.lower(),
+        team_id=team,
+    )
+    session = locked(
+        agent_turn(make_session(origin=origin, target=target, persona=persona)),
+        at=minutes_ago(minutes),
+    )
+    assert session.locked is not None
+    draft = make_draft().model_copy(update={"title": title, "prompt_text": prompt})
+    session = session.model_copy(
+        update={"locked": session.locked.model_copy(update={"draft": draft})}
+    )
+    return LibraryEntry.from_session(session)

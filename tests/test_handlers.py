@@ -73,6 +73,28 @@ ROOT = Path(__file__).resolve().parent.parent
 # ---- harness --------------------------------------------------------------------------
 
 
+def block_actions(action_id: str, value: str, *, user: str, **where: Any) -> dict[str, Any]:
+    """A button press by `user`; `where` adds the container, channel or view it was in."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+        "api_app_id": APP_ID,
+        "token": "legacy",
+        "team": {"id": TEAM_ID, "domain": "fake-workspace"},
+        "trigger_id": f"13345224609.738474920.{time.monotonic_ns()}",
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "controls",
+                "value": value,
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+        **where,
+    }
+
+
 class InFlight:
     """Counts Bolt listeners still running after their ack, so tests can wait for them."""
 
@@ -175,25 +197,13 @@ class Harness:
         )
 
     async def click(self, action_id: str, sid: str, *, user: str, root_ts: str) -> ClientResponse:
-        payload = {
-            "type": "block_actions",
-            "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
-            "api_app_id": APP_ID,
-            "token": "legacy",
-            "team": {"id": TEAM_ID, "domain": "fake-workspace"},
-            "container": {"type": "message", "message_ts": root_ts, "channel_id": CHANNEL},
-            "channel": {"id": CHANNEL, "name": "video-ideas"},
-            "trigger_id": "13345224609.738474920.8088930838d88f008e0",
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": "controls",
-                    "value": sid,
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
+        payload = block_actions(
+            action_id,
+            sid,
+            user=user,
+            container={"type": "message", "message_ts": root_ts, "channel_id": CHANNEL},
+            channel={"id": CHANNEL, "name": "video-ideas"},
+        )
         return await self.post(interactive_body(payload), content_type=FORM)
 
     async def submit(

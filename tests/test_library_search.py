@@ -3,39 +3,16 @@ newest first, hiding what a viewer may not see."""
 
 from __future__ import annotations
 
-from bot.dialogue.models import Origin
+from typing import Any
+
 from state import LibraryEntry, State
-from state.search import query_terms, terms_of
+from state.search import SearchPage, query_terms, terms_of
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
-from tests.redis_fixtures import agent_turn, locked, make_draft, make_session, minutes_ago
+from tests.redis_fixtures import library_entry
 
 
-def entry(
-    *,
-    title: str,
-    prompt: str,
-    minutes: int,
-    channel: str = "C1",
-    user: str = "U1",
-    name: str = "ada",
-    team: str | None = "T1",
-    target: str = "sora-2",
-    persona: str = "director",
-) -> LibraryEntry:
-    origin = Origin(
-        surface="slack",
-        channel_id=channel,
-        thread_ts="1.1",
-        user_id=user,
-        user_name=name,
-        team_id=team,
-    )
-    session = agent_turn(make_session(origin=origin, target=target, persona=persona))
-    draft = make_draft().model_copy(update={"title": title, "prompt_text": prompt})
-    s = locked(session, at=minutes_ago(minutes))
-    assert s.locked is not None
-    s = s.model_copy(update={"locked": s.locked.model_copy(update={"draft": draft})})
-    return LibraryEntry.from_session(s)
+def entry(*, title: str, prompt: str, minutes: int, **kw: Any) -> LibraryEntry:
+    return library_entry(title=title, prompt=prompt, minutes=minutes, **kw)
 
 
 async def test_a_query_finds_entries_by_words_target_and_person_newest_first(
@@ -53,7 +30,10 @@ async def test_a_query_finds_entries_by_words_target_and_person_newest_first(
     storm = entry(title="Storm", prompt="Rain lashes a lighthouse at night.", minutes=10)
     for e in (rain, dawn, storm):
         await state.library.add(e)
-    ids = lambda page: [e.id for e in page.entries]  # noqa: E731
+
+    def ids(page: SearchPage) -> list[str]:
+        return [e.id for e in page.entries]
+
     assert ids(await state.index.search("T1", query_terms("rain night"))) == [storm.id, rain.id]
     assert ids(await state.index.search("T1", query_terms("NEON"))) == [rain.id]
     assert ids(await state.index.search("T1", query_terms("target:sora-2-pro"))) == [dawn.id]
