@@ -319,6 +319,26 @@ class Sessions:
         """The validated session `request` asks for (BadInput otherwise). No I/O."""
         return session_for(request, self.settings)
 
+    def build_remix(self, entry: LibraryEntry, change: str) -> Session:
+        """A new session that starts from `entry`'s locked prompt (draft v0, the source),
+        with its persona and target where they still exist; the idea is the change asked
+        for. BadInput when the change is not a valid idea."""
+        s = self.settings
+        persona = entry.persona_key
+        if persona not in {p.name for p in self.personas()}:
+            persona = None  # a free-text persona is not kept in the library: the default
+        try:
+            target: str | None = resolve_target(entry.target, s.extra_profiles_dir).name
+        except ProfileError:
+            target = None
+        idea = " ".join(change.split()) or f"Remix of “{entry.locked.draft.title}”"
+        session = self.build(
+            CommandRequest(kind="start", idea=idea, persona=persona, target=target)
+        )
+        return session.model_copy(
+            update={"remixed_from": entry.id, "source_draft": entry.locked.draft}
+        )
+
     def personas(self) -> list[Persona]:
         return list(personas(self.settings.extra_profiles_dir).values())
 

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import AfterAck
-from bot.sessions import ControlKind, Refused, Sessions
+from bot.sessions import BadInput, ControlKind, Invoker, Refused, Sessions
 from bot.slack.home import (
     ACTION_CLEAR,
     ACTION_COPY,
@@ -28,6 +28,9 @@ from bot.slack.home import (
     ACTION_RETRY,
     ACTION_SEARCH,
     ACTION_STOP,
+    REMIX_CALLBACK,
+    REMIX_CHANGE,
+    REMIX_CHANNEL,
     SEARCH_CALLBACK,
     SEARCH_INPUT,
     HomeState,
@@ -36,6 +39,7 @@ from bot.slack.home import (
     remix_modal,
     search_modal,
 )
+from handlers import start
 from state import LibraryEntry
 
 log = logging.getLogger("sora.handlers")
@@ -50,6 +54,7 @@ def register(app: AsyncApp) -> None:
     for action_id in (ACTION_DELETE, ACTION_STOP, ACTION_RETRY):
         app.action(action_id)(on_home_action)
     app.view_submission(SEARCH_CALLBACK)(on_search_submitted)
+    app.view_submission(REMIX_CALLBACK)(on_remix_submitted)
 
 
 def _team(body: dict[str, Any]) -> str | None:
@@ -175,6 +180,13 @@ async def _home_action(
         await _publish(client, sessions, home, team=team, user=user, state=current, notice=notice)
 
 
+def _input(view: dict[str, Any], block: str) -> dict[str, Any]:
+    """The submitted state of a modal's input (block id and action id are both `block`)."""
+    values = (view.get("state") or {}).get("values") or {}
+    state = (values.get(block) or {}).get(block) or {}
+    return state if isinstance(state, dict) else {}
+
+
 async def on_search_submitted(
     ack: AsyncAck,
     body: dict[str, Any],
@@ -184,11 +196,80 @@ async def on_search_submitted(
     home: HomeTab,
     after_ack: AfterAck,
 ) -> None:
-    values = (view.get("state") or {}).get("values") or {}
-    query = str(((values.get(SEARCH_INPUT) or {}).get(SEARCH_INPUT) or {}).get("value") or "")
+    query = str(_input(view, SEARCH_INPUT).get("value") or "")
     await ack()
     user = str((body.get("user") or {})["id"])
     state = HomeState(query=" ".join(query.split()))
     await after_ack.submit(
         _publish(client, sessions, home, team=_team(body), user=user, state=state)
     )
+
+
+async def on_remix_submitted(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    sessions: Sessions,
+    home: HomeTab,
+    after_ack: AfterAck,
+) -> None:
+    channel = _input(view, REMIX_CHANNEL).get("selected_conversation")
+    change = str(_input(view, REMIX_CHANGE).get("value") or "")
+    if not channel:
+        await ack(response_action="errors", errors={REMIX_CHANNEL: "Choose a channel."})
+        return
+    await ack()
+    await after_ack.submit(
+        _remix(
+            body,
+            str(view.get("private_metadata") or ""),
+            str(channel),
+            change,
+            client,
+            sessions,
+            home,
+            after_ack,
+        )
+    )
+
+
+async def _remix(
+    body: dict[str, Any],
+    entry_id: str,
+    channel: str,
+    change: str,
+    client: AsyncWebClient,
+    sessions: Sessions,
+    home: HomeTab,
+    after_ack: AfterAck,
+) -> None:
+    user_obj = body.get("user") or {}
+    user, team = str(user_obj["id"]), _team(body)
+    entry = await _entry(client, home, team=team, user=user, entry_id=entry_id)
+    notice: str
+    if entry is None:
+        notice = "That prompt is gone, or made where you are not."
+    elif (
+        entry.channel_id
+        and channel != entry.channel_id
+        and (await home.access.place(client, team=team or "-", channel=entry.channel_id)).public
+        is False
+    ):
+        # A prompt made in a private place stays there: remixing it elsewhere would show it.
+        notice = "That prompt was made in a private conversation: remix it there, not elsewhere."
+    else:
+        try:
+            session = sessions.build_remix(entry, change)
+        except BadInput as e:
+            notice = f"⚠ {e}"
+        else:
+            invoker = Invoker(
+                channel_id=channel,
+                user_id=user,
+                team_id=team,
+                user_name=user_obj.get("username") or user_obj.get("name"),
+            )
+            await start(session, invoker, sessions=sessions, after_ack=after_ack, client=client)
+            notice = f"Remix of “{entry.locked.draft.title}” is starting in the channel you chose."
+    await _publish(client, sessions, home, team=team, user=user, notice=notice)

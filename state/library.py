@@ -47,6 +47,7 @@ class LibraryEntry(CleanModel):
     persona_key: str | None = None  # the persona's name in `persona: <name>`
     # The library entry this prompt was remixed from (its id), when it was.
     remixed_from: str | None = None
+    remixed_from_title: str | None = None
 
     @classmethod
     def from_session(cls, session: Session) -> LibraryEntry:
@@ -69,6 +70,7 @@ class LibraryEntry(CleanModel):
             team_id=session.origin.team_id,
             persona_key=session.persona.name,
             remixed_from=session.remixed_from,
+            remixed_from_title=session.source_draft.title if session.source_draft else None,
         )
 
 

@@ -8,12 +8,17 @@ from typing import Any
 
 from slack_sdk.models.views import View
 
+from bot.dialogue.agents import build_request
 from bot.slack.home import (
     ACTION_COPY,
     ACTION_DELETE,
     ACTION_PAGE,
+    ACTION_REMIX,
     ACTION_STOP,
     LIBRARY_PAGE,
+    REMIX_CALLBACK,
+    REMIX_CHANGE,
+    REMIX_CHANNEL,
     SEARCH_CALLBACK,
     SEARCH_INPUT,
 )
@@ -21,7 +26,7 @@ from state import LibraryEntry, State
 from tests import test_handlers as handlers_harness
 from tests.fakes.slack_server import APP_ID, MAX_VIEW_BLOCKS, TEAM_ID, FakeSlack
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
-from tests.redis_fixtures import library_entry
+from tests.redis_fixtures import agent_turn, library_entry, locked
 from tests.slack_signing import FORM, interactive_body
 from tests.test_handlers import ADA, BOSS, CHANNEL, GRACE, Harness, block_actions
 
@@ -68,7 +73,7 @@ def home_of(slack: FakeSlack, user: str) -> dict[str, Any]:
 
 
 def text_of(view: dict[str, Any]) -> str:
-    return json.dumps(view["blocks"])
+    return json.dumps(view["blocks"], ensure_ascii=False)
 
 
 def buttons(view: dict[str, Any], action_id: str) -> list[dict[str, Any]]:
@@ -142,7 +147,9 @@ async def test_a_private_channel_prompt_is_shown_to_its_members_only(
     assert slack.calls_to("conversations.members")
 
 
-async def submit_search(h: Harness, query: str, *, user: str) -> None:
+async def submit_view(
+    h: Harness, callback_id: str, values: dict[str, Any], *, user: str, metadata: str = ""
+) -> None:
     payload = {
         "type": "view_submission",
         "team": {"id": TEAM_ID, "domain": "fake-workspace"},
@@ -151,22 +158,23 @@ async def submit_search(h: Harness, query: str, *, user: str) -> None:
         "token": "legacy",
         "trigger_id": "13345224609.738474920.8088930838d88f008e0",
         "view": {
-            "id": "V0SEARCH",
+            "id": "V0MODAL",
             "type": "modal",
             "team_id": TEAM_ID,
             "app_id": APP_ID,
-            "callback_id": SEARCH_CALLBACK,
-            "private_metadata": "",
-            "state": {
-                "values": {
-                    SEARCH_INPUT: {SEARCH_INPUT: {"type": "plain_text_input", "value": query}}
-                }
-            },
+            "callback_id": callback_id,
+            "private_metadata": metadata,
+            "state": {"values": values},
         },
     }
     resp = await h.post(interactive_body(payload), content_type=FORM)
     assert resp.status == 200, await resp.text()
     await h.settle()
+
+
+async def submit_search(h: Harness, query: str, *, user: str) -> None:
+    values = {SEARCH_INPUT: {SEARCH_INPUT: {"type": "plain_text_input", "value": query}}}
+    await submit_view(h, SEARCH_CALLBACK, values, user=user)
 
 
 async def test_a_search_shows_only_the_matching_prompts(app: Harness, slack: FakeSlack) -> None:
@@ -213,3 +221,56 @@ async def test_stop_from_home_stops_my_session(app: Harness, slack: FakeSlack) -
     # Grace may not stop Ada's session from her Home either.
     await click_home(app, view, ACTION_STOP, sid, user=GRACE)
     assert "Only the person who started" in text_of(home_of(slack, GRACE))
+
+
+async def submit_remix(h: Harness, entry_id: str, *, channel: str, change: str, user: str) -> None:
+    values = {
+        REMIX_CHANNEL: {
+            REMIX_CHANNEL: {"type": "conversations_select", "selected_conversation": channel}
+        },
+        REMIX_CHANGE: {REMIX_CHANGE: {"type": "plain_text_input", "value": change}},
+    }
+    await submit_view(h, REMIX_CALLBACK, values, user=user, metadata=entry_id)
+
+
+async def test_remix_starts_from_the_source_prompt_and_the_new_entry_names_it(
+    app: Harness, slack: FakeSlack
+) -> None:
+    source = await add_entry(
+        app.state, title="Neon rain", prompt="A neon street in the rain, slow dolly.", user=GRACE
+    )
+    view = await open_home(app, ADA)
+    await click_home(app, view, ACTION_REMIX, source.id, user=ADA)
+    [modal] = [v for v in slack.views() if v["callback_id"] == REMIX_CALLBACK]
+    assert modal["private_metadata"] == source.id
+    before = {m["ts"] for m in app.roots()}
+    await submit_remix(app, source.id, channel=CHANNEL, change="make it dawn", user=ADA)
+    [root] = [m for m in app.roots() if m["ts"] not in before]
+    sid = await app.state.threads.lookup(CHANNEL, root["ts"])
+    assert sid is not None
+    session = await app.state.sessions.load(sid)
+    assert session is not None
+    assert (session.idea, session.remixed_from) == ("make it dawn", source.id)
+    assert session.source_draft == source.locked.draft
+    # The Copilot's first request carries the source prompt, labelled as draft v0.
+    request = build_request(session, max_tokens=1000)
+    assert request.agent == "copilot"
+    first = request.messages[0].content
+    assert "Draft v0 (the source): Neon rain" in first
+    assert "A neon street in the rain, slow dolly." in first
+    # Locked, its library entry names its source, and the Home says so.
+    await app.state.library.add(LibraryEntry.from_session(locked(agent_turn(session))))
+    entry = await app.state.index.get(sid, team_id=TEAM_ID)
+    assert entry is not None and entry.remixed_from == source.id
+    assert "remixed from “Neon rain”" in text_of(await open_home(app, ADA))
+
+
+async def test_a_private_prompt_is_not_remixed_into_another_channel(
+    app: Harness, slack: FakeSlack
+) -> None:
+    slack.seed_channel("secret-plans", SECRET_CHANNEL, is_private=True, members=[ADA])
+    secret = await add_entry(app.state, title="Secret launch", channel=SECRET_CHANNEL)
+    before = len(app.roots())
+    await submit_remix(app, secret.id, channel=CHANNEL, change="", user=ADA)
+    assert len(app.roots()) == before
+    assert "remix it there" in text_of(home_of(slack, ADA))

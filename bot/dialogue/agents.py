@@ -562,6 +562,16 @@ def _brief(session: Session, agent: AgentKind) -> str:
         f"Idea: {session.idea}",
         f"Rounds: at most {session.max_rounds}",
     ]
+    if session.source_draft is not None:
+        # A remix: the team's locked prompt is where this session starts, not a blank page.
+        source = render_draft(session.source_draft, session.target).replace(
+            f"Draft v{session.source_draft.version}:", "Draft v0 (the source):", 1
+        )
+        lines += [
+            "This session remixes a prompt the team locked before. Start from it: keep "
+            "what works, change what the idea asks for. Your first draft is v1.",
+            source,
+        ]
     if agent == "copilot":
         lines.append(
             "The session starts with your opening: greet briefly, ask the questions that "
@@ -732,6 +742,7 @@ def build_request(session: Session, *, max_tokens: int) -> ModelRequest:
         "round": session.next_round,
         "max_rounds": session.max_rounds,
         "latest_draft": latest.model_dump() if latest else None,
+        "source_draft": session.source_draft.model_dump() if session.source_draft else None,
         "pushed_back": session.persona_pushed_back,
         "persona_revisions": revisions,
         "heard": heard,

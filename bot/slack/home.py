@@ -149,7 +149,7 @@ def _entry_blocks(entry: LibraryEntry, *, may_delete: bool) -> list[dict[str, An
     if link:
         about.append(f"<{link}|thread>")
     if entry.remixed_from:
-        about.append(f"remixed from `{escape(entry.remixed_from)}`")
+        about.append(f"remixed from “{escape(entry.remixed_from_title or entry.remixed_from)}”")
     buttons = [
         _button("Copy prompt", ACTION_COPY, entry.id, "primary"),
         _button("Remix", ACTION_REMIX, entry.id),
