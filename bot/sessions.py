@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from redis.exceptions import RedisError
@@ -34,12 +34,15 @@ from bot.slack.privacy import Places
 from bot.slack.roots import Roots, refusal_message
 from bot.slack.workspaces import Clients, NotInstalled
 from state import InboxEntry, LibraryEntry, PushResult, State, describe, is_full
+from state.personas import TeamPersona
 from state.running import Cap
 from state.workspace import erase_workspace
 
 log = logging.getLogger("sora.sessions")
 
-CommandKind = Literal["start", "modal", "help", "personas", "library", "delete"]
+CommandKind = Literal[
+    "start", "modal", "help", "personas", "library", "delete", "persona_save", "persona_delete"
+]
 ControlKind = Literal["stop", "lock", "retry"]
 Field = Literal["idea", "persona", "rounds", "target"]
 
@@ -54,6 +57,13 @@ NOT_OURS_MAX = 10_000
 EYES = "eyes"
 
 _SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A team persona's name: one lowercase word (hyphens allowed), as `persona: <name>` takes.
+TEAM_PERSONA_NAME_RE = re.compile(r"[a-z][a-z0-9-]{1,31}")
+_PERSONA_USAGE = (
+    "Save a team persona with `/sora persona save <name>: <description>` (the name one "
+    "lowercase word, e.g. `/sora persona save critic: a harsh festival film critic`), or "
+    "delete one with `/sora persona delete <name>`."
+)
 # An option starts at a word boundary ("persona:" inside "xpersona:" is idea text).
 _OPTION_RE = re.compile(r"(?:(?<=\s)|^)(persona|rounds|target)\s*:", re.IGNORECASE)
 
@@ -177,6 +187,8 @@ def parse_command_text(text: str) -> CommandRequest:
     if stripped.lower() in SUBCOMMANDS:
         return CommandRequest(kind=SUBCOMMANDS[stripped.lower()])
     word, _, rest = stripped.partition(" ")
+    if word.lower() == "persona":
+        return _persona_command(rest.strip())
     if word.lower() == "delete":
         sid = rest.strip()
         if not _SESSION_ID_RE.fullmatch(sid):
@@ -208,6 +220,23 @@ def parse_command_text(text: str) -> CommandRequest:
         rounds=options.get("rounds"),
         target=options.get("target"),
     )
+
+
+def _persona_command(text: str) -> CommandRequest:
+    """`persona save <name>: <description>` or `persona delete <name>`."""
+    verb, _, rest = text.partition(" ")
+    if verb.lower() == "delete":
+        name = rest.strip().lower()
+        if not TEAM_PERSONA_NAME_RE.fullmatch(name):
+            raise BadInput(_PERSONA_USAGE)
+        return CommandRequest(kind="persona_delete", persona=name)
+    if verb.lower() == "save":
+        name, colon, description = rest.partition(":")
+        name = name.strip().lower()
+        if not colon or not TEAM_PERSONA_NAME_RE.fullmatch(name) or not description.strip():
+            raise BadInput(_PERSONA_USAGE)
+        return CommandRequest(kind="persona_save", persona=name, idea=" ".join(description.split()))
+    raise BadInput(_PERSONA_USAGE)
 
 
 def field_errors(request: CommandRequest, settings: Settings) -> dict[Field, str]:
@@ -318,6 +347,69 @@ class Sessions:
     def build(self, request: CommandRequest) -> Session:
         """The validated session `request` asks for (BadInput otherwise). No I/O."""
         return session_for(request, self.settings)
+
+    # -- team personas ------------------------------------------------------------------
+
+    async def save_team_persona(
+        self, *, team_id: str | None, user_id: str, name: str, description: str
+    ) -> str:
+        """Save (or, for its author or an admin, replace) a workspace persona; the answer."""
+        if name in {p.name for p in self.personas()}:
+            raise Refused(f"`{name}` is a shipped persona; choose another name.")
+        try:
+            made = resolve_persona(description, self.settings.extra_profiles_dir)
+        except ProfileError as e:
+            raise Refused(f"That description does not make a persona: {e}") from e
+        if made.name != "custom":
+            raise Refused("Describe the persona in a few words, not with another persona's name.")
+        existing = await self.state.personas.get(team_id, name)
+        person = await self.person(team_id, user_id)
+        if existing is not None and existing.author_id != user_id and not person.is_admin:
+            raise Refused(
+                f"`{name}` was saved by someone else; only they or a workspace admin can change it."
+            )
+        await self.state.personas.save(
+            team_id,
+            TeamPersona(  # an edit keeps its author: they may still change or delete it
+                name=name,
+                description=description,
+                author_id=existing.author_id if existing else user_id,
+                author_name=existing.author_name if existing else person.name,
+            ),
+        )
+        verb = "updated" if existing is not None else "saved"
+        return (
+            f"Team persona `{name}` {verb}. Use it with `/sora <idea> persona: {name}`; its "
+            "sheet is written from the description when a session starts."
+        )
+
+    async def delete_team_persona(self, *, team_id: str | None, user_id: str, name: str) -> str:
+        existing = await self.state.personas.get(team_id, name)
+        if existing is None:
+            raise Refused(f"This workspace has no team persona `{name}`.")
+        person = await self.person(team_id, user_id)
+        if existing.author_id != user_id and not person.is_admin:
+            raise Refused(
+                f"Only the person who saved `{name}`, or a workspace admin, can delete it."
+            )
+        await self.state.personas.delete(team_id, name)
+        return f"Team persona `{name}` deleted."
+
+    async def team_personas(self, team_id: str | None) -> list[TeamPersona]:
+        return await self.state.personas.all(team_id)
+
+    async def build_for_team(self, request: CommandRequest, team_id: str | None) -> Session:
+        """`build`, with `persona: <name>` also naming one of the workspace's own personas
+        (its description then makes a free-text persona). BadInput otherwise."""
+        name = (request.persona or "").strip().lower()
+        team_persona = (
+            await self.state.personas.get(team_id, name)
+            if TEAM_PERSONA_NAME_RE.fullmatch(name)
+            else None
+        )
+        if team_persona is None:
+            return self.build(request)
+        return self.build(replace(request, persona=team_persona.description))
 
     def build_remix(self, entry: LibraryEntry, change: str) -> Session:
         """A new session that starts from `entry`'s locked prompt (draft v0, the source),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from redis.exceptions import RedisError
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
@@ -23,17 +24,20 @@ from bot.config import MAX_ROUNDS, MIN_ROUNDS
 from bot.dialogue.models import Session
 from bot.dialogue.profiles import targets
 from bot.sessions import (
+    TEAM_PERSONA_NAME_RE,
     BadInput,
     CommandRequest,
     Invoker,
     Refused,
     Sessions,
     parse_command_text,
+    store_failed,
 )
 from bot.slack.blocks import escape, truncate
 from handlers import plain_text, start, tell
 from handlers.views import new_session_modal
 from state import LibraryEntry
+from state.personas import TeamPersona
 
 COMMAND = "/sora"
 EXCERPT_CHARS = 200
@@ -62,6 +66,9 @@ def usage(sessions: Sessions) -> str:
             f"• `{COMMAND}` alone opens a form.",
             f"• `{COMMAND} personas` lists the personas; `{COMMAND} library` shows the "
             "latest locked prompts of this channel.",
+            f"• `{COMMAND} persona save <name>: <description>` saves a persona for the whole "
+            f"workspace (`persona: <name>` then uses it); `{COMMAND} persona delete <name>` "
+            "removes it (its author or an admin).",
             f"• `{COMMAND} delete <session id>` deletes a session you started (or any, for an "
             "admin) and its library entry from the app's store; so does Delete on its "
             "locked prompt.",
@@ -71,11 +78,33 @@ def usage(sessions: Sessions) -> str:
     )
 
 
-def personas_text(sessions: Sessions) -> str:
+def personas_text(sessions: Sessions, team: list[TeamPersona] | None = None) -> str:
     lines = ["*Personas* (use the name after `persona:`, or describe your own):"]
     for p in sorted(sessions.personas(), key=lambda p: p.name):
         lines.append(f"• `{p.name}`: *{escape(p.display_name)}*, {escape(p.role)}")
+    if team:
+        lines.append("*This workspace's personas* (`/sora persona save <name>: <description>`):")
+        for t in team:
+            lines.append(
+                f"• `{t.name}`: {escape(truncate(t.description, EXCERPT_CHARS))} "
+                f"(saved by <@{t.author_id}>)"
+            )
     return "\n".join(lines)
+
+
+async def _personas_command(request: CommandRequest, invoker: Invoker, sessions: Sessions) -> str:
+    """List, save or delete the workspace's personas; the answer for the person who asked."""
+    team, user, name = invoker.team_id, invoker.user_id, request.persona or ""
+    try:
+        if request.kind == "persona_save":
+            return await sessions.save_team_persona(
+                team_id=team, user_id=user, name=name, description=request.idea
+            )
+        if request.kind == "persona_delete":
+            return await sessions.delete_team_persona(team_id=team, user_id=user, name=name)
+    except Refused as e:
+        return f":warning: {e}"
+    raise ValueError(f"not a persona command: {request.kind}")
 
 
 async def library_text(client: AsyncWebClient, entries: list[LibraryEntry]) -> str:
@@ -107,6 +136,23 @@ async def library_text(client: AsyncWebClient, entries: list[LibraryEntry]) -> s
     return "\n".join(lines)
 
 
+async def _session_for(
+    request: CommandRequest, command: dict[str, Any], sessions: Sessions
+) -> Session:
+    """The session `/sora` asks for (BadInput otherwise). No I/O, except when `persona:`
+    names no shipped persona: then one read of the workspace's own personas."""
+    try:
+        return sessions.build(request)
+    except BadInput as e:
+        name = (request.persona or "").strip().lower()
+        if e.field != "persona" or not TEAM_PERSONA_NAME_RE.fullmatch(name):
+            raise
+    try:
+        return await sessions.build_for_team(request, command.get("team_id"))
+    except RedisError as e:
+        raise BadInput(store_failed(e)) from e
+
+
 async def on_sora(
     ack: AsyncAck,
     command: dict[str, Any],
@@ -117,15 +163,25 @@ async def on_sora(
 ) -> None:
     try:
         request = parse_command_text(plain_text(str(command.get("text") or "")))
-        session = sessions.build(request) if request.kind == "start" else None
     except BadInput as e:
         await ack(text=f":warning: {e}", response_type="ephemeral")
         return
+    session: Session | None = None
+    if request.kind == "start":
+        try:
+            session = await _session_for(request, command, sessions)
+        except BadInput as e:
+            await ack(text=f":warning: {e}", response_type="ephemeral")
+            return
     if request.kind == "help":
         await ack(text=usage(sessions), response_type="ephemeral")
         return
     if request.kind == "personas":
-        await ack(text=personas_text(sessions), response_type="ephemeral")
+        try:  # one read: the workspace's own personas beside the shipped ones
+            team = await sessions.team_personas(command.get("team_id"))
+        except RedisError:
+            team = []
+        await ack(text=personas_text(sessions, team), response_type="ephemeral")
         return
     await ack()
     await after_ack.submit(
@@ -161,6 +217,12 @@ async def _after_sora(
             )
         except Refused as e:
             text = f":warning: {e}"
+        await tell(
+            client, channel=invoker.channel_id, user=invoker.user_id, text=text, respond=respond
+        )
+        return
+    if request.kind in ("persona_save", "persona_delete"):
+        text = await _personas_command(request, invoker, sessions)
         await tell(
             client, channel=invoker.channel_id, user=invoker.user_id, text=text, respond=respond
         )

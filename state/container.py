@@ -30,6 +30,7 @@ from state.keys import (
 )
 from state.lease import Lease
 from state.library import PromptLibrary
+from state.personas import TeamPersonas
 from state.posts import PostLedger
 from state.queue import Job, TurnQueue
 from state.ratelimit import PostRateLimiter, Sleep
@@ -69,6 +70,7 @@ class State:
     audit: AuditTrail
     index: LibraryIndex
     home: HomeSessions
+    personas: TeamPersonas
     _heartbeat: AsyncScript = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +137,7 @@ class State:
             ),
             index=LibraryIndex(redis, keys),
             home=HomeSessions(redis, keys, ttl_s=live_ttl_s),
+            personas=TeamPersonas(redis, keys),
         )
 
     async def heartbeat(

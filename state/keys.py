@@ -269,6 +269,10 @@ class Keys:
         """Sorted set, gone when the search script returns: the intersection of its terms."""
         return self._ws(team_id, "lib", "scratch")
 
+    def team_personas(self, team_id: str) -> str:
+        """Hash: team persona name -> its TeamPersona JSON (state.personas)."""
+        return self._ws(team_id, "personas")
+
     def home_sessions(self, team_id: str, user_id: str) -> str:
         """Sorted set: the ids of the sessions a person started, scored by start time (ms)."""
         return self._ws(team_id, "home", "sessions", user_id)

@@ -1,0 +1,74 @@
+"""Team personas through the fake Slack: saved with /sora persona save, listed, used by
+name, edited and deleted by their author or an admin, and per workspace."""
+
+from __future__ import annotations
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.sessions import BadInput, CommandRequest, Sessions
+from tests.fakes.slack_server import TEAM_ID
+from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
+from tests.test_handlers import ADA, BOSS, CHANNEL, GRACE, Harness
+from tests.test_home import handlers_harness
+
+# The signed-request harness of the handler tests, as fixtures here too.
+slack = handlers_harness.slack
+make_harness = handlers_harness.make_harness
+app = handlers_harness.app
+
+CRITIC = "a harsh festival film critic who hates clichés"
+
+
+async def told(h: Harness, text: str, *, user: str) -> str:
+    """Send `/sora text` as `user`; the newest ephemeral answer they got."""
+    assert await h.command(text, user=user) == ""
+    await h.settle()
+    return str(h.slack.ephemerals(CHANNEL, user)[-1]["text"])
+
+
+async def test_a_team_persona_is_saved_listed_used_edited_and_deleted(app: Harness) -> None:
+    assert "saved" in await told(app, f"persona save critic: {CRITIC}", user=ADA)
+    listed = await app.command("personas", user=GRACE)
+    assert "`critic`" in listed["text"] and "festival film critic" in listed["text"]
+
+    sid, _ = await app.start("a lighthouse at dusk persona: critic", user=GRACE)
+    session = await app.state.sessions.load(sid)
+    assert session is not None
+    assert (session.persona.name, session.persona.description) == ("custom", CRITIC)
+
+    # Grace did not save it: she may neither change nor delete it; an admin may.
+    assert "someone else" in await told(app, "persona save critic: a kind critic", user=GRACE)
+    assert "Only the person" in await told(app, "persona delete critic", user=GRACE)
+    assert "updated" in await told(app, "persona save critic: a kind gentle critic", user=BOSS)
+    stored = await app.state.personas.get(TEAM_ID, "critic")
+    assert stored is not None and stored.description == "a kind gentle critic"
+
+    assert "deleted" in await told(app, "persona delete critic", user=ADA)
+    reply = await app.command("another idea persona: critic", user=ADA)
+    assert "Unknown persona 'critic'" in reply["text"]
+
+
+async def test_bad_team_persona_commands_are_answered_and_change_nothing(app: Harness) -> None:
+    for text in ("persona save critic", "persona save Two Words: x", "persona rename a b"):
+        reply = await app.command(text, user=ADA)
+        assert "/sora persona save <name>: <description>" in reply["text"]
+    assert "shipped persona" in await told(app, "persona save director: a quiet one", user=ADA)
+    assert "does not make a persona" in await told(app, "persona save critic: ab", user=ADA)
+    assert await app.state.personas.all(TEAM_ID) == []
+
+
+async def test_another_workspace_never_sees_a_team_persona(app: Harness) -> None:
+    assert "saved" in await told(app, f"persona save critic: {CRITIC}", user=ADA)
+    sessions_service = Sessions(
+        state=app.state, settings=app.settings, client=AsyncWebClient(base_url=app.slack.api_url)
+    )
+    assert await app.state.personas.get("T0OTHER", "critic") is None
+    with pytest.raises(BadInput):
+        await sessions_service.build_for_team(
+            CommandRequest(kind="start", idea="a lighthouse", persona="critic"), "T0OTHER"
+        )
+    made = await sessions_service.build_for_team(
+        CommandRequest(kind="start", idea="a lighthouse", persona="critic"), TEAM_ID
+    )
+    assert made.persona.description == CRITIC
