@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -34,6 +35,7 @@ from bot.slack.privacy import Places
 from bot.slack.roots import Roots, refusal_message
 from bot.slack.workspaces import Clients, NotInstalled
 from state import InboxEntry, LibraryEntry, PushResult, State, describe, is_full
+from state.defaults import WorkspaceDefaults
 from state.personas import TeamPersona
 from state.running import Cap
 from state.workspace import erase_workspace
@@ -53,6 +55,7 @@ SUBCOMMANDS: dict[str, CommandKind] = {
     "library": "library",
 }
 LIBRARY_LIMIT = 5
+DEFAULTS_TTL_S = 30.0  # how stale a process's copy of a workspace's defaults may be
 NOT_OURS_MAX = 10_000
 EYES = "eyes"
 
@@ -328,6 +331,7 @@ class Sessions:
         self.slack = slack
         self.people = slack.people
         self.clients: Clients | None = slack.clients
+        self._defaults: dict[str, tuple[float, WorkspaceDefaults]] = {}
         self.places = Places()
         self._not_ours: set[str] = set()  # threads that are no lost session's
 
@@ -399,17 +403,52 @@ class Sessions:
         return await self.state.personas.all(team_id)
 
     async def build_for_team(self, request: CommandRequest, team_id: str | None) -> Session:
-        """`build`, with `persona: <name>` also naming one of the workspace's own personas
-        (its description then makes a free-text persona). BadInput otherwise."""
-        name = (request.persona or "").strip().lower()
-        team_persona = (
-            await self.state.personas.get(team_id, name)
-            if TEAM_PERSONA_NAME_RE.fullmatch(name)
-            else None
-        )
-        if team_persona is None:
-            return self.build(request)
-        return self.build(replace(request, persona=team_persona.description))
+        """`build` with the workspace's defaults, `persona: <name>` also naming one of the
+        workspace's own personas (its description then makes a free-text persona).
+        BadInput otherwise."""
+        settings = await self.settings_for(team_id)
+        try:
+            return session_for(request, settings)
+        except BadInput as e:
+            name = (request.persona or "").strip().lower()
+            if e.field != "persona" or not TEAM_PERSONA_NAME_RE.fullmatch(name):
+                raise
+            team_persona = await self.state.personas.get(team_id, name)
+            if team_persona is None:
+                raise
+        return session_for(replace(request, persona=team_persona.description), settings)
+
+    async def settings_for(self, team_id: str | None) -> Settings:
+        """The deployment's settings with the workspace's defaults applied (read from the
+        store at most every DEFAULTS_TTL_S per process)."""
+        now = time.monotonic()
+        hit = self._defaults.get(team_id or "")
+        if hit is None or hit[0] <= now:
+            defaults = await self.state.defaults.get(team_id)
+            hit = self._defaults[team_id or ""] = (now + DEFAULTS_TTL_S, defaults)
+        return hit[1].applied_to(self.settings)
+
+    async def save_defaults(
+        self, team_id: str | None, user_id: str, defaults: WorkspaceDefaults
+    ) -> str:
+        """An admin sets the workspace's defaults (Refused for anyone else)."""
+        if not (await self.person(team_id, user_id)).is_admin:
+            raise Refused("Only a workspace admin can change the workspace's defaults.")
+        settings = self.settings
+        if defaults.default_target is not None:
+            try:
+                resolve_target(defaults.default_target, settings.extra_profiles_dir)
+            except ProfileError as e:
+                raise Refused(str(e)) from e
+        if defaults.default_persona is not None:
+            known = {p.name for p in self.personas()}
+            if defaults.default_persona not in known and (
+                await self.state.personas.get(team_id, defaults.default_persona) is None
+            ):
+                raise Refused(f"Unknown persona {defaults.default_persona!r}.")
+        await self.state.defaults.save(team_id, defaults)
+        self._defaults.pop(team_id or "", None)
+        return "Workspace defaults saved."
 
     def build_remix(self, entry: LibraryEntry, change: str) -> Session:
         """A new session that starts from `entry`'s locked prompt (draft v0, the source),
@@ -620,8 +659,9 @@ class Sessions:
         if session is None:
             raise Gone(GONE)
         person = await (await self._people_of(session.origin.team_id)).get(user_id)
+        settings = await self.settings_for(session.origin.team_id)
         if (
-            self.settings.controls_allowed == "starter_or_admin"
+            settings.controls_allowed == "starter_or_admin"
             and session.origin.user_id != user_id
             and not person.is_admin
         ):

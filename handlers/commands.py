@@ -24,7 +24,6 @@ from bot.config import MAX_ROUNDS, MIN_ROUNDS
 from bot.dialogue.models import Session
 from bot.dialogue.profiles import targets
 from bot.sessions import (
-    TEAM_PERSONA_NAME_RE,
     BadInput,
     CommandRequest,
     Invoker,
@@ -139,14 +138,9 @@ async def library_text(client: AsyncWebClient, entries: list[LibraryEntry]) -> s
 async def _session_for(
     request: CommandRequest, command: dict[str, Any], sessions: Sessions
 ) -> Session:
-    """The session `/sora` asks for (BadInput otherwise). No I/O, except when `persona:`
-    names no shipped persona: then one read of the workspace's own personas."""
-    try:
-        return sessions.build(request)
-    except BadInput as e:
-        name = (request.persona or "").strip().lower()
-        if e.field != "persona" or not TEAM_PERSONA_NAME_RE.fullmatch(name):
-            raise
+    """The session `/sora` asks for, with the workspace's defaults (BadInput otherwise).
+    Those defaults are cached in the process; a persona name that is not a shipped one
+    costs one read of the workspace's own personas."""
     try:
         return await sessions.build_for_team(request, command.get("team_id"))
     except RedisError as e:

@@ -11,6 +11,7 @@ from redis.commands.core import AsyncScript
 from bot.config import Settings
 from state.audit import AuditTrail
 from state.dedupe import EventDedupe
+from state.defaults import DefaultsStore
 from state.erase import Eraser
 from state.home import HomeSessions
 from state.inbox import Inbox
@@ -71,6 +72,7 @@ class State:
     index: LibraryIndex
     home: HomeSessions
     personas: TeamPersonas
+    defaults: DefaultsStore
     _heartbeat: AsyncScript = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -138,6 +140,7 @@ class State:
             index=LibraryIndex(redis, keys),
             home=HomeSessions(redis, keys, ttl_s=live_ttl_s),
             personas=TeamPersonas(redis, keys),
+            defaults=DefaultsStore(redis, keys),
         )
 
     async def heartbeat(

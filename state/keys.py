@@ -273,6 +273,10 @@ class Keys:
         """Hash: team persona name -> its TeamPersona JSON (state.personas)."""
         return self._ws(team_id, "personas")
 
+    def workspace_defaults(self, team_id: str) -> str:
+        """String: the workspace's defaults JSON, set by its admins (state.defaults)."""
+        return self._ws(team_id, "defaults")
+
     def home_sessions(self, team_id: str, user_id: str) -> str:
         """Sorted set: the ids of the sessions a person started, scored by start time (ms)."""
         return self._ws(team_id, "home", "sessions", user_id)

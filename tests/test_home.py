@@ -11,10 +11,16 @@ from slack_sdk.models.views import View
 from bot.dialogue.agents import build_request
 from bot.slack.home import (
     ACTION_COPY,
+    ACTION_DEFAULTS,
     ACTION_DELETE,
     ACTION_PAGE,
     ACTION_REMIX,
     ACTION_STOP,
+    DEFAULT_CHANNEL,
+    DEFAULT_CONTROLS,
+    DEFAULT_PERSONA,
+    DEFAULT_TARGET,
+    DEFAULTS_CALLBACK,
     LIBRARY_PAGE,
     REMIX_CALLBACK,
     REMIX_CHANGE,
@@ -23,6 +29,7 @@ from bot.slack.home import (
     SEARCH_INPUT,
 )
 from state import LibraryEntry, State
+from state.defaults import WorkspaceDefaults
 from tests import test_handlers as handlers_harness
 from tests.fakes.slack_server import APP_ID, MAX_VIEW_BLOCKS, TEAM_ID, FakeSlack
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
@@ -274,3 +281,43 @@ async def test_a_private_prompt_is_not_remixed_into_another_channel(
     await submit_remix(app, secret.id, channel=CHANNEL, change="", user=ADA)
     assert len(app.roots()) == before
     assert "remix it there" in text_of(home_of(slack, ADA))
+
+
+def selected(value: str) -> dict[str, Any]:
+    return {"type": "static_select", "selected_option": {"value": value}}
+
+
+async def test_admins_set_the_workspace_defaults_on_home_and_sessions_use_them(
+    app: Harness, slack: FakeSlack
+) -> None:
+    assert "Workspace defaults" not in text_of(await open_home(app, ADA))
+    view = await open_home(app, BOSS)
+    assert "Workspace defaults" in text_of(view)
+    await click_home(app, view, ACTION_DEFAULTS, "defaults", user=BOSS)
+    [modal] = [v for v in slack.views() if v["callback_id"] == DEFAULTS_CALLBACK]
+    assert "sora-2-pro" in json.dumps(modal["blocks"])  # the targets to choose from
+    values = {
+        DEFAULT_CHANNEL: {
+            DEFAULT_CHANNEL: {"type": "conversations_select", "selected_conversation": "C0PROMPTS"}
+        },
+        DEFAULT_TARGET: {DEFAULT_TARGET: selected("sora-2-pro")},
+        DEFAULT_PERSONA: {DEFAULT_PERSONA: selected("director")},
+        DEFAULT_CONTROLS: {DEFAULT_CONTROLS: selected("anyone")},
+    }
+    await submit_view(app, DEFAULTS_CALLBACK, values, user=ADA)  # not an admin: refused
+    assert await app.state.defaults.get(TEAM_ID) == WorkspaceDefaults()
+    await submit_view(app, DEFAULTS_CALLBACK, values, user=BOSS)
+    assert await app.state.defaults.get(TEAM_ID) == WorkspaceDefaults(
+        prompts_channel="C0PROMPTS",
+        default_target="sora-2-pro",
+        default_persona="director",
+        controls_allowed="anyone",
+    )
+    assert "<#C0PROMPTS>" in text_of(home_of(slack, BOSS))
+    sid, _ = await app.start("a lighthouse at dusk", user=ADA)
+    session = await app.state.sessions.load(sid)
+    assert session is not None
+    assert (session.target.name, session.persona.name) == ("sora-2-pro", "director")
+    # Anyone may now press the controls: Grace stops Ada's session from her Home.
+    await click_home(app, await open_home(app, GRACE), ACTION_STOP, sid, user=GRACE)
+    assert [e.kind for e in await app.state.inbox.peek(sid)] == ["stop"]

@@ -27,6 +27,7 @@ from typing import Any
 from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.config import Settings
 from bot.dialogue.models import Session, SessionStatus
 from bot.dialogue.profiles import targets
 from bot.dialogue.report import ready_prompt
@@ -54,6 +55,16 @@ ACTION_REMIX = "home_remix"
 ACTION_DELETE = "home_delete"
 ACTION_STOP = "home_stop"
 ACTION_RETRY = "home_retry"
+ACTION_DEFAULTS = "home_defaults"
+DEFAULTS_CALLBACK = "home_defaults_modal"
+DEFAULT_CHANNEL = "prompts_channel"
+DEFAULT_TARGET = "default_target"
+DEFAULT_PERSONA = "default_persona"
+DEFAULT_CONTROLS = "controls_allowed"
+CONTROLS_LABELS = {
+    "starter_or_admin": "the starter and admins",
+    "anyone": "anyone in the channel",
+}
 SEARCH_CALLBACK = "home_search_modal"
 REMIX_CALLBACK = "home_remix_modal"
 SEARCH_INPUT = "query"
@@ -139,6 +150,98 @@ def _running_blocks(sessions: list[Session]) -> list[dict[str, Any]]:
     return blocks
 
 
+def _defaults_blocks(s: Settings) -> list[dict[str, Any]]:
+    channel = f"<#{s.prompts_channel}>" if s.prompts_channel else "none"
+    return [
+        {"type": "divider"},
+        {"type": "header", "text": _text("Workspace defaults", "plain_text")},
+        {
+            "type": "section",
+            "fields": [
+                _text(f"*Prompts channel*\n{channel}"),
+                _text(f"*Target*\n{escape(s.default_target)}"),
+                _text(f"*Persona*\n{escape(s.default_persona)}"),
+                _text(f"*Controls*\n{CONTROLS_LABELS[s.controls_allowed]}"),
+            ],
+            "accessory": _button("Edit", ACTION_DEFAULTS, "defaults"),
+        },
+    ]
+
+
+def _option(label: str, value: str) -> dict[str, Any]:
+    return {"text": _text(truncate(label, 75), "plain_text"), "value": value}
+
+
+def _select(action_id: str, options: list[tuple[str, str]], initial: str | None) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "static_select",
+        "action_id": action_id,
+        "options": [_option(label, value) for label, value in options],
+    }
+    chosen = next(((lab, v) for lab, v in options if v == initial), None)
+    if chosen is not None:
+        element["initial_option"] = _option(*chosen)
+    return element
+
+
+def defaults_modal(s: Settings, *, persona_names: list[str]) -> dict[str, Any]:
+    """The admins' form for the workspace's defaults, filled with the current ones."""
+    channel: dict[str, Any] = {
+        "type": "conversations_select",
+        "action_id": DEFAULT_CHANNEL,
+        "filter": {"include": ["public"], "exclude_bot_users": True},
+    }
+    if s.prompts_channel:
+        channel["initial_conversation"] = s.prompts_channel
+    profiles = sorted(targets(s.extra_profiles_dir))
+
+    def field(block: str, label: str, element: dict[str, Any], optional: bool) -> dict[str, Any]:
+        return {
+            "type": "input",
+            "block_id": block,
+            "optional": optional,
+            "label": _text(label, "plain_text"),
+            "element": element,
+        }
+
+    return validated(
+        {
+            "type": "modal",
+            "callback_id": DEFAULTS_CALLBACK,
+            "title": _text("Workspace defaults", "plain_text"),
+            "submit": _text("Save", "plain_text"),
+            "close": _text("Cancel", "plain_text"),
+            "blocks": [
+                field(DEFAULT_CHANNEL, "Prompts channel (public)", channel, True),
+                field(
+                    DEFAULT_TARGET,
+                    "Default target",
+                    _select(DEFAULT_TARGET, [(t, t) for t in profiles], s.default_target),
+                    False,
+                ),
+                field(
+                    DEFAULT_PERSONA,
+                    "Default persona",
+                    _select(
+                        DEFAULT_PERSONA, [(p, p) for p in persona_names[:100]], s.default_persona
+                    ),
+                    False,
+                ),
+                field(
+                    DEFAULT_CONTROLS,
+                    "Who may press Stop, Lock and Retry",
+                    _select(
+                        DEFAULT_CONTROLS,
+                        [(label, v) for v, label in CONTROLS_LABELS.items()],
+                        s.controls_allowed,
+                    ),
+                    False,
+                ),
+            ],
+        }
+    )
+
+
 def _entry_blocks(entry: LibraryEntry, *, may_delete: bool) -> list[dict[str, Any]]:
     d = entry.locked.draft
     link = thread_link(entry.channel_id, entry.thread_ts)
@@ -178,12 +281,16 @@ def home_view(
     viewer: str,
     viewer_is_admin: bool,
     notice: str | None = None,
+    workspace: Settings | None = None,
 ) -> dict[str, Any]:
-    """The Home tab for `viewer`, validated by slack_sdk's View model."""
+    """The Home tab for `viewer`, validated by slack_sdk's View model. `workspace`: the
+    workspace's settings, shown (with an Edit button) to admins."""
     blocks: list[dict[str, Any]] = []
     if notice:
         blocks.append({"type": "context", "elements": [_text(escape(notice))]})
     blocks += _running_blocks(running)
+    if viewer_is_admin and workspace is not None:
+        blocks += _defaults_blocks(workspace)
     blocks.append({"type": "divider"})
     title = f"Search: {as_text(truncate(state.query, 120))}" if state.query else "Team library"
     blocks.append({"type": "header", "text": _text(title, "plain_text")})
@@ -380,6 +487,7 @@ class HomeTab:
         is_admin: bool,
         home: HomeState,
         notice: str | None = None,
+        workspace: Settings | None = None,
     ) -> dict[str, Any]:
         hidden = await self.hidden(client, team, user)
         page = await self.state.index.search(
@@ -397,6 +505,7 @@ class HomeTab:
             viewer=user,
             viewer_is_admin=is_admin,
             notice=notice,
+            workspace=workspace,
         )
 
     async def publish(
@@ -408,6 +517,7 @@ class HomeTab:
         is_admin: bool,
         home: HomeState | None = None,
         notice: str | None = None,
+        workspace: Settings | None = None,
     ) -> None:
         view = await self.view(
             client,
@@ -416,5 +526,6 @@ class HomeTab:
             is_admin=is_admin,
             home=home or HomeState(),
             notice=notice,
+            workspace=workspace,
         )
         await client.views_publish(user_id=user, view=view)

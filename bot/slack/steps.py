@@ -255,7 +255,11 @@ async def _lock_decision(s: SlackSurface, session: Session) -> LockDecision:
     process (again after a take-over), and the place it found put in the session."""
     decision = s.lock_decisions.get(session.id)
     if decision is None:
-        decision = await decide_at_lock(s.places, s.client, session, s.settings)
+        # The workspace's admins may have chosen their own prompts channel (Home tab).
+        defaults = await s.state.defaults.get(session.origin.team_id)
+        decision = await decide_at_lock(
+            s.places, s.client, session, defaults.applied_to(s.settings)
+        )
         if len(s.lock_decisions) >= LOCK_DECISIONS_MAX:
             s.lock_decisions.clear()
         s.lock_decisions[session.id] = decision
