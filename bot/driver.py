@@ -35,6 +35,7 @@ from bot.surfaces.base import (
     MARK_HEARD,
     PIN_LOCKED,
     POST_LOCKED,
+    REFRESH_HOME,
     SHOW_PAUSED,
     SHOW_STOPPED,
     SHOW_TURN,
@@ -126,9 +127,9 @@ def steps_after(
     if result is not None:
         steps.append(f"{SHOW_TURN}:{_agent_number(session, result.turn)}")
     if session.status == SessionStatus.LOCKED:
-        steps += LOCK_STEPS
+        steps += [*LOCK_STEPS, REFRESH_HOME]
     elif session.status == SessionStatus.PAUSED:
-        steps += [f"{SHOW_PAUSED}:{session.next_turn}", UPDATE_ROOT]
+        steps += [f"{SHOW_PAUSED}:{session.next_turn}", UPDATE_ROOT, REFRESH_HOME]
     elif session.status == SessionStatus.STOPPED:
         steps += [SHOW_STOPPED, UPDATE_ROOT]
     elif result is not None:
@@ -169,6 +170,7 @@ _KNOWN = frozenset(
         UPDATE_ROOT,
         SHOW_PAUSED,
         SHOW_STOPPED,
+        REFRESH_HOME,
         *LOCK_STEPS,
     }
 )

@@ -277,6 +277,10 @@ class Keys:
         """String: the workspace's defaults JSON, set by its admins (state.defaults)."""
         return self._ws(team_id, "defaults")
 
+    def home_refresh(self, team_id: str, user_id: str) -> str:
+        """String, expiring: set while a refresh of a person's Home tab is already due."""
+        return self._ws(team_id, "home", "refresh", user_id)
+
     def home_sessions(self, team_id: str, user_id: str) -> str:
         """Sorted set: the ids of the sessions a person started, scored by start time (ms)."""
         return self._ws(team_id, "home", "sessions", user_id)
@@ -285,3 +289,7 @@ class Keys:
 NO_TEAM = "-"
 # The newest sessions of a person kept for their Home tab's "Running now".
 HOME_SESSIONS_KEPT = 20
+# A Home refresh nobody asked for (a session of theirs locked or paused) waits this long
+# and then shows everything that changed meanwhile: one views.publish per person per
+# window (Tier 4, about 100 a minute per workspace: api.slack.com/methods/views.publish).
+HOME_REFRESH_COALESCE_MS = 5_000

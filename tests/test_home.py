@@ -3,12 +3,15 @@ views.publish out, each view checked by slack_sdk's own View model and Slack's l
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from slack_sdk.models.views import View
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.dialogue.agents import build_request
+from bot.dialogue.models import Origin
 from bot.slack.home import (
     ACTION_COPY,
     ACTION_DEFAULTS,
@@ -27,13 +30,16 @@ from bot.slack.home import (
     REMIX_CHANNEL,
     SEARCH_CALLBACK,
     SEARCH_INPUT,
+    HomeRefresher,
+    HomeTab,
 )
+from bot.slack.people import People
 from state import LibraryEntry, State
 from state.defaults import WorkspaceDefaults
 from tests import test_handlers as handlers_harness
 from tests.fakes.slack_server import APP_ID, MAX_VIEW_BLOCKS, TEAM_ID, FakeSlack
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
-from tests.redis_fixtures import agent_turn, library_entry, locked
+from tests.redis_fixtures import agent_turn, library_entry, locked, make_session
 from tests.slack_signing import FORM, interactive_body
 from tests.test_handlers import ADA, BOSS, CHANNEL, GRACE, Harness, block_actions
 
@@ -321,3 +327,37 @@ async def test_admins_set_the_workspace_defaults_on_home_and_sessions_use_them(
     # Anyone may now press the controls: Grace stops Ada's session from her Home.
     await click_home(app, await open_home(app, GRACE), ACTION_STOP, sid, user=GRACE)
     assert [e.kind for e in await app.state.inbox.peek(sid)] == ["stop"]
+
+
+async def test_my_home_is_refreshed_once_for_changes_inside_a_window(
+    app: Harness, slack: FakeSlack
+) -> None:
+    await add_entry(app.state, title="Neon rain")
+    window_over = asyncio.Event()
+
+    async def until_the_window_ends(seconds: float) -> None:
+        await window_over.wait()
+
+    client = AsyncWebClient(token=slack.token, base_url=slack.api_url)
+    refresher = HomeRefresher(
+        HomeTab(app.state),
+        people=People(client),
+        settings=app.settings,
+        window_ms=60_000,
+        sleep=until_the_window_ends,
+    )
+    origin = Origin(
+        surface="slack", channel_id=CHANNEL, thread_ts="1.1", user_id=ADA, team_id=TEAM_ID
+    )
+    session = make_session(origin=origin)
+    for _ in range(3):  # a lock, a pause, another lock, all inside one window
+        await refresher.changed(client, session)
+    assert slack.calls_to("views.publish") == []
+    window_over.set()
+    await refresher.idle()
+    assert len(slack.calls_to("views.publish")) == 1
+    assert "Neon rain" in text_of(home_of(slack, ADA))
+    terminal = make_session(origin=Origin(surface="terminal"))
+    await refresher.changed(client, terminal)  # nobody's Home
+    await refresher.idle()
+    assert len(slack.calls_to("views.publish")) == 1

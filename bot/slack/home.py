@@ -13,17 +13,24 @@ parts stay under it, and Older/Newer buttons page through the rest. Every view i
 checked by slack_sdk's own `View` model before it is sent.
 
 `views.publish` is Tier 4 (about 100 a minute per workspace,
-api.slack.com/methods/views.publish); the Home is published when a person opens it
-or presses one of its buttons, never in the background.
+api.slack.com/methods/views.publish). The Home is published when a person opens it or
+presses one of its buttons, and refreshed when a session of theirs locks or pauses:
+that refresh is coalesced (`HomeRefresher`), one per person per
+HOME_REFRESH_COALESCE_MS, showing everything that changed in the window.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -34,8 +41,9 @@ from bot.dialogue.report import ready_prompt
 from bot.dialogue.text import as_text
 from bot.slack.access import Access
 from bot.slack.blocks import STATUS_LABELS, escape, truncate
+from bot.slack.people import People
 from state import LibraryEntry, State
-from state.keys import NO_TEAM
+from state.keys import HOME_REFRESH_COALESCE_MS, NO_TEAM
 from state.search import query_terms
 
 log = logging.getLogger("sora.slack")
@@ -529,3 +537,63 @@ class HomeTab:
             workspace=workspace,
         )
         await client.views_publish(user_id=user, view=view)
+
+
+class HomeRefresher:
+    """Refreshes a person's Home tab when a session of theirs changes, coalesced.
+
+    The first change in a window claims it in Redis (shared by every worker) and
+    publishes after the window, from the store as it is then; changes inside the window
+    find it claimed and are shown by that publish. Best effort: a failure is logged,
+    never raised into the step that asked.
+    """
+
+    def __init__(
+        self,
+        home: HomeTab,
+        *,
+        people: People,
+        settings: Settings,
+        window_ms: int = HOME_REFRESH_COALESCE_MS,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.home = home
+        self.people = people
+        self.settings = settings
+        self.window_ms = window_ms
+        self._sleep = sleep
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def changed(self, client: AsyncWebClient, session: Session) -> None:
+        user, team = session.origin.user_id, session.origin.team_id
+        if session.origin.surface != "slack" or not user:
+            return
+        key = self.home.state.keys.home_refresh(team or NO_TEAM, user)
+        try:
+            if not await self.home.state.redis.set(key, "1", nx=True, px=self.window_ms):
+                return  # a refresh is already due; it will show this change too
+        except RedisError as e:
+            log.info("Home of %s not refreshed: %s", user, e)
+            return
+        task = asyncio.create_task(self._publish_later(client, team, user))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def idle(self) -> None:
+        """Wait for the refreshes already due (tests, a draining worker)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _publish_later(self, client: AsyncWebClient, team: str | None, user: str) -> None:
+        await self._sleep(self.window_ms / 1000)
+        try:
+            person = await self.people.get(user)
+            workspace = None
+            if person.is_admin:
+                defaults = await self.home.state.defaults.get(team)
+                workspace = defaults.applied_to(self.settings)
+            await self.home.publish(
+                client, team=team, user=user, is_admin=person.is_admin, workspace=workspace
+            )
+        except (SlackApiError, RedisError, aiohttp.ClientError, OSError, TimeoutError) as e:
+            log.info("Home of %s not refreshed: %s", user, e)

@@ -419,6 +419,11 @@ async def show_stopped(s: SlackSurface, session: Session, arg: str = "") -> None
         log.error("session %s: cannot say in its thread that it stopped: %s", session.id, e)
 
 
+async def refresh_home(s: SlackSurface, session: Session, arg: str = "") -> None:
+    """The starter's Home tab shows the lock or pause too (coalesced, best effort)."""
+    await s.home.changed(s.client, session)
+
+
 # The outbox's steps, by name (see bot.driver.steps_after for when each is saved).
 STEPS: dict[str, SlackStep] = {
     "mark_heard": mark_heard,
@@ -430,4 +435,5 @@ STEPS: dict[str, SlackStep] = {
     "cross_post": cross_post,
     "show_paused": show_paused,
     "show_stopped": show_stopped,
+    "refresh_home": refresh_home,
 }

@@ -23,8 +23,10 @@ from bot.config import Settings
 from bot.dialogue.agents import COPILOT_ICON
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker
+from bot.slack.access import Access
 from bot.slack.blocks import USERNAME_MAX_CHARS, MessagePart, root_blocks, root_text, truncate
 from bot.slack.errors import SLACK_OR_CONNECTION
+from bot.slack.home import HomeRefresher, HomeTab
 from bot.slack.live import LiveMessage, interim_client_of
 from bot.slack.people import People
 from bot.slack.poster import WORKSPACE, Clock, Poster, Sleep, thread_of
@@ -56,6 +58,13 @@ class SlackSurface:
         self.settings = settings
         self.people = people or People(client)
         self.places = Places()  # what kind of place each channel is (conversations.info)
+        # A session's starter sees its lock or pause on their Home tab too (coalesced).
+        self.home = HomeRefresher(
+            HomeTab(state, access=Access(places=self.places)),
+            people=self.people,
+            settings=settings,
+            sleep=sleep,
+        )
         self.lock_decisions: dict[str, LockDecision] = {}  # session id -> where its lock goes
         # Slack's Tier 3: chat.update calls a minute for the whole workspace (this app's one
         # bot token), shared by every worker through Redis.

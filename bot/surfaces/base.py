@@ -32,6 +32,7 @@ CROSS_POST = "cross_post"  # the locked prompt in the team's prompts channel
 SHOW_PAUSED = "show_paused"  # :<n> turn n failed; Retry
 SHOW_STOPPED = "show_stopped"
 ADD_TO_LIBRARY = "add_to_library"  # not a surface's: the driver adds it to the library
+REFRESH_HOME = "refresh_home"  # the starter's Slack Home tab, after a lock or a pause
 
 
 def waiting_notice(seconds: float, status: int | None = 529) -> str:
