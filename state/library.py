@@ -184,7 +184,11 @@ class PromptLibrary:
         self, pid: str, *, channel: str | None, user: str | None, team: str | None = None
     ) -> bool:
         """Remove an entry and its ids from every index (the workspace's search index
-        too); True if it existed. 1 round trip, 3 with the search index."""
+        too: `team`, or the entry's own); True if it existed. 1 round trip, 3 or 4 with
+        the search index."""
+        if self.index is not None and team is None:
+            found = await self.get(pid)  # its workspace names the index it is in
+            team = found.team_id if found is not None else None
         existed = await self._delete(keys=self._entry_keys(pid, channel, user), args=[pid])
         if self.index is not None:
             await self.index.delete(pid, team_id=team)
