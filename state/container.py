@@ -79,6 +79,7 @@ class State:
         object.__setattr__(self, "_heartbeat", self.redis.register_script(_HEARTBEAT))
         self.library.index = self.index
         self.eraser.index = self.index
+        self.eraser.home = self.home
 
     @classmethod
     def create(

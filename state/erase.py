@@ -17,6 +17,7 @@ from bot.dialogue.models import Session
 from state.keys import Keys
 
 if TYPE_CHECKING:
+    from state.home import HomeSessions
     from state.search import LibraryIndex
 
 # KEYS: 1 session, 2 inbox, 3 posts, 4 lease, 5 recorded, 6 thread, 7 live,
@@ -40,8 +41,10 @@ class Eraser:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._keys = keys
         self._erase = redis.register_script(_ERASE)
-        # The workspace's search index (another slot: its own call), when set.
+        # The workspace's search index and its starter's Home list (another slot each:
+        # their own calls), when set.
         self.index: LibraryIndex | None = None
+        self.home: HomeSessions | None = None
 
     async def erase(self, session: Session) -> int:
         """Delete every key of `session` (it must be as stored: its origin names its
@@ -70,4 +73,6 @@ class Eraser:
         )
         if self.index is not None:
             await self.index.delete(sid, team_id=o.team_id)
+        if self.home is not None:
+            await self.home.forget(session)
         return int(n)

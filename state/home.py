@@ -38,3 +38,11 @@ class HomeSessions:
         """The ids of the person's newest sessions, newest first."""
         key = self._keys.home_sessions(team_id or NO_TEAM, user_id)
         return [text(s) for s in await self._redis.zrevrange(key, 0, HOME_SESSIONS_KEPT - 1)]
+
+    async def forget(self, session: Session) -> None:
+        """Drop an erased session from its starter's Home list. 1 round trip."""
+        if session.origin.user_id:
+            key = self._keys.home_sessions(
+                session.origin.team_id or NO_TEAM, session.origin.user_id
+            )
+            await self._redis.zrem(key, session.id)
