@@ -46,3 +46,12 @@ class HomeSessions:
                 session.origin.team_id or NO_TEAM, session.origin.user_id
             )
             await self._redis.zrem(key, session.id)
+
+
+async def erase_team_home(redis: Redis, keys: Keys, team_id: str) -> int:
+    """Delete a workspace's search index, Home lists, team personas and defaults (its
+    uninstall). Returns how many keys went."""
+    found = [keys.team_personas(team_id), keys.workspace_defaults(team_id)]
+    for pattern in keys.team_home_patterns(team_id):
+        found += [text(k) async for k in redis.scan_iter(match=pattern, count=1000)]
+    return int(await redis.delete(*found)) if found else 0

@@ -277,6 +277,10 @@ class Keys:
         """String: the workspace's defaults JSON, set by its admins (state.defaults)."""
         return self._ws(team_id, "defaults")
 
+    def team_home_patterns(self, team_id: str) -> list[str]:
+        """SCAN patterns of every key above for one workspace (its uninstall deletes them)."""
+        return [self._ws(team_id, "lib", "*"), self._ws(team_id, "home", "*")]
+
     def home_refresh(self, team_id: str, user_id: str) -> str:
         """String, expiring: set while a refresh of a person's Home tab is already due."""
         return self._ws(team_id, "home", "refresh", user_id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from state._text import text
 from state.container import State
+from state.home import erase_team_home
 
 
 @dataclass(frozen=True)
@@ -53,4 +54,6 @@ async def erase_workspace(state: State, team_id: str) -> Erased:
             k.audit(team_id),  # the workspace's audit trail names its people
         )
     )
+    # Its library search index, Home lists, team personas and defaults.
+    keys += await erase_team_home(state.redis, k, team_id)
     return Erased(sessions=sessions, library_entries=library, keys=keys)

@@ -7,8 +7,10 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.sessions import BadInput, CommandRequest, Sessions
+from state.defaults import WorkspaceDefaults
 from tests.fakes.slack_server import TEAM_ID
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
+from tests.redis_fixtures import library_entry
 from tests.test_handlers import ADA, BOSS, CHANNEL, GRACE, Harness
 from tests.test_home import handlers_harness
 
@@ -72,3 +74,19 @@ async def test_another_workspace_never_sees_a_team_persona(app: Harness) -> None
         CommandRequest(kind="start", idea="a lighthouse", persona="critic"), TEAM_ID
     )
     assert made.persona.description == CRITIC
+
+
+async def test_uninstalling_deletes_the_workspaces_personas_defaults_and_index(
+    app: Harness,
+) -> None:
+    assert "saved" in await told(app, f"persona save critic: {CRITIC}", user=ADA)
+    await app.state.defaults.save(TEAM_ID, WorkspaceDefaults(default_target="sora-2-pro"))
+    await app.state.library.add(library_entry(title="Rain", prompt="rain", team=TEAM_ID))
+    await app.state.library.add(library_entry(title="Rain", prompt="rain", team="T0OTHER"))
+    service = Sessions(
+        state=app.state, settings=app.settings, client=AsyncWebClient(base_url=app.slack.api_url)
+    )
+    await service.uninstall(TEAM_ID, why="app_uninstalled")
+    tag = "{ws:" + TEAM_ID + "}"
+    assert [k for k in await app.keys() if tag in k] == []
+    assert (await app.state.index.search("T0OTHER", ["rain"])).entries  # another's stays
