@@ -20,13 +20,21 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import AfterAck
-from bot.sessions import BadInput, ControlKind, Invoker, Refused, Sessions
+from bot.sessions import (
+    TEAM_PERSONA_NAME_RE,
+    BadInput,
+    ControlKind,
+    Invoker,
+    Refused,
+    Sessions,
+)
 from bot.slack.home import (
     ACTION_CLEAR,
     ACTION_COPY,
     ACTION_DEFAULTS,
     ACTION_DELETE,
     ACTION_PAGE,
+    ACTION_PERSONA,
     ACTION_REMIX,
     ACTION_RETRY,
     ACTION_SEARCH,
@@ -36,6 +44,9 @@ from bot.slack.home import (
     DEFAULT_PERSONA,
     DEFAULT_TARGET,
     DEFAULTS_CALLBACK,
+    PERSONA_CALLBACK,
+    PERSONA_DESCRIPTION,
+    PERSONA_NAME,
     REMIX_CALLBACK,
     REMIX_CHANGE,
     REMIX_CHANNEL,
@@ -45,6 +56,7 @@ from bot.slack.home import (
     HomeTab,
     copy_modal,
     defaults_modal,
+    persona_modal,
     remix_modal,
     search_modal,
 )
@@ -61,9 +73,9 @@ def register(app: AsyncApp) -> None:
     app.event("app_home_opened")(on_home_opened)
     for action_id in (ACTION_SEARCH, ACTION_CLEAR, ACTION_PAGE, ACTION_COPY, ACTION_REMIX):
         app.action(action_id)(on_home_action)
-    for action_id in (ACTION_DELETE, ACTION_STOP, ACTION_RETRY, ACTION_DEFAULTS):
+    for action_id in (ACTION_DELETE, ACTION_STOP, ACTION_RETRY, ACTION_DEFAULTS, ACTION_PERSONA):
         app.action(action_id)(on_home_action)
-    for callback in (DEFAULTS_CALLBACK, SEARCH_CALLBACK, REMIX_CALLBACK):
+    for callback in (DEFAULTS_CALLBACK, SEARCH_CALLBACK, REMIX_CALLBACK, PERSONA_CALLBACK):
         app.view_submission(callback)(on_home_submitted)
 
 
@@ -164,6 +176,9 @@ async def _home_action(
         return
     if action_id == ACTION_PAGE:
         await show(state=HomeState.decode(value))
+        return
+    if action_id == ACTION_PERSONA:
+        await client.views_open(trigger_id=trigger, view=persona_modal())
         return
     if action_id == ACTION_DEFAULTS:
         if not (await sessions.person(team, user)).is_admin:
@@ -323,8 +338,24 @@ async def _save_defaults(s: Submitted) -> None:
     await s.publish(notice=notice)
 
 
+async def _save_persona(s: Submitted) -> None:
+    name = str(_input(s.view, PERSONA_NAME).get("value") or "").strip().lower()
+    description = " ".join(str(_input(s.view, PERSONA_DESCRIPTION).get("value") or "").split())
+    if not TEAM_PERSONA_NAME_RE.fullmatch(name):
+        notice = "⚠ A team persona's name is one lowercase word (letters, digits, hyphens)."
+    else:
+        try:
+            notice = await s.sessions.save_team_persona(
+                team_id=s.team, user_id=s.user, name=name, description=description
+            )
+        except Refused as e:
+            notice = f"⚠ {e}"
+    await s.publish(notice=notice)
+
+
 _SUBMITTED: dict[str, Callable[[Submitted], Coroutine[Any, Any, None]]] = {
     SEARCH_CALLBACK: _search,
     REMIX_CALLBACK: _remix,
     DEFAULTS_CALLBACK: _save_defaults,
+    PERSONA_CALLBACK: _save_persona,
 }

@@ -7,12 +7,20 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.sessions import BadInput, CommandRequest, Sessions
+from bot.slack.home import ACTION_PERSONA, PERSONA_CALLBACK, PERSONA_DESCRIPTION, PERSONA_NAME
 from state.defaults import WorkspaceDefaults
 from tests.fakes.slack_server import TEAM_ID
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 from tests.redis_fixtures import library_entry
 from tests.test_handlers import ADA, BOSS, CHANNEL, GRACE, Harness
-from tests.test_home import handlers_harness
+from tests.test_home import (
+    click_home,
+    handlers_harness,
+    home_of,
+    open_home,
+    submit_view,
+    text_of,
+)
 
 # The signed-request harness of the handler tests, as fixtures here too.
 slack = handlers_harness.slack
@@ -90,3 +98,18 @@ async def test_uninstalling_deletes_the_workspaces_personas_defaults_and_index(
     tag = "{ws:" + TEAM_ID + "}"
     assert [k for k in await app.keys() if tag in k] == []
     assert (await app.state.index.search("T0OTHER", ["rain"])).entries  # another's stays
+
+
+async def test_a_team_persona_is_saved_from_the_home_tab_and_listed_there(app: Harness) -> None:
+    view = await open_home(app, GRACE)
+    assert "Team personas" in text_of(view) and "None yet" in text_of(view)
+    await click_home(app, view, ACTION_PERSONA, "persona", user=GRACE)
+    assert [v for v in app.slack.views() if v["callback_id"] == PERSONA_CALLBACK]
+    values = {
+        PERSONA_NAME: {PERSONA_NAME: {"type": "plain_text_input", "value": "Critic"}},
+        PERSONA_DESCRIPTION: {PERSONA_DESCRIPTION: {"type": "plain_text_input", "value": CRITIC}},
+    }
+    await submit_view(app, PERSONA_CALLBACK, values, user=GRACE)
+    stored = await app.state.personas.get(TEAM_ID, "critic")
+    assert stored is not None and (stored.author_id, stored.description) == (GRACE, CRITIC)
+    assert "`critic`: a harsh festival film critic" in text_of(home_of(app.slack, GRACE))

@@ -36,7 +36,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.dialogue.models import Session, SessionStatus
-from bot.dialogue.profiles import targets
+from bot.dialogue.profiles import FREE_TEXT_MAX_CHARS, targets
 from bot.dialogue.report import ready_prompt
 from bot.dialogue.text import as_text
 from bot.slack.access import Access
@@ -44,6 +44,7 @@ from bot.slack.blocks import STATUS_LABELS, escape, truncate
 from bot.slack.people import People
 from state import LibraryEntry, State
 from state.keys import HOME_REFRESH_COALESCE_MS, NO_TEAM
+from state.personas import TeamPersona
 from state.search import query_terms
 
 log = logging.getLogger("sora.slack")
@@ -64,6 +65,11 @@ ACTION_DELETE = "home_delete"
 ACTION_STOP = "home_stop"
 ACTION_RETRY = "home_retry"
 ACTION_DEFAULTS = "home_defaults"
+ACTION_PERSONA = "home_persona"
+PERSONA_CALLBACK = "home_persona_modal"
+PERSONA_NAME = "persona_name"
+PERSONA_DESCRIPTION = "persona_description"
+PERSONAS_SHOWN_CHARS = 2_500
 DEFAULTS_CALLBACK = "home_defaults_modal"
 DEFAULT_CHANNEL = "prompts_channel"
 DEFAULT_TARGET = "default_target"
@@ -174,6 +180,62 @@ def _defaults_blocks(s: Settings) -> list[dict[str, Any]]:
             "accessory": _button("Edit", ACTION_DEFAULTS, "defaults"),
         },
     ]
+
+
+def _personas_blocks(team: list[TeamPersona]) -> list[dict[str, Any]]:
+    lines = [f"`{p.name}`: {escape(truncate(p.description, 120))}" for p in team]
+    listed = (
+        truncate("\n".join(lines), PERSONAS_SHOWN_CHARS)
+        if lines
+        else ("None yet. A team persona is a name for a description, used as `persona: <name>`.")
+    )
+    return [
+        {"type": "divider"},
+        {"type": "header", "text": _text("Team personas", "plain_text")},
+        {
+            "type": "section",
+            "text": _text(listed),
+            "accessory": _button("Save a persona", ACTION_PERSONA, "persona"),
+        },
+    ]
+
+
+def persona_modal() -> dict[str, Any]:
+    """The form that saves a team persona (as `/sora persona save <name>: <description>`)."""
+    return validated(
+        {
+            "type": "modal",
+            "callback_id": PERSONA_CALLBACK,
+            "title": _text("Save a team persona", "plain_text"),
+            "submit": _text("Save", "plain_text"),
+            "close": _text("Cancel", "plain_text"),
+            "blocks": [
+                {
+                    "type": "input",
+                    "block_id": PERSONA_NAME,
+                    "label": _text("Name (one lowercase word)", "plain_text"),
+                    "element": {
+                        "type": "plain_text_input",
+                        "action_id": PERSONA_NAME,
+                        "max_length": 32,
+                        "placeholder": _text("critic", "plain_text"),
+                    },
+                },
+                {
+                    "type": "input",
+                    "block_id": PERSONA_DESCRIPTION,
+                    "label": _text("Who they are", "plain_text"),
+                    "element": {
+                        "type": "plain_text_input",
+                        "action_id": PERSONA_DESCRIPTION,
+                        "multiline": True,
+                        "max_length": FREE_TEXT_MAX_CHARS,
+                        "placeholder": _text("a harsh festival film critic", "plain_text"),
+                    },
+                },
+            ],
+        }
+    )
 
 
 def _option(label: str, value: str) -> dict[str, Any]:
@@ -290,6 +352,7 @@ def home_view(
     viewer_is_admin: bool,
     notice: str | None = None,
     workspace: Settings | None = None,
+    team_personas: list[TeamPersona] | None = None,
 ) -> dict[str, Any]:
     """The Home tab for `viewer`, validated by slack_sdk's View model. `workspace`: the
     workspace's settings, shown (with an Edit button) to admins."""
@@ -299,6 +362,7 @@ def home_view(
     blocks += _running_blocks(running)
     if viewer_is_admin and workspace is not None:
         blocks += _defaults_blocks(workspace)
+    blocks += _personas_blocks(team_personas or [])
     blocks.append({"type": "divider"})
     title = f"Search: {as_text(truncate(state.query, 120))}" if state.query else "Team library"
     blocks.append({"type": "header", "text": _text(title, "plain_text")})
@@ -514,6 +578,7 @@ class HomeTab:
             viewer_is_admin=is_admin,
             notice=notice,
             workspace=workspace,
+            team_personas=await self.state.personas.all(team),
         )
 
     async def publish(
