@@ -213,6 +213,14 @@ async def _home_action(
             await sessions.state.library.delete(
                 entry.id, channel=entry.channel_id, user=entry.user_id, team=team
             )
+            await sessions.state.audit.record(
+                team,
+                "delete",
+                session=entry.id,
+                actor=user,
+                actor_name=person.name,
+                detail="library entry, from the Home tab",
+            )
             notice = f"Deleted “{entry.locked.draft.title}” from the library."
         await show(notice)
 

@@ -71,7 +71,9 @@ async def test_bad_team_persona_commands_are_answered_and_change_nothing(app: Ha
 async def test_another_workspace_never_sees_a_team_persona(app: Harness) -> None:
     assert "saved" in await told(app, f"persona save critic: {CRITIC}", user=ADA)
     sessions_service = Sessions(
-        state=app.state, settings=app.settings, client=AsyncWebClient(base_url=app.slack.api_url)
+        state=app.state,
+        settings=app.settings,
+        client=AsyncWebClient(token=app.slack.token, base_url=app.slack.api_url),
     )
     assert await app.state.personas.get("T0OTHER", "critic") is None
     with pytest.raises(BadInput):
@@ -92,7 +94,9 @@ async def test_uninstalling_deletes_the_workspaces_personas_defaults_and_index(
     await app.state.library.add(library_entry(title="Rain", prompt="rain", team=TEAM_ID))
     await app.state.library.add(library_entry(title="Rain", prompt="rain", team="T0OTHER"))
     service = Sessions(
-        state=app.state, settings=app.settings, client=AsyncWebClient(base_url=app.slack.api_url)
+        state=app.state,
+        settings=app.settings,
+        client=AsyncWebClient(token=app.slack.token, base_url=app.slack.api_url),
     )
     await service.uninstall(TEAM_ID, why="app_uninstalled")
     tag = "{ws:" + TEAM_ID + "}"
@@ -113,3 +117,18 @@ async def test_a_team_persona_is_saved_from_the_home_tab_and_listed_there(app: H
     stored = await app.state.personas.get(TEAM_ID, "critic")
     assert stored is not None and (stored.author_id, stored.description) == (GRACE, CRITIC)
     assert "`critic`: a harsh festival film critic" in text_of(home_of(app.slack, GRACE))
+
+
+async def test_persona_and_defaults_changes_are_in_the_audit_trail(app: Harness) -> None:
+    assert "saved" in await told(app, f"persona save critic: {CRITIC}", user=ADA)
+    service = Sessions(
+        state=app.state,
+        settings=app.settings,
+        client=AsyncWebClient(token=app.slack.token, base_url=app.slack.api_url),
+    )
+    await service.save_defaults(TEAM_ID, BOSS, WorkspaceDefaults(default_target="sora-2-pro"))
+    trail = await app.state.audit.read(TEAM_ID)
+    assert [(e.action, e.actor, e.detail) for e in trail] == [
+        ("settings", ADA, "team persona critic saved"),
+        ("settings", BOSS, 'defaults {"default_target":"sora-2-pro"}'),
+    ]
