@@ -382,16 +382,15 @@ class Sessions:
             ),
         )
         verb = "updated" if existing is not None else "saved"
-        await self.state.audit.record(
-            team_id,
-            "settings",
-            actor=user_id,
-            actor_name=person.name,
-            detail=f"team persona {name} {verb}",
-        )
+        await self._audit_settings(team_id, person, f"team persona {name} {verb}")
         return (
             f"Team persona `{name}` {verb}. Use it with `/sora <idea> persona: {name}`; its "
             "sheet is written from the description when a session starts."
+        )
+
+    async def _audit_settings(self, team_id: str | None, person: Person, detail: str) -> None:
+        await self.state.audit.record(
+            team_id, "settings", actor=person.id, actor_name=person.name, detail=detail
         )
 
     async def delete_team_persona(self, *, team_id: str | None, user_id: str, name: str) -> str:
@@ -404,13 +403,7 @@ class Sessions:
                 f"Only the person who saved `{name}`, or a workspace admin, can delete it."
             )
         await self.state.personas.delete(team_id, name)
-        await self.state.audit.record(
-            team_id,
-            "settings",
-            actor=user_id,
-            actor_name=person.name,
-            detail=f"team persona {name} deleted",
-        )
+        await self._audit_settings(team_id, person, f"team persona {name} deleted")
         return f"Team persona `{name}` deleted."
 
     async def team_personas(self, team_id: str | None) -> list[TeamPersona]:
@@ -462,12 +455,10 @@ class Sessions:
                 raise Refused(f"Unknown persona {defaults.default_persona!r}.")
         await self.state.defaults.save(team_id, defaults)
         self._defaults.pop(team_id or "", None)
-        await self.state.audit.record(
+        await self._audit_settings(
             team_id,
-            "settings",
-            actor=user_id,
-            actor_name=(await self.person(team_id, user_id)).name,
-            detail="defaults " + defaults.model_dump_json(exclude_none=True),
+            await self.person(team_id, user_id),
+            "defaults " + defaults.model_dump_json(exclude_none=True),
         )
         return "Workspace defaults saved."
 

@@ -30,6 +30,12 @@ app = handlers_harness.app
 CRITIC = "a harsh festival film critic who hates clichés"
 
 
+def sessions_of(h: Harness) -> Sessions:
+    """The service behind the app, as a test calls it directly."""
+    client = AsyncWebClient(token=h.slack.token, base_url=h.slack.api_url)
+    return Sessions(state=h.state, settings=h.settings, client=client)
+
+
 async def told(h: Harness, text: str, *, user: str) -> str:
     """Send `/sora text` as `user`; the newest ephemeral answer they got."""
     assert await h.command(text, user=user) == ""
@@ -70,11 +76,7 @@ async def test_bad_team_persona_commands_are_answered_and_change_nothing(app: Ha
 
 async def test_another_workspace_never_sees_a_team_persona(app: Harness) -> None:
     assert "saved" in await told(app, f"persona save critic: {CRITIC}", user=ADA)
-    sessions_service = Sessions(
-        state=app.state,
-        settings=app.settings,
-        client=AsyncWebClient(token=app.slack.token, base_url=app.slack.api_url),
-    )
+    sessions_service = sessions_of(app)
     assert await app.state.personas.get("T0OTHER", "critic") is None
     with pytest.raises(BadInput):
         await sessions_service.build_for_team(
@@ -93,11 +95,7 @@ async def test_uninstalling_deletes_the_workspaces_personas_defaults_and_index(
     await app.state.defaults.save(TEAM_ID, WorkspaceDefaults(default_target="sora-2-pro"))
     await app.state.library.add(library_entry(title="Rain", prompt="rain", team=TEAM_ID))
     await app.state.library.add(library_entry(title="Rain", prompt="rain", team="T0OTHER"))
-    service = Sessions(
-        state=app.state,
-        settings=app.settings,
-        client=AsyncWebClient(token=app.slack.token, base_url=app.slack.api_url),
-    )
+    service = sessions_of(app)
     await service.uninstall(TEAM_ID, why="app_uninstalled")
     tag = "{ws:" + TEAM_ID + "}"
     assert [k for k in await app.keys() if tag in k] == []
@@ -121,11 +119,7 @@ async def test_a_team_persona_is_saved_from_the_home_tab_and_listed_there(app: H
 
 async def test_persona_and_defaults_changes_are_in_the_audit_trail(app: Harness) -> None:
     assert "saved" in await told(app, f"persona save critic: {CRITIC}", user=ADA)
-    service = Sessions(
-        state=app.state,
-        settings=app.settings,
-        client=AsyncWebClient(token=app.slack.token, base_url=app.slack.api_url),
-    )
+    service = sessions_of(app)
     await service.save_defaults(TEAM_ID, BOSS, WorkspaceDefaults(default_target="sora-2-pro"))
     trail = await app.state.audit.read(TEAM_ID)
     assert [(e.action, e.actor, e.detail) for e in trail] == [
