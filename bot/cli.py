@@ -866,6 +866,20 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def _library_index(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.redis_url:
+        raise BadInput("sora-copilot library-index needs REDIS_URL: the library lives there.")
+    if args.team is not None and not re.fullmatch(r"[TE][A-Z0-9]{2,}", args.team):
+        raise BadInput(f"--team takes a workspace id such as T0123ABCD, not {args.team!r}.")
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    try:
+        n = await state.index.backfill(state.library, team_for_unknown=args.team)
+    finally:
+        await state.redis.aclose()
+    sys.stdout.write(f"Indexed {n} library entries for the Home tab's search.\n")
+    return EXIT_OK
+
+
 def _require(command: str, values: dict[str, SecretStr | None], why: str) -> None:
     """BadInput naming every setting in `values` that is unset or empty."""
     missing = [name for name, v in values.items() if v is None or not v.get_secret_value()]
@@ -1157,6 +1171,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--since", help="a duration back from now (30m, 24h, 7d) or a date or time (UTC)"
     )
     aud.add_argument("--json", action="store_true", help="one JSON object a line")
+    reindex = sub.add_parser(
+        "library-index",
+        parents=[common],
+        help="index the prompt library for the Home tab's search (needs REDIS_URL)",
+        description="Add every locked prompt already in the library to its workspace's "
+        "search index, once, after upgrading to a build with the Home tab. Entries locked "
+        "before workspaces were recorded go to --team.",
+    )
+    reindex.add_argument("--team", help="the workspace (T…) of entries that name none")
     serve = sub.add_parser(
         "serve",
         parents=[common],
@@ -1248,6 +1271,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_worker(args, settings))
         if args.command == "audit":
             return asyncio.run(_audit(args, settings))
+        if args.command == "library-index":
+            return asyncio.run(_library_index(args, settings))
         if args.command == "serve":
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":

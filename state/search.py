@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from state._text import text
 from state.keys import NO_TEAM, Keys
-from state.library import LibraryEntry, parse_entry
+from state.library import LibraryEntry, PromptLibrary, parse_entry
 
 _WORD_RE = re.compile(r"[^\W_]{2,}", re.UNICODE)
 _USER_ID_RE = re.compile(r"^<?@?([UW][A-Z0-9]+)(?:\|[^>]*)?>?$")
@@ -245,3 +245,24 @@ class LibraryIndex:
         )
         entries = [parse_entry(text(d)) for d in docs if d is not None]
         return SearchPage(entries=entries, more=bool(int(more)))
+
+    async def backfill(
+        self, library: PromptLibrary, *, team_for_unknown: str | None = None, page: int = 500
+    ) -> int:
+        """Index every entry of `library` (those locked before this index existed). An
+        entry that names no workspace is filed under `team_for_unknown` (a deployment with
+        one workspace), else under no workspace. Returns how many were indexed."""
+        done, start = 0, 0
+        while True:
+            ids = await self._redis.zrange(self._keys.library_all, start, start + page - 1)
+            if not ids:
+                return done
+            for pid in ids:
+                entry = await library.get(text(pid))
+                if entry is None:
+                    continue
+                if entry.team_id is None and team_for_unknown:
+                    entry = entry.model_copy(update={"team_id": team_for_unknown})
+                await self.add(entry)
+                done += 1
+            start += page

@@ -3,12 +3,14 @@ newest first, hiding what a viewer may not see."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from state import LibraryEntry, State
 from state.search import SearchPage, query_terms, terms_of
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 from tests.redis_fixtures import library_entry
+from tests.support import run_cli
 
 
 def entry(*, title: str, prompt: str, minutes: int, **kw: Any) -> LibraryEntry:
@@ -91,3 +93,32 @@ async def test_a_delete_that_names_no_workspace_finds_the_entrys_own(state: Stat
     await state.library.add(mine)
     assert await state.library.delete(mine.id, channel="C1", user="U1")
     assert (await state.index.search("T1", ["rain"])).entries == []
+
+
+async def test_a_backfill_indexes_the_entries_locked_before_the_index(state: State) -> None:
+    index, state.library.index = state.library.index, None  # as a build before the index
+    old = [
+        entry(title="Rain", prompt="rain on glass", minutes=9),
+        entry(title="Rain", prompt="rain on tin", minutes=8, team=None),
+    ]
+    for e in old:
+        await state.library.add(e)
+    state.library.index = index
+    assert (await state.index.search("T1", ["rain"])).entries == []
+    assert await state.index.backfill(state.library, team_for_unknown="T1", page=1) == 2
+    assert [e.id for e in (await state.index.search("T1", ["rain"])).entries] == [
+        old[1].id,
+        old[0].id,
+    ]
+
+
+def test_the_backfill_command_refuses_a_team_that_is_no_workspace_id(tmp_path: Path) -> None:
+    done = run_cli(
+        "library-index",
+        "--team",
+        "nope",
+        cwd=tmp_path,
+        env={"REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
+    assert done.returncode != 0
+    assert b"--team takes a workspace id" in done.stderr and b"Traceback" not in done.stderr
