@@ -29,6 +29,9 @@ async def erase_workspace(state: State, team_id: str) -> Erased:
     k = state.keys
     index = k.workspace_sessions(team_id)
     sessions = library = keys = 0
+    # First its library search index, Home lists, team personas and defaults, whole: the
+    # erasures below would otherwise empty (and so delete) some of them uncounted.
+    keys += await erase_team_home(state.redis, k, team_id)
     for raw in await state.redis.zrange(index, 0, -1):
         sid = text(raw)
         session = await state.sessions.load(sid)
@@ -54,6 +57,4 @@ async def erase_workspace(state: State, team_id: str) -> Erased:
             k.audit(team_id),  # the workspace's audit trail names its people
         )
     )
-    # Its library search index, Home lists, team personas and defaults.
-    keys += await erase_team_home(state.redis, k, team_id)
     return Erased(sessions=sessions, library_entries=library, keys=keys)
