@@ -11,7 +11,8 @@ from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.dialogue.agents import build_request
-from bot.dialogue.models import Origin
+from bot.dialogue.models import Origin, SessionStatus
+from bot.driver import steps_after
 from bot.slack.home import (
     ACTION_COPY,
     ACTION_DEFAULTS,
@@ -34,6 +35,8 @@ from bot.slack.home import (
     HomeTab,
 )
 from bot.slack.people import People
+from bot.slack.steps import STEPS
+from bot.surfaces.base import REFRESH_HOME
 from state import LibraryEntry, State
 from state.defaults import WorkspaceDefaults
 from tests import test_handlers as handlers_harness
@@ -361,3 +364,10 @@ async def test_my_home_is_refreshed_once_for_changes_inside_a_window(
     await refresher.changed(client, terminal)  # nobody's Home
     await refresher.idle()
     assert len(slack.calls_to("views.publish")) == 1
+
+
+def test_a_lock_and_a_pause_end_with_the_home_refresh_step() -> None:
+    done = locked(agent_turn(make_session()))
+    paused = make_session().model_copy(update={"status": SessionStatus.PAUSED})
+    assert steps_after(done)[-1] == REFRESH_HOME == steps_after(paused)[-1]
+    assert REFRESH_HOME in STEPS

@@ -8,6 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.sessions import BadInput, CommandRequest, Sessions
 from bot.slack.home import ACTION_PERSONA, PERSONA_CALLBACK, PERSONA_DESCRIPTION, PERSONA_NAME
+from bot.slack.roots import Roots
 from state.defaults import WorkspaceDefaults
 from tests.fakes.slack_server import TEAM_ID
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
@@ -33,7 +34,7 @@ CRITIC = "a harsh festival film critic who hates clichés"
 def sessions_of(h: Harness) -> Sessions:
     """The service behind the app, as a test calls it directly."""
     client = AsyncWebClient(token=h.slack.token, base_url=h.slack.api_url)
-    return Sessions(state=h.state, settings=h.settings, client=client)
+    return Sessions(state=h.state, settings=h.settings, slack=Roots(client))
 
 
 async def told(h: Harness, text: str, *, user: str) -> str:
