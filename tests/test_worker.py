@@ -199,6 +199,7 @@ async def test_a_turn_whose_showing_keeps_failing_is_saved_once_and_its_session_
         "update_root",
         "show_paused:1",
         "update_root",
+        "refresh_home",
     ]  # shown once Slack is back
 
 
