@@ -295,7 +295,14 @@ class WorkspaceSurface:
         """Step `name`, run by the session's own workspace's surface."""
 
         async def run(session: Session, arg: str) -> None:
-            step = (await self._for(session)).steps.get(name)
+            try:
+                surface = await self._for(session)
+            except NotInstalled as e:
+                # Uninstalled while its steps were due: nothing can be shown there any
+                # more, and the uninstall erases the session.
+                log.warning("session %s: step %s not shown: %s", session.id, name, e)
+                return
+            step = surface.steps.get(name)
             if step is not None:
                 await step(session, arg)
 
