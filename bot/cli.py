@@ -703,10 +703,27 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         # 429s are the surface's to wait out, however long (see bot.slack.poster).
         client = make_client(settings, rate_limit_retries=0)
         surface = SlackSurface(client=client, state=state, settings=settings)
+    from bot import render
+    from bot.render.jobs import RenderRunner, RenderShow
+
+    render_show: RenderShow | None = None
+    if args.surface == "recording":
+        from bot.surfaces.recording import RecordingRenderShow
+
+        render_show = RecordingRenderShow(state.redis, state.keys)
+    renders = None
+    if render_show is not None:
+        renders = RenderRunner(
+            state=state,
+            show=render_show,
+            renderers=lambda name: render.make(name, settings),
+            lease_ttl_ms=config.lease_ttl_ms,
+        )
     worker = Worker(
         state=state,
         engine=engine,
         surface=surface,
+        renders=renders,
         config=config,
         on_lost=_lost_teller(client, workspaces),
         on_store_full=_full_teller(client, workspaces),

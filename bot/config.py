@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # The first wait between checks of a vendor job (later ones back off); unset: each
     # vendor's own pace (Veo 10 s, Omni 5 s, Runway 6 s). Tests shorten it.
     render_poll_seconds: float | None = Field(None, gt=0)
+    # Who may press Render in Slack: the session's starter and workspace admins, or anyone.
+    render_allowed: Literal["starter_or_admin", "anyone"] = "starter_or_admin"
+    # Seconds of video a day (UTC) the workspace, and each person, may render; a refusal
+    # the vendor did not charge for gives its seconds back.
+    render_budget_seconds_per_team: int = Field(120, ge=0)
+    render_budget_seconds_per_user: int = Field(40, ge=0)
 
     # Redis
     redis_url: str | None = None

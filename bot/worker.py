@@ -44,6 +44,7 @@ from bot.dialogue.engine import (
 )
 from bot.dialogue.models import LockReason, Session, SessionStatus
 from bot.driver import show, steps_after, take_turn
+from bot.render.jobs import RenderRunner
 from bot.sessions import BadInput
 from bot.surfaces.base import Surface
 from state import InboxEntry, Job, State, describe, is_full
@@ -55,6 +56,7 @@ RETRY_TAKE_S = 1.0
 # is tried again here, after 1, 2, 3... s, this many times, rather than left for
 # RECLAIM_IDLE_MS: a restart then costs seconds. After that, reclaim takes it over.
 LOCAL_RETRIES = 5
+PROMOTE_EVERY_S = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +122,7 @@ class Worker:
         on_lost: Callable[[Lost], Awaitable[None]] | None = None,
         on_store_full: Callable[[Session, str], Awaitable[None]] | None = None,
         admit: Callable[[Session], Awaitable[str | None]] | None = None,
+        renders: RenderRunner | None = None,
     ):
         """`on_lost`: how to tell a thread that its session's state is gone (the
         sweep finds those); without it they are only logged. `on_store_full`: how to
@@ -135,6 +138,7 @@ class Worker:
         # Whether this worker may run a session at all (OAuth mode: only sessions of a
         # workspace it has an installation for); the reason it may not, or None.
         self.admit = admit
+        self.renders = renders
         self._tasks: set[asyncio.Task[None]] = set()
         self._working: dict[str, tuple[Job, str]] = {}  # job id -> (job, lease owner)
         self._retries: dict[str, int] = {}  # job id -> local retries after Redis was away
@@ -148,6 +152,7 @@ class Worker:
         await self.state.queue.ensure_group()
         heartbeat = asyncio.create_task(self._heartbeat())
         sweeping = asyncio.create_task(self._sweeping(stopping))
+        promoting = asyncio.create_task(self._promoting(stopping))
         last_reclaim = 0.0
         while not stopping.is_set():
             free = self.config.concurrency - len(self._tasks)
@@ -176,7 +181,23 @@ class Worker:
         await self._drain()
         heartbeat.cancel()
         sweeping.cancel()
-        await asyncio.gather(sweeping, return_exceptions=True)
+        promoting.cancel()
+        await asyncio.gather(sweeping, promoting, return_exceptions=True)
+        if self.renders is not None:
+            await self.renders.aclose()
+
+    async def _promoting(self, stopping: asyncio.Event) -> None:
+        """Put renders whose next check is due back on the queue (state.renders): a render
+        waiting for its vendor holds no task and no slot in the meantime."""
+        if self.renders is None:
+            return
+        while not stopping.is_set():
+            try:
+                await self.renders.promote()
+            except Exception as e:
+                log.warning("moving due renders failed (%s); trying again", describe(e))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), PROMOTE_EVERY_S)
 
     async def _sweeping(self, stopping: asyncio.Event) -> None:
         """Sweep every `sweep_every_s` (the first one at start, so that a Redis that
@@ -223,6 +244,10 @@ class Worker:
         metrics.leases_reclaimed(len(reclaimed.jobs))
         metrics.jobs_dead_lettered(len(reclaimed.dead))
         for job in reclaimed.dead:
+            if job.render:
+                if self.renders is not None:
+                    await self.renders.fail_dead(job)
+                continue
             await self._pause_dead(job)
         return list(reclaimed.jobs)
 
@@ -241,6 +266,9 @@ class Worker:
         steps in the store: whoever takes the job over shows them (no model
         call) and carries on from the saved turn.
         """
+        if job.render:
+            await self._render(job)
+            return
         owner = f"{self.name}:{job.id}"
         started = time.perf_counter()
         try:
@@ -412,6 +440,20 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
         return True
 
+    async def _render(self, job: Job) -> None:
+        """One step of a render (bot.render.jobs); the job stays pending if it fails."""
+        if self.renders is None:
+            log.warning("render job %s: this worker does not render; left for another", job.id)
+            return
+        owner = f"{self.name}:{job.id}"
+        self._working[job.id] = (job, owner)
+        try:
+            await self.renders.handle(job, owner)
+        except Exception:
+            log.exception("render %s: step failed; job %s stays pending", job.render, job.id)
+        finally:
+            self._working.pop(job.id, None)
+
     def _finished(self, session: Session) -> None:
         if session.status != SessionStatus.RUNNING and self.on_finished is not None:
             self.on_finished(session)
@@ -465,7 +507,7 @@ class Worker:
             for job, owner in list(self._working.values()):
                 with contextlib.suppress(Exception):
                     await self.state.heartbeat(
-                        job.session_id,
+                        job.lease_name,
                         owner,
                         job=job,
                         consumer=self.name,

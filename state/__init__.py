@@ -19,7 +19,7 @@ from state.inbox import Inbox, InboxEntry, InboxKind, PushResult
 from state.index import ThreadIndex
 from state.keys import Keys
 from state.lease import Lease
-from state.library import LibraryEntry, PromptLibrary
+from state.library import LibraryEntry, PromptLibrary, RenderProvenance
 from state.posts import PostLedger
 from state.queue import DeadLetter, Job, QueueStats, Reclaimed, TurnQueue
 from state.ratelimit import PostRateLimiter
@@ -43,6 +43,7 @@ __all__ = [
     "PushResult",
     "QueueStats",
     "Reclaimed",
+    "RenderProvenance",
     "RunningSessions",
     "SessionExists",
     "SessionStore",

@@ -35,6 +35,7 @@ from state.personas import TeamPersonas
 from state.posts import PostLedger
 from state.queue import Job, TurnQueue
 from state.ratelimit import PostRateLimiter, Sleep
+from state.renders import RenderStore
 from state.running import RunningSessions
 from state.search import LibraryIndex
 from state.store import SessionStore
@@ -73,6 +74,7 @@ class State:
     home: HomeSessions
     personas: TeamPersonas
     defaults: DefaultsStore
+    renders: RenderStore
     _heartbeat: AsyncScript = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -142,6 +144,7 @@ class State:
             home=HomeSessions(redis, keys, ttl_s=live_ttl_s),
             personas=TeamPersonas(redis, keys),
             defaults=DefaultsStore(redis, keys),
+            renders=RenderStore(redis, keys, group=CONSUMER_GROUP),
         )
 
     async def heartbeat(

@@ -61,6 +61,12 @@ OAUTH_STATE_TTL_S = 600
 TOKEN_REFRESH_LOCK_MS = 15_000
 # The audit trail of a workspace is a stream trimmed to about this many entries.
 AUDIT_MAXLEN = 100_000
+# Renders: a budget day's counters outlive the day (UTC) by a day; a finished clip waits
+# this long for its upload (the vendors keep theirs 24 to 48 hours).
+RENDER_BUDGET_TTL_S = 2 * 24 * 3600
+RENDER_CLIP_TTL_S = 24 * 3600
+# A render record is kept as long as a finished session.
+RENDER_TTL_S = FINISHED_SESSION_TTL_S
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -288,6 +294,32 @@ class Keys:
     def home_sessions(self, team_id: str, user_id: str) -> str:
         """Sorted set: the ids of the sessions a person started, scored by start time (ms)."""
         return self._ws(team_id, "home", "sessions", user_id)
+
+    # ---- renders (bot.render.jobs) ----------------------------------------------------
+
+    def render(self, rid: str) -> str:
+        """Hash: `json` (the render's record), `rev` (+1 per write: the fencing token),
+        `sid`, and the budget keys and seconds it reserved (`team_key`, `user_key`,
+        `seconds`), so a refund returns exactly what was taken."""
+        return self._k("render", rid)
+
+    @property
+    def render_due(self) -> str:
+        """Sorted set: render ids waiting for their next check, scored by when it is due (ms).
+        A worker moves the due ones onto the jobs stream: waiting holds no worker slot."""
+        return self._k("render", "due")
+
+    def render_clip(self, rid: str) -> str:
+        """String, expiring: a finished render's video bytes, until its upload is confirmed."""
+        return self._k("render", "clip", rid)
+
+    def render_budget_team(self, team: str, day: str) -> str:
+        """String: seconds of video reserved by the workspace on `day` (UTC, YYYYMMDD)."""
+        return self._k("render", "budget", "team", team, day)
+
+    def render_budget_user(self, team: str, user: str, day: str) -> str:
+        """String: seconds of video reserved by one person on `day`."""
+        return self._k("render", "budget", "user", team, user, day)
 
 
 NO_TEAM = "-"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from bot.dialogue.models import SCHEMA_VERSION, CleanModel, LockedPrompt, Session
@@ -24,6 +24,23 @@ if TYPE_CHECKING:
     from state.search import LibraryIndex
 
 KNOWN_LIBRARY_SCHEMAS = frozenset({SCHEMA_VERSION})
+
+
+class RenderProvenance(CleanModel):
+    """Where a clip of the prompt came from: renderer, model, tier, seconds, cost, the
+    vendor's job id, and where it was posted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    render_id: str
+    renderer: str
+    model: str
+    tier: str
+    seconds: int
+    cost_usd: float | None
+    vendor_job_id: str
+    file_id: str | None = None
+    rendered_at: datetime
 
 
 class LibraryEntry(CleanModel):
@@ -48,6 +65,7 @@ class LibraryEntry(CleanModel):
     # The library entry this prompt was remixed from (its id), when it was.
     remixed_from: str | None = None
     remixed_from_title: str | None = None
+    renders: list[RenderProvenance] = Field(default_factory=list)
 
     @classmethod
     def from_session(cls, session: Session) -> LibraryEntry:
@@ -179,6 +197,17 @@ class PromptLibrary:
         if self.index is not None:
             await self.index.add(entry)
         return bool(new)
+
+    async def add_render(self, pid: str, render: RenderProvenance) -> bool:
+        """Record a clip's provenance on the entry `pid` (once per render id); False when
+        the entry is gone. A read and a write: renders of one prompt finish far apart."""
+        entry = await self.get(pid)
+        if entry is None:
+            return False
+        if any(r.render_id == render.render_id for r in entry.renders):
+            return True
+        await self.add(entry.model_copy(update={"renders": [*entry.renders, render]}))
+        return True
 
     async def delete(
         self, pid: str, *, channel: str | None, user: str | None, team: str | None = None

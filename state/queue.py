@@ -37,9 +37,12 @@ from state.keys import (
 
 EMBEDDED_POLL_S = 0.02
 
-# Field names of a job entry; the store's save script writes the same ones.
+# Field names of a job entry; the store's save script writes the same ones. A render job
+# (bot.render.jobs) carries `rid` too, and turn -1.
 F_SID = "sid"
 F_TURN = "turn"
+F_RENDER = "rid"
+RENDER_TURN = -1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +53,12 @@ class Job:
     session_id: str
     turn: int
     deliveries: int  # 1 on the first delivery, +1 per reclaim
+    render: str = ""  # a render job: the render's id (the session's turn is not touched)
+
+    @property
+    def lease_name(self) -> str:
+        """What the job's lease is named after: its session, or its render."""
+        return f"render-{self.render}" if self.render else self.session_id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +138,7 @@ def _job(entry_id: str, fields: dict[str, str], deliveries: int) -> Job | None:
             session_id=fields[F_SID],
             turn=int(fields[F_TURN]),
             deliveries=deliveries,
+            render=fields.get(F_RENDER, ""),
         )
     except (KeyError, ValueError):
         return None

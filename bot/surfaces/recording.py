@@ -97,3 +97,36 @@ class RecordingSurface:
 async def recorded(redis: Redis, keys: Keys, sid: str) -> list[dict[str, Any]]:
     raw = await redis.lrange(keys.recorded(sid), 0, -1)
     return [json.loads(r) for r in raw]
+
+
+# A delivery is recorded with its ledger entry in one call, and only once: a redone
+# deliver step (its worker died before saving it was done) finds the first one.
+_DELIVER = """
+local done = redis.call('HGET', KEYS[2], 'deliver')
+if done then return done end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'deliver', ARGV[2])
+return ARGV[2]
+"""
+
+
+class RecordingRenderShow:
+    """What a render would show in Slack, recorded under `recorded("render-<rid>")`."""
+
+    def __init__(self, redis: Redis, keys: Keys):
+        self.redis = redis
+        self.keys = keys
+        self._deliver = redis.register_script(_DELIVER)
+
+    async def show(self, step: str, record: Any, clip: bytes | None) -> dict[str, str]:
+        name = f"render-{record.id}"
+        if step == "deliver":
+            file_id = "F" + uuid.uuid4().hex[:10].upper()
+            event = json.dumps({"kind": "clip", "bytes": len(clip or b""), "file_id": file_id})
+            kept = await self._deliver(
+                keys=[self.keys.recorded(name), self.keys.posts(name)], args=[event, file_id]
+            )
+            return {"file_id": str(kept)}
+        progress = {"kind": "progress", "status": record.status, "vendor": record.vendor_status}
+        await self.redis.rpush(self.keys.recorded(name), json.dumps(progress))
+        return {}

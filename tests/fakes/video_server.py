@@ -442,3 +442,23 @@ async def _json(request: web.Request) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.fakes.video_server`: prints its base URL, serves until SIGTERM."""
+    import argparse
+
+    from tests.fakes.loopback import serve_until_signalled
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.video_server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 (default): a free port")
+    parser.add_argument("--checks", type=int, default=2, help="status requests before a job ends")
+    args = parser.parse_args(argv)
+    server = FakeVideoAPI(host=args.host, port=args.port)
+    server.script(default=JobScript("done", checks=args.checks))
+    asyncio.run(serve_until_signalled(server, lambda: server.base_url))
+
+
+if __name__ == "__main__":
+    main()
