@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bot import metrics
 from bot.config import Settings
 from bot.dialogue.models import Draft
 from bot.dialogue.profiles import resolve_target, targets
@@ -75,6 +76,7 @@ class Run:
 @pytest.mark.parametrize("name", ["veo", "omni", "runway"])
 async def test_each_renderer_renders_to_done_through_its_sdk(fake: FakeVideoAPI, name: str) -> None:
     renderer = renderer_for(name, fake)
+    counted = metrics.RENDERS.labels(name, "done")._value.get()
     records: list[RenderRecord] = []
     RENDER_HOOKS.append(records.append)
     try:
@@ -90,6 +92,7 @@ async def test_each_renderer_renders_to_done_through_its_sdk(fake: FakeVideoAPI,
     assert run.saved == [(fake.submissions[0].id if name != "veo" else result.job_id, 1)]
     assert result.job_id is not None and fake.submissions[0].id in result.job_id
     assert records == [RenderRecord(name, plan.model, "draft", "done", plan.seconds, plan.cost)]
+    assert metrics.RENDERS.labels(name, "done")._value.get() == counted + 1
 
 
 async def test_veo_sends_the_exact_parameters_of_the_plan(fake: FakeVideoAPI) -> None:

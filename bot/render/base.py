@@ -15,12 +15,14 @@ the vendor answers to: `Done` (the bytes), `Refused` (a content policy said no, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot import metrics
 from bot.dialogue import checks
 from bot.dialogue.models import Draft, RenderTable, TargetProfile
 from bot.render.prices import price_per_second
@@ -282,8 +284,19 @@ def outcome_name(outcome: Finished) -> Literal["done", "refused", "failed", "can
     return "cancelled"
 
 
-def record(plan: RenderPlan, outcome: Finished) -> None:
-    """Tell every hook in RENDER_HOOKS how a render ended (a failing hook is skipped)."""
+def record(plan: RenderPlan, outcome: Finished, *, elapsed_s: float = 0.0) -> None:
+    """Count a finished render (bot.metrics: renders by renderer and outcome, wall time,
+    cost) and tell every hook in RENDER_HOOKS (a failing hook is skipped)."""
+    done_or_charged = isinstance(outcome, Done) or (
+        isinstance(outcome, Refused) and outcome.charged
+    )
+    with contextlib.suppress(Exception):
+        metrics.render_finished(
+            plan.renderer,
+            outcome_name(outcome),
+            seconds=elapsed_s,
+            cost_usd=plan.cost if done_or_charged else None,
+        )
     done = isinstance(outcome, Done)
     charged = done or (isinstance(outcome, Refused) and outcome.charged)
     entry = RenderRecord(

@@ -424,7 +424,7 @@ class RenderRunner:
         new_rev = await self._save(rec, rev, refund=refund)
         if new_rev is None:
             return
-        record(rec.plan, outcome)
+        record(rec.plan, outcome, elapsed_s=rec.elapsed_s)
         shown = await self._show(rec, new_rev)
         if shown is not None:
             rec, rev = shown

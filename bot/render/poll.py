@@ -98,7 +98,7 @@ async def drive(
                 renderer, plan, on_progress=on_progress, clock=clock, sleep=sleep
             )
             if isinstance(got, Failed):
-                record(plan, got)
+                record(plan, got, elapsed_s=clock() - start)
                 return RenderResult(got, None, attempts, clock() - start)
             job_id, submitted_at = got, clock()
             await on_submitted(job_id, submitted_at, attempts)
@@ -125,5 +125,5 @@ async def drive(
             on_progress(Progress(f"retrying once: {outcome.reason}", None, elapsed, job_id))
             job_id, submitted_at, attempts = None, None, 2
             continue
-        record(plan, outcome)
+        record(plan, outcome, elapsed_s=clock() - start)
         return RenderResult(outcome, job_id, attempts, clock() - start)
