@@ -93,9 +93,12 @@ async def test_two_workspaces_install_and_each_runs_on_its_own_token(
         teams = []
         for root in roots:
             sid = await real_state.threads.lookup(CHANNEL, root["ts"])
-            session = await real_state.sessions.load(sid) if sid else None
-            if session is None or session.status != SessionStatus.LOCKED:
+            snap = await real_state.sessions.snapshot(sid) if sid else None
+            # Locked and shown: the lock's steps still run against Slack after the save,
+            # and an uninstall before they end would refuse them (token_revoked).
+            if snap is None or snap.session.status != SessionStatus.LOCKED or snap.steps:
                 return None
+            session = snap.session
             teams.append(session.origin.team_id or "")
         return sorted(teams) if len(teams) == 2 else None
 
