@@ -612,3 +612,44 @@ async def test_a_lost_answer_means_the_call_was_carried_out_but_never_answered(
     await client.chat_postMessage(channel="C0TEST", thread_ts=root["ts"], text="again")
     texts = [m["text"] for m in slack.thread("C0TEST", root["ts"])]
     assert texts == ["root", "reply", "again", "again"]
+
+
+async def test_posts_beyond_a_channels_burst_get_429_until_the_next_token(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.set_post_bucket(1.0, burst=3)
+    for i in range(3):
+        await client.chat_postMessage(channel="C0TEST", text=f"burst {i}")
+    refused = await slack_error(client.chat_postMessage(channel="C0TEST", text="one too many"))
+    assert refused.response.status_code == 429
+    assert refused.response.headers.get("Retry-After") == "1"
+    await client.chat_postMessage(channel="C0OTHER", text="another channel has its own")
+    await asyncio.sleep(1.05)
+    await client.chat_postMessage(channel="C0TEST", text="a second later")
+
+
+async def test_reactions_add_is_tier_3_for_the_workspace(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.set_method_limit("reactions.add", 2)
+    ts = str((await client.chat_postMessage(channel="C0TEST", text="x"))["ts"])
+    for name in ("eyes", "tada"):
+        await client.reactions_add(channel="C0TEST", timestamp=ts, name=name)
+    refused = await slack_error(client.reactions_add(channel="C0TEST", timestamp=ts, name="+1"))
+    assert refused.response.status_code == 429
+
+
+async def test_a_threads_status_shows_until_the_app_replies(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    root = str((await client.chat_postMessage(channel="C0TEST", text="root"))["ts"])
+    await client.assistant_threads_setStatus(
+        channel_id="C0TEST", thread_ts=root, status="is writing…", username="Tomás"
+    )
+    assert slack.thread_status("C0TEST", root) == "Tomás is writing…"
+    await client.chat_postMessage(channel="C0TEST", thread_ts=root, text="done")
+    assert slack.thread_status("C0TEST", root) is None
+    bad = await slack_error(
+        client.assistant_threads_setStatus(channel_id="C0TEST", thread_ts="1.2", status="x")
+    )
+    assert bad.response["error"] == "invalid_thread_ts"

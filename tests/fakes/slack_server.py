@@ -194,6 +194,7 @@ JSON_METHODS = frozenset(
         "reactions.add",
         "reactions.remove",
         "files.completeUploadExternal",
+        "assistant.threads.setStatus",  # its reference page lists application/json
     }
 )
 STREAM_CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
@@ -539,10 +540,30 @@ Handler = Callable[[JSON, str | None], JSON]
 # reader is the recipient. `seen_by` answers what one member sees now.
 
 TIER_PER_MINUTE = {1: 1, 2: 20, 3: 50, 4: 100}
-# views.publish and conversations.members are Tier 4 (api.slack.com/methods/views.publish,
-# api.slack.com/methods/conversations.members, "Rate limits: Tier 4").
-METHOD_TIERS = {"chat.update": 3, "chat.delete": 3, "views.publish": 4, "conversations.members": 4}
+# Each method's tier, from its reference page (docs.slack.dev/reference/methods/<method>,
+# "Rate limits"): chat.update, chat.delete, reactions.add and conversations.replies are
+# Tier 3 ("50+ per minute"); views.publish and conversations.members are Tier 4
+# (api.slack.com/methods/views.publish, api.slack.com/methods/conversations.members); the
+# other methods the app calls are Tier 2 or above, or "special" (chat.postMessage,
+# assistant.threads.setStatus), and are not limited here.
+METHOD_TIERS = {
+    "chat.update": 3,
+    "chat.delete": 3,
+    "reactions.add": 3,
+    "conversations.replies": 3,
+    "views.publish": 4,
+    "conversations.members": 4,
+}
 TIER_WINDOW_S = 60.0
+# chat.postMessage: "generally allows posting one message per second per channel, while
+# also maintaining a workspace-wide limit"; "short bursts >1 allowed"
+# (docs.slack.dev/apis/web-api/rate-limits). Modelled, when a test turns it on with
+# `FakeSlack.set_post_bucket`, as a token bucket per channel: `burst` tokens, refilled
+# at `per_second`; a post with no token gets 429 and a Retry-After until the next one.
+# assistant.threads.setStatus: its status clears after two minutes, or when the app posts
+# a message in the thread (docs.slack.dev/reference/methods/assistant.threads.setStatus).
+STATUS_TIMEOUT_S = 120.0
+MAX_LOADING_MESSAGES = 10
 
 
 class _SlackTiers:
@@ -573,10 +594,36 @@ class _SlackTiers:
         if limit is None:
             return
         now = time.time()
-        recent = self._accepted(call.method, now - TIER_WINDOW_S, but=call)
+        # The accepted calls of the last minute, per method (a scan of every call would
+        # make a long run quadratic).
+        windows: dict[str, deque[float]] = self.__dict__.setdefault("_tier_windows", {})
+        recent = windows.setdefault(call.method, deque())
+        while recent and recent[0] <= now - TIER_WINDOW_S:
+            recent.popleft()
         if len(recent) >= limit:
-            oldest = min(recent)
+            oldest = recent[0]
             raise _RateLimited(retry_after=max(1, int(oldest + TIER_WINDOW_S - now + 0.999)))
+        recent.append(now)
+
+    def set_post_bucket(self, per_second: float | None, burst: int = 3) -> None:
+        """Enforce Slack's post rate: per channel, ``burst`` posts at once, then
+        ``per_second`` (None: off). Beyond it, 429 with the seconds to the next token."""
+        self.__dict__["_post_bucket"] = None if per_second is None else (per_second, burst)
+        self.__dict__["_post_tokens"] = {}
+
+    def _check_post_bucket(self, method: str, channel: str) -> None:
+        bucket: tuple[float, int] | None = self.__dict__.get("_post_bucket")
+        if bucket is None or method != "chat.postMessage":
+            return
+        rate, burst = bucket
+        tokens_at: dict[str, tuple[float, float]] = self.__dict__["_post_tokens"]
+        now = time.monotonic()
+        tokens, at = tokens_at.get(channel, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - at) * rate)
+        if tokens < 1:
+            tokens_at[channel] = (tokens, now)
+            raise _RateLimited(retry_after=max(1, int((1 - tokens) / rate + 0.999)))
+        tokens_at[channel] = (tokens - 1, now)
 
     def most_in_a_minute(self, method: str) -> int:
         """The most accepted calls of ``method`` in any 60 s window so far."""
@@ -733,6 +780,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "apps.connections.open": self._apps_connections_open,
             "oauth.v2.access": self._oauth_v2_access,
             "auth.revoke": self._auth_revoke,
+            "assistant.threads.setStatus": self._assistant_threads_set_status,
         }
         self._reset_state()
         self.set_rate_limit(post_rate_limit)
@@ -761,6 +809,8 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         self.calls.clear()
         self._faults.clear()
         self._rate_windows.clear()
+        self.__dict__.pop("_tier_windows", None)
+        self.__dict__.pop("_thread_statuses", None)
 
     async def _before_stop(self) -> None:
         for ws in list(self._sockets):
@@ -1027,10 +1077,11 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         )
 
     def _check_rate_limit(self, method: str, params: JSON) -> None:
-        if self._rate_limit is None or method not in self._rate_methods:
-            return
         raw = _str_arg(params, "channel") or ""
         found = self._find_channel(raw)
+        self._check_post_bucket(method, found.id if found is not None else raw)
+        if self._rate_limit is None or method not in self._rate_methods:
+            return
         key = (method, found.id if found is not None else raw)
         now = time.monotonic()
         window = self._rate_windows.setdefault(key, deque())
@@ -1625,8 +1676,43 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             self._attach_to_thread(ch, msg, thread_ts)
             if _as_bool(params.get("reply_broadcast")):
                 msg["subtype"] = "thread_broadcast"
+            self._clear_thread_status(ch.id, thread_ts)  # the app replied: the status ends
         ch.messages[msg["ts"]] = msg
         return {"channel": ch.id, "ts": msg["ts"], "message": self._render(ch, msg, metadata=True)}
+
+    def _assistant_threads_set_status(self, params: JSON, token: str | None) -> JSON:
+        ch = self._channel(_str_arg(params, "channel_id"))
+        thread_ts = _str_arg(params, "thread_ts")
+        if thread_ts is None or thread_ts not in ch.messages:
+            raise SlackError("invalid_thread_ts")
+        if "status" not in params:
+            raise SlackError("invalid_arguments", "[ERROR] missing required field: status")
+        loading = params.get("loading_messages")
+        if isinstance(loading, list) and len(loading) > MAX_LOADING_MESSAGES:
+            raise SlackError("invalid_arguments", "[ERROR] too many loading_messages")
+        status = str(params.get("status") or "")
+        statuses: dict[tuple[str, str], tuple[str, float, str | None]] = self.__dict__.setdefault(
+            "_thread_statuses", {}
+        )
+        if status:
+            statuses[(ch.id, thread_ts)] = (status, time.monotonic(), _str_arg(params, "username"))
+        else:
+            statuses.pop((ch.id, thread_ts), None)
+        return {}
+
+    def thread_status(self, channel: str, thread_ts: str) -> str | None:
+        """The status line a thread shows now ("Name is writing…"), or None."""
+        statuses: dict[tuple[str, str], tuple[str, float, str | None]] = self.__dict__.get(
+            "_thread_statuses", {}
+        )
+        found = statuses.get((channel, thread_ts))
+        if found is None or time.monotonic() - found[1] > STATUS_TIMEOUT_S:
+            return None
+        status, _, username = found
+        return f"{username or BOT_NAME} {status}"
+
+    def _clear_thread_status(self, channel: str, thread_ts: str) -> None:
+        self.__dict__.setdefault("_thread_statuses", {}).pop((channel, thread_ts), None)
 
     def _chat_update(self, params: JSON, token: str | None) -> JSON:
         ch = self._channel(_str_arg(params, "channel"))
