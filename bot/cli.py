@@ -672,8 +672,8 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         await check_token(settings)  # as serve does: a token Slack refuses stops it here
     state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, app=True)
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
-    if model.offline and args.offline_latency:
-        model = OfflineModel(latency=args.offline_latency)
+    if model.offline and (args.offline_latency or args.offline_stream_seconds):
+        model = OfflineModel(latency=args.offline_latency, stream_s=args.offline_stream_seconds)
     engine = make_engine(model, settings)
     from bot.slack.client import close_client, make_client
 
@@ -1175,6 +1175,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--surface", choices=["slack", "recording"], default="slack", help=argparse.SUPPRESS
     )
     work.add_argument("--offline-latency", type=float, default=0.0, help=argparse.SUPPRESS)
+    # Seconds over which each offline reply's message streams after its latency (benches).
+    work.add_argument("--offline-stream-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     aud = sub.add_parser(
         "audit",
         parents=[common],

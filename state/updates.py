@@ -7,14 +7,22 @@ the last minute (Redis's own clock, `TIME` inside the scripts, and a margin
 for the time a request takes to reach Slack), so that no 60-second window ever
 holds more than `per_minute` calls, not even at a burst's start.
 
-Two kinds of call draw from it:
+Three kinds of call draw from it:
 
 - Interim updates (a turn's text while it is written) are best effort: `take`
   never waits, and they may use only the budget's first `per_minute - reserve`
   calls of any window, so the last `reserve` stay free for what must land.
-- Everything else (a turn's final render, the root's status) must land:
-  `wait_for` waits for a free call of the whole budget, and while it waits no
-  interim update takes one, on any worker: what must land goes first.
+- What must land and may wait (the root's final status): `wait_for` waits for
+  a free call of the whole budget, and while it waits no interim update takes
+  one, on any worker: what must land goes first.
+- What must land but has another way (a turn's final render over its
+  placeholder, which can also be posted as a new message): `take_now` takes a
+  call of the whole budget if one is free and nothing waits, and never waits.
+
+A turn decides at its start whether to stream (`start_streaming`): only while
+the window has room for every turn streaming now to finish over its
+placeholder, this one too, and a few interim updates besides. Otherwise it is
+written quietly and posted when it is saved, which costs no chat.update at all.
 
 `streaming` counts the turns being written at once across the workspace, so
 each can stretch the interval of its interim updates (`interval`) and the
@@ -41,7 +49,8 @@ DEFAULT_PER_MINUTE = 40  # under Tier 3's ~50, for other apps' nothing and Slack
 MIN_INTERVAL_S = 1.0  # a message is updated at most once a second, however idle the budget
 
 # KEYS: window, must-land waiting flag. ARGV: member, limit, '1' for a must-land call,
-# window µs.
+# window µs, '1' for a call that waits: it raises the flag while it does, and while the
+# flag is up only such calls take one.
 # Returns 0 when a call was taken, else the µs until the oldest call in the window
 # leaves it (taking nothing). While a must-land call waits (the flag is set), interim
 # calls take nothing: what must land goes first, on every worker.
@@ -50,19 +59,37 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]))
 local must = ARGV[3] == '1'
-if (must or redis.call('EXISTS', KEYS[2]) == 0)
+local waits = ARGV[5] == '1'
+if (waits or redis.call('EXISTS', KEYS[2]) == 0)
    and redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], now, ARGV[1])
   redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4]) / 1000) + 1000)
-  if must then redis.call('DEL', KEYS[2]) end
+  if waits then redis.call('DEL', KEYS[2]) end
   return 0
 end
 local wait = 1000000
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if oldest[2] then wait = tonumber(oldest[2]) + tonumber(ARGV[4]) - now end
 if wait < 1 then wait = 1 end
-if must then redis.call('SET', KEYS[2], '1', 'PX', math.ceil(wait / 1000) + 1000) end
+if waits then redis.call('SET', KEYS[2], '1', 'PX', math.ceil(wait / 1000) + 1000) end
 return wait
+"""
+
+# KEYS: window, must-land waiting flag, streaming set. ARGV: member, claim µs, interim
+# limit, spare interim calls, window µs. Returns 1 when the turn may stream (and counts it
+# among the streams), else 0.
+_START_STREAMING = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[5]))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local used = redis.call('ZCARD', KEYS[1])
+local streams = redis.call('ZCARD', KEYS[3])
+if used + streams + 1 + tonumber(ARGV[4]) > tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[3], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+return 1
 """
 
 # KEYS: streaming set. ARGV: member ('' to count only), claim µs (0: drop the member).
@@ -104,11 +131,18 @@ class UpdateBudget:
         self._sleep = sleep
         self._take = redis.register_script(_TAKE)
         self._streaming = redis.register_script(_STREAMING)
+        self._start_streaming = redis.register_script(_START_STREAMING)
 
-    async def _try(self, team: str, limit: int, *, must: bool) -> float:
+    async def _try(self, team: str, limit: int, *, must: bool, waits: bool = False) -> float:
         wait_us = await self._take(
             keys=[self._keys.update_budget(team), self._keys.update_budget_waiting(team)],
-            args=[secrets.token_hex(8), limit, "1" if must else "0", WINDOW_US],
+            args=[
+                secrets.token_hex(8),
+                limit,
+                "1" if must else "0",
+                WINDOW_US,
+                "1" if waits else "0",
+            ],
         )
         return int(wait_us) / 1_000_000
 
@@ -125,10 +159,36 @@ class UpdateBudget:
         Returns the seconds waited. Call it outside any model stream.
         """
         waited = 0.0
-        while (delay := await self._try(team, self.per_minute, must=True)) > 0:
+        while (delay := await self._try(team, self.per_minute, must=True, waits=True)) > 0:
             await self._sleep(delay)
             waited += delay
         return waited
+
+    async def take_now(self, team: str) -> bool:
+        """A call for an update that must land but has another way, if the whole budget has
+        one free now and no update that must land waits for one. Never waits."""
+        return await self._try(team, self.per_minute, must=True) == 0
+
+    async def start_streaming(self, team: str, turn: str, *, for_s: float, spare: int) -> bool:
+        """Whether `turn` may stream now: the window has room for the final render of every
+        turn streaming, this one's, and `spare` interim updates, and nothing that must land
+        waits. If so, `turn` counts among the streams for `for_s` s (see `streaming`)."""
+        return bool(
+            await self._start_streaming(
+                keys=[
+                    self._keys.update_budget(team),
+                    self._keys.update_budget_waiting(team),
+                    self._keys.streaming(team),
+                ],
+                args=[
+                    turn,
+                    max(1, int(for_s * 1_000_000)),
+                    self.per_minute - self.reserve,
+                    spare,
+                    WINDOW_US,
+                ],
+            )
+        )
 
     async def streaming(self, team: str, turn: str, *, for_s: float) -> int:
         """Count `turn` as being written for the next `for_s` s (renew it while it is);

@@ -12,11 +12,14 @@ every lock step happens exactly once; nothing is dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -26,10 +29,12 @@ from bot.slack.blocks import (
     METADATA_EVENT,
     TURN_CROSSPOST,
     TURN_LOCKED,
+    WRITING,
     escape,
     root_blocks,
     root_text,
 )
+from bot.slack.poster import WORKSPACE
 from state import State
 from state.keys import MAX_DELIVERIES
 from tests.fakes.slack_server import TEAM_ID, Call, FakeSlack
@@ -78,6 +83,8 @@ class Killer:
         self.progress = 0  # turns saved so far, all sessions together
         self.deliveries: dict[int, int] = {}  # worker pid -> most deliveries of its jobs
         self.progress_at_kill = 0
+        self.kills_wanted = KILLS
+        self.extra_args: list[str] = []
         self.loop = asyncio.get_running_loop()
         self.log = open(os.environ.get("SORA_CRASH_LOG", os.devnull), "ab")
 
@@ -94,6 +101,7 @@ class Killer:
                     "--offline",
                     "--offline-latency",
                     "0.15",
+                    *self.extra_args,
                 ],
                 env=self.env,
                 stdout=subprocess.DEVNULL,
@@ -104,7 +112,7 @@ class Killer:
     def ready(self) -> bool:
         """Kills are paced by progress: the workers saved a turn since the last one."""
         return (
-            self.kills < KILLS
+            self.kills < self.kills_wanted
             and self.progress > self.progress_at_kill
             and self.loop.time() - self.last_kill >= 0.5
             and bool(self.victims())
@@ -141,10 +149,12 @@ class Killer:
             p.wait(timeout=10)
 
 
-async def start_sessions(state: State, client: AsyncWebClient) -> list[Session]:
+async def start_sessions(
+    state: State, client: AsyncWebClient, n: int = SESSIONS, rounds: int = 6
+) -> list[Session]:
     sessions = []
-    for i in range(SESSIONS):
-        session = make_session(f"Idea {i}: a lighthouse keeper finds a bottle", max_rounds=6)
+    for i in range(n):
+        session = make_session(f"Idea {i}: a lighthouse keeper finds a bottle", max_rounds=rounds)
         root = await client.chat_postMessage(
             channel=CHANNEL, text=root_text(session), blocks=root_blocks(session)
         )
@@ -222,32 +232,168 @@ async def test_workers_killed_twenty_times_lose_nothing_and_repeat_nothing(
             f"and its answer, in {loop.time() - t0:.1f} s"
         )
 
-        assert await real_state.queue.dead_letters() == []
-        for s in sessions:
-            done = await real_state.sessions.load(s.id)
-            assert done is not None and done.status == SessionStatus.LOCKED, (
-                seed,
-                done and done.error,
-            )
-            thread = slack.thread(CHANNEL, str(s.origin.thread_ts))
-            tags = [tag_of(m) for m in thread[1:]]
-            agent_tags = sorted(t[1] for t in tags if t is not None and t[1] >= 0)
-            assert agent_tags == list(range(len(done.agent_turns))), (seed, s.id, agent_tags)
-            for number, turn in enumerate(done.agent_turns):
-                [message] = [m for m in thread if tag_of(m) == (s.id, number, 0)]
-                assert message_body(message) == escape(turn.text), (seed, s.id, number)
-            orphans = [m for m in thread[1:] if tag_of(m) is None and not m.get("files")]
-            assert orphans == [], (seed, orphans)
-            locked = [m for m in thread if (t := tag_of(m)) is not None and t[1] == TURN_LOCKED]
-            assert len(locked) == 1, seed
-            assert [p for p in slack.pins(CHANNEL) if p == locked[0]["ts"]] == [locked[0]["ts"]]
-            shares = [m for m in thread if m.get("files")]
-            assert len(shares) == 1 and len(shares[0]["files"]) == 1, (seed, s.id)
-            crossposts = [m for m in slack.messages(PROMPTS) if (t := tag_of(m)) and t[0] == s.id]
-            assert [tag_of(m) for m in crossposts] == [(s.id, TURN_CROSSPOST, 0)], seed
-            assert await real_state.library.get(s.id) is not None
-        assert len(slack.pins(CHANNEL)) == SESSIONS
+        await assert_shown_once(real_state, slack, sessions, seed)
         assert killer.kills == KILLS, f"only {killer.kills} kills: give the workers more to do"
+
+
+async def assert_shown_once(
+    real_state: State, slack: FakeSlack, sessions: list[Session], seed: int
+) -> None:
+    """Every session locked; every turn and every lock step shown exactly once, in full,
+    with no orphan and nothing left saying it is still being written; nothing
+    dead-lettered."""
+    assert await real_state.queue.dead_letters() == []
+    for s in sessions:
+        done = await real_state.sessions.load(s.id)
+        assert done is not None and done.status == SessionStatus.LOCKED, (
+            seed,
+            done and done.error,
+        )
+        thread = slack.thread(CHANNEL, str(s.origin.thread_ts))
+        tags = [tag_of(m) for m in thread[1:]]
+        agent_tags = sorted(t[1] for t in tags if t is not None and t[1] >= 0)
+        assert agent_tags == list(range(len(done.agent_turns))), (seed, s.id, agent_tags)
+        for number, turn in enumerate(done.agent_turns):
+            [message] = [m for m in thread if tag_of(m) == (s.id, number, 0)]
+            assert message_body(message) == escape(turn.text), (seed, s.id, number)
+        orphans = [m for m in thread[1:] if tag_of(m) is None and not m.get("files")]
+        assert orphans == [], (seed, orphans)
+        locked = [m for m in thread if (t := tag_of(m)) is not None and t[1] == TURN_LOCKED]
+        assert len(locked) == 1, seed
+        assert [p for p in slack.pins(CHANNEL) if p == locked[0]["ts"]] == [locked[0]["ts"]]
+        shares = [m for m in thread if m.get("files")]
+        assert len(shares) == 1 and len(shares[0]["files"]) == 1, (seed, s.id)
+        crossposts = [m for m in slack.messages(PROMPTS) if (t := tag_of(m)) and t[0] == s.id]
+        assert [tag_of(m) for m in crossposts] == [(s.id, TURN_CROSSPOST, 0)], seed
+        assert await real_state.library.get(s.id) is not None
+        writing = [
+            m for m in thread if WRITING in json.dumps(m.get("blocks") or [], ensure_ascii=False)
+        ]
+        assert writing == [], (seed, writing)  # no placeholder left, no half-written text
+    assert len(slack.pins(CHANNEL)) == len(sessions)
+
+
+# ---- kills between a streamed turn's final post and its placeholder's deletion ------------
+
+REPLACING_SESSIONS = 3
+REPLACING_KILLS = 6
+
+
+class Replacing:
+    """Makes streamed turns find no chat.update for their final render, and kills workers
+    between the final text's post and the placeholder's deletion.
+
+    When one of the first two placeholders is posted, the test takes the workspace's
+    chat.update budget for itself (as other sessions' turns would), so that turn's
+    final text is posted anew and its placeholder deleted; the calls are given back
+    once a placeholder is deleted. A final post made while its placeholder is still in
+    the thread (the same tag twice) kills a worker before the answer leaves, as does
+    the placeholder's deletion.
+    """
+
+    def __init__(self, killer: Killer, slack: FakeSlack, state: State) -> None:
+        self.killer = killer
+        self.slack = slack
+        self.state = state
+        self.taken: list[str] = []
+        self.replaced = 0  # final posts made while their placeholder was there
+        self.deleted = 0
+        self.budget_taken = 0  # placeholders whose turn the test took the budget from
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def on_call(self, call: Call) -> None:
+        blocks = json.dumps(call.params.get("blocks") or [], ensure_ascii=False)
+        if call.method == "chat.postMessage" and call.status == 200:
+            if WRITING in blocks and self.budget_taken < 2:
+                self.budget_taken += 1
+                self._later(self._take_the_budget())
+            elif self._tag_seen_twice(call):
+                self.replaced += 1
+                self._maybe_kill()
+        elif call.method == "chat.delete" and call.status == 200:
+            self.deleted += 1
+            self._later(self._give_it_back())
+            self._maybe_kill()
+
+    def _tag_seen_twice(self, call: Call) -> bool:
+        meta = call.params.get("metadata")
+        tag = (json.loads(meta) if isinstance(meta, str) else meta or {}).get("event_payload")
+        thread_ts = call.params.get("thread_ts")
+        if not tag or tag.get("turn", -1) < 0 or not thread_ts:
+            return False
+        thread = self.slack.thread(CHANNEL, str(thread_ts))
+        same = [m for m in thread if tag_of(m) == (tag["session"], tag["turn"], tag["part"])]
+        return len(same) >= 2
+
+    def _maybe_kill(self) -> None:
+        if self.killer.ready() and self.killer.rng.random() < 0.7:
+            self.killer.kills_on_call += 1
+            self.killer.kill_one()
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _take_the_budget(self) -> None:
+        key = self.state.keys.update_budget(WORKSPACE)
+        now = (await self.state.redis.time())[0] * 1_000_000
+        members = {f"test-{uuid.uuid4().hex}": now for _ in range(REPLACING_BUDGET)}
+        self.taken += list(members)
+        await self.state.redis.zadd(key, members)
+
+    async def _give_it_back(self) -> None:
+        taken, self.taken = self.taken, []
+        if taken:
+            await self.state.redis.zrem(self.state.keys.update_budget(WORKSPACE), *taken)
+
+
+REPLACING_BUDGET = 60  # chat.update calls a minute the workers may spend here
+
+
+async def test_kills_between_a_final_post_and_its_placeholders_deletion_leave_one_copy(
+    real_state: State, prefix: str
+) -> None:
+    seed = random.randrange(1 << 30)
+    async with FakeSlack() as slack:
+        slack.seed_channel("crash", CHANNEL)
+        slack.seed_channel("prompts", PROMPTS)
+        slack.seed_user(ALICE, "alice", display_name="Alice Liddell")
+        slack.set_method_limit("chat.update", None)
+        slack.set_method_limit("chat.delete", None)
+        client = AsyncWebClient(token=slack.token, base_url=slack.api_url)
+        await real_state.queue.ensure_group()
+        sessions = await start_sessions(real_state, client, n=REPLACING_SESSIONS, rounds=2)
+        killer = Killer(prefix, slack, random.Random(seed))
+        killer.env["SLACK_UPDATES_PER_MINUTE"] = str(REPLACING_BUDGET)
+        killer.kills_wanted = REPLACING_KILLS
+        # Each message streams over a second, so its final render comes after the test
+        # has taken the budget.
+        killer.extra_args = ["--offline-stream-seconds", "1"]
+        replacing = Replacing(killer, slack, real_state)
+        for _ in range(WORKERS):
+            killer.spawn()
+        slack.on_call = replacing.on_call
+
+        async def all_locked() -> bool:
+            loaded = [await real_state.sessions.load(s.id) for s in sessions]
+            killer.progress = sum(len(t.turns) for t in loaded if t is not None)
+            statuses = [await real_state.sessions.status(s.id) for s in sessions]
+            return all(st == SessionStatus.LOCKED for st in statuses)
+
+        try:
+            await wait_until(all_locked, within=240)
+            await wait_until(lambda: _quiet(real_state), "the queue to drain", within=90)
+        finally:
+            slack.on_call = None
+            killer.stop()
+        print(
+            f"seed {seed}: {replacing.replaced} final posts beside their placeholder, "
+            f"{replacing.deleted} placeholders deleted, {killer.kills} kills"
+        )
+        await assert_shown_once(real_state, slack, sessions, seed)
+        assert replacing.replaced >= 1 and replacing.deleted >= 1, seed
+        assert killer.kills >= 1, seed
 
 
 async def _quiet(state: State) -> bool:

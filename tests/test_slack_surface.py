@@ -35,13 +35,14 @@ from bot.slack.blocks import (
     TURN_PAUSED,
     TURN_REPORT,
     TURN_STOPPED,
+    WRITING,
     escape,
     root_blocks,
     root_text,
     split_markdown,
 )
 from bot.slack.client import close_client, make_client
-from bot.slack.surface import SlackSurface
+from bot.slack.surface import ROOT_EVERY_S, SlackSurface
 from bot.surfaces.base import MARK_HEARD, SHOW_TURN, UPDATE_ROOT
 from bot.worker import Worker, WorkerConfig
 from state import PostRateLimiter, State
@@ -219,12 +220,21 @@ def block_texts(message: dict[str, Any]) -> str:
 
 
 async def run_turns(
-    engine: Engine, session: Session, surface: SlackSurface, n: int | None = None
+    engine: Engine,
+    session: Session,
+    surface: SlackSurface,
+    n: int | None = None,
+    *,
+    clock: FakeClock | None = None,
 ) -> None:
+    """Take `n` turns (all, if None); with `clock`, each one ROOT_EVERY_S after the last,
+    so that the root shows every one."""
     done = 0
     while session.status == SessionStatus.RUNNING and (n is None or done < n):
         await drive_turn(engine, session, surface)
         done += 1
+        if clock is not None:
+            clock.now += ROOT_EVERY_S
 
 
 # ---- turns ---------------------------------------------------------------------------
@@ -235,7 +245,7 @@ async def test_turns_are_thread_replies_under_each_speakers_name_and_icon_and_th
 ) -> None:
     session = await rig.session()
     surface = rig.surface()
-    await run_turns(Engine(model=OfflineModel()), session, surface, n=3)
+    await run_turns(Engine(model=OfflineModel()), session, surface, n=3, clock=rig.clock)
 
     replies = rig.thread(session)[1:]
     agents = session.agent_turns
@@ -830,3 +840,137 @@ async def test_a_three_minute_429_storm_on_posts_delays_the_session_but_never_pa
     assert len(rig.slack.messages(PROMPTS)) == 1
     # The shared limiter learned each Retry-After the posts met.
     assert len(rig.limiter.held) == 65 and all(s == 3.0 for _, s in rig.limiter.held)
+
+
+# ---- the update budget decides how a turn is shown -------------------------------------------
+
+
+async def spend_the_update_budget(surface: SlackSurface) -> None:
+    """Take every chat.update call the workspace's budget has for the next minute."""
+    while await surface.budget.take_now(surface.poster.workspace):
+        pass
+
+
+async def start_a_turn(surface: SlackSurface, session: Session) -> Any:
+    return await surface.turn_started(
+        session,
+        speaker=session.next_speaker,
+        author=COPILOT_NAME,
+        turn=session.next_turn,
+        round=session.next_round,
+        posted={},
+    )
+
+
+def finish_the_turn(session: Session, text: str) -> None:
+    session.turns.append(
+        Turn(
+            index=len(session.turns),
+            speaker=session.next_speaker,
+            author=COPILOT_NAME,
+            text=text,
+            round=session.next_round,
+        )
+    )
+
+
+async def test_a_turn_with_no_update_budget_is_written_quietly_and_posted_when_saved(
+    rig: Rig,
+) -> None:
+    session = await rig.session()
+    surface = rig.surface()
+    await spend_the_update_budget(surface)
+    sink = await start_a_turn(surface, session)
+    assert len(rig.thread(session)) == 1  # no placeholder
+    where = (CHANNEL, str(session.origin.thread_ts))
+    assert rig.slack.thread_status(*where) == f"{COPILOT_NAME} is writing…"
+    await sink.delta("The whole text, at once.")
+    finish_the_turn(session, "The whole text, at once.")
+    await show(surface, session, [f"{SHOW_TURN}:0"])
+    [message] = tagged(rig.thread(session), 0)
+    assert message_body(message) == "The whole text, at once."
+    assert rig.slack.thread_status(*where) is None  # the post ends the status line
+    assert not rig.slack.calls_to("chat.update")
+
+
+async def test_a_streamed_turn_with_no_update_left_is_posted_anew_and_its_placeholder_deleted(
+    rig: Rig,
+) -> None:
+    session = await rig.session()
+    surface = rig.surface()
+    sink = await start_a_turn(surface, session)
+    [placeholder] = tagged(rig.thread(session), 0)
+    assert WRITING in block_texts(placeholder)
+    rig.clock.now += 5
+    await sink.delta("Half a thought")  # everyone sees it grow, marked as being written
+    [grown] = tagged(rig.thread(session), 0)
+    assert message_body(grown) == "Half a thought" and WRITING in block_texts(grown)
+    await spend_the_update_budget(surface)
+    finish_the_turn(session, "Half a thought, and the rest of it.")
+    await show(surface, session, [f"{SHOW_TURN}:0"])
+
+    [message] = tagged(rig.thread(session), 0)
+    assert message["ts"] != placeholder["ts"]
+    assert message_body(message) == "Half a thought, and the rest of it."
+    assert WRITING not in block_texts(message)
+    assert rig.slack.message(CHANNEL, placeholder["ts"]) is None
+    calls = len(rig.slack.calls)
+    await show(rig.surface(), session, [f"{SHOW_TURN}:0"])  # again: nothing to do
+    assert rig.slack.calls[calls:] == []
+
+
+@pytest.mark.parametrize("cut", ["between the final post and the delete", "the post's answer"])
+async def test_a_replaced_placeholder_cut_short_leaves_one_copy_and_no_placeholder(
+    rig: Rig, cut: str
+) -> None:
+    session = await rig.session()
+    surface = rig.surface()
+    await start_a_turn(surface, session)
+    [placeholder] = tagged(rig.thread(session), 0)
+    await spend_the_update_budget(surface)
+    finish_the_turn(session, "The final text.")
+    if cut == "the post's answer":
+        rig.slack.lose_next("chat.postMessage")  # posted, but the answer never came
+        await show(surface, session, [f"{SHOW_TURN}:0"])
+    else:
+
+        async def killed(channel: str, ts: str) -> None:
+            raise RuntimeError("the worker died here")
+
+        surface.poster.delete = killed  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            await show(surface, session, [f"{SHOW_TURN}:0"])
+        assert rig.slack.message(CHANNEL, placeholder["ts"]) is not None
+        await show(rig.surface(), session, [f"{SHOW_TURN}:0"])  # whoever takes it over
+    [message] = tagged(rig.thread(session), 0)
+    assert message["ts"] != placeholder["ts"] and message_body(message) == "The final text."
+    assert rig.slack.message(CHANNEL, placeholder["ts"]) is None
+    assert len(rig.thread(session)) == 2  # the root and the turn
+
+
+def root_updates(rig: Rig, session: Session) -> list[Any]:
+    return [
+        c for c in rig.slack.calls_to("chat.update") if c.params["ts"] == session.origin.thread_ts
+    ]
+
+
+async def test_a_running_sessions_root_is_coalesced_and_its_final_state_always_lands(
+    rig: Rig,
+) -> None:
+    session = await rig.session(max_rounds=3)
+    surface = rig.surface()
+    engine = Engine(model=OfflineModel())
+    await run_turns(engine, session, surface, n=3)  # three turns within a second
+    updates = [
+        c for c in rig.slack.calls_to("chat.update") if c.params["ts"] == session.origin.thread_ts
+    ]
+    assert len(updates) == 1  # the first turn's; the next two came too soon after it
+    rig.clock.now += ROOT_EVERY_S
+    await run_turns(engine, session, surface, n=1)
+    updates = [
+        c for c in rig.slack.calls_to("chat.update") if c.params["ts"] == session.origin.thread_ts
+    ]
+    assert len(updates) == 2
+    stop(session, by="alice")
+    await show(surface, session, steps_after(session))  # at once, however recent the last
+    assert "Stopped" in block_texts(rig.root(session))

@@ -46,11 +46,20 @@ _VERTICAL = re.compile(r"^(?:720x1280|1024x1792|9:16|720:1280|3:4)$")
 
 
 class OfflineModel:
-    def __init__(self, *, latency: float = 0.0, revisions_before_approval: int | None = None):
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        revisions_before_approval: int | None = None,
+        stream_s: float = 0.0,
+    ):
         """`revisions_before_approval` holds the persona back that long (benchmarks use it to
-        run sessions to the round limit); by default it approves when satisfied."""
+        run sessions to the round limit); by default it approves when satisfied.
+        `latency`: seconds before the first word; `stream_s`: seconds over which the
+        message then streams, as Claude writes (benchmarks); by default all at once."""
         self.latency = latency
         self.revisions_before_approval = revisions_before_approval
+        self.stream_s = stream_s
 
     @property
     def offline(self) -> bool:
@@ -63,7 +72,13 @@ class OfflineModel:
         if self.latency:
             await asyncio.sleep(self.latency)
         if on_text is not None:
+            # What a person sees streams over `stream_s`: the message, the reply's first
+            # field; the draft's JSON after it follows at once.
+            shown = len(json.dumps(json.loads(text).get("message", ""), ensure_ascii=False))
+            pause = self.stream_s / max(1, shown // CHUNK_CHARS)
             for i in range(0, len(text), CHUNK_CHARS):
+                if pause and 0 < i <= shown:
+                    await asyncio.sleep(pause)
                 await on_text(text[i : i + CHUNK_CHARS])
         prompt_chars = len(request.system) + sum(len(m.content) for m in request.messages)
         usage = Usage(input_tokens=prompt_chars // 4, output_tokens=max(len(text) // 4, 1))

@@ -195,6 +195,7 @@ TURN_CROSSPOST = -4  # the locked prompt cross-posted to the prompts channel
 TURN_REPORT = -5  # the uploaded session report (the ledger holds its file id)
 
 PLACEHOLDER = "…"  # a turn's message before its first words arrive
+WRITING = "writing…"  # what a message still being written says, until its final render
 USERNAME_MAX_CHARS = 80  # chat:write.customize usernames
 
 
@@ -438,9 +439,18 @@ def turn_parts(session: Session, turn: Turn) -> list[MessagePart]:
     return [MessagePart(body, tuple(tail), fallback) for body, tail, fallback in entries]
 
 
+def writing_part() -> MessagePart:
+    """A turn's placeholder, before its first words: only the "writing…" line."""
+    return MessagePart(tail=(context_block(f":writing_hand: _{WRITING}_"),), fallback=WRITING)
+
+
 def preview_part(text_so_far: str) -> MessagePart:
-    """What a turn's message shows while it is written (post-then-update mode)."""
-    return MessagePart(body=_safe_prefix(escape(text_so_far), MARKDOWN_BLOCK_MAX_CHARS))
+    """What a turn's message shows while it is written: the text so far, then the
+    "writing…" line, so that nobody copies half a draft (the final render drops it)."""
+    return MessagePart(
+        body=_safe_prefix(escape(text_so_far), MARKDOWN_BLOCK_MAX_CHARS),
+        tail=writing_part().tail,
+    )
 
 
 def interrupted_part() -> MessagePart:

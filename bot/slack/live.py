@@ -1,18 +1,29 @@
-"""The live message of a turn while the model writes it: best effort, outside the outbox.
+"""The message of a turn while the model writes it: best effort, outside the outbox.
 
-A placeholder is posted (tagged, and recorded in the post ledger), then
-updated with the text so far, so that every member of the channel sees the
-turn grow (Slack's chat streaming is live only for one recipient in a
-channel, and carries no metadata tag). Each update draws from the
-workspace's chat.update budget (`state.updates`) and comes at most every
-`budget.interval(n)` seconds, n being the turns written at once in the
-workspace: one turn alone updates every second, twenty share the budget.
-Nothing here raises, waits on Slack or retries: no call left means the
-update is skipped, and a 429 skips it too (the interim client does not
-retry), so reading the model's stream never stalls. A failure only means
-the final render (a step after the save) posts or updates the message
-instead. `unknown` says a post may have gone out without an answer, so the
-final render looks for its tag first.
+At its start each turn chooses, from the workspace's chat.update budget
+(`state.updates`, Slack's Tier 3), how it is shown while it is written:
+
+* streamed, while the budget has room for it to finish: a tagged placeholder
+  saying "writing…" is posted (and recorded in the post ledger), then updated
+  with the text so far, so that every member of the channel sees the turn grow
+  (Slack's chat streaming is live only for one recipient in a channel, and
+  carries no metadata tag). Each update draws from the budget and comes at
+  most every `budget.interval(n)` seconds, n being the turns streamed at once
+  in the workspace; the final render then goes over the placeholder;
+* quiet, when the budget has no such room: nothing is posted while the model
+  writes, the thread shows "<speaker> is writing…" as its status line
+  (`assistant.threads.setStatus`, which takes `chat:write` since 2026-03-05,
+  costs no chat.update and clears itself when the app posts in the thread, or
+  after two minutes: docs.slack.dev/reference/methods/assistant.threads.setStatus,
+  docs.slack.dev/changelog/2026/03/05/set-status-scope-update), and the final
+  text is posted as a new message once the turn is saved.
+
+Nothing here raises, waits on Slack or retries: no call left means an update
+is skipped, and a 429 skips it too (the interim client does not retry), so
+reading the model's stream never stalls. A failure only means the final
+render (a step after the save) posts or updates the message instead.
+`unknown` says a post may have gone out without an answer, so the final
+render looks for its tag first.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.blocks import MessagePart, interrupted_part, message_metadata, preview_part
+from bot.slack.blocks import interrupted_part, message_metadata, preview_part, writing_part
 from bot.slack.client import retry_after_seconds_of
 from bot.slack.errors import BEST_EFFORT_ERRORS, CONNECTION_ERRORS, slack_error, status_of
 from bot.slack.poster import Poster, Thread
@@ -39,8 +50,14 @@ INTERIM_WAIT_MAX_S = 2.0
 # A turn counts as being written for this long after its last interim update (renewed
 # while it is), so a worker that dies stops counting soon after.
 STREAM_CLAIM_S = 60.0
-# An interim update Slack has not answered in this long is given up (the model goes on).
+# A call Slack has not answered in this long is given up (the model goes on).
 INTERIM_TIMEOUT_S = 5.0
+# A turn streams only while the budget has room for this many interim updates besides
+# the final renders of every turn streaming.
+STREAM_SPARE_UPDATES = 3
+# The thread's status line while a turn is written quietly (Slack shows the app's name,
+# or the `username` given, before it).
+WRITING_STATUS = "is writing…"
 
 
 def interim_client_of(client: AsyncWebClient) -> AsyncWebClient:
@@ -80,21 +97,45 @@ class LiveMessage:
         self.parts = dict(parts)  # part -> ts
         self.unknown = False
         self.text = ""  # the raw message so far
-        self.shown: str | None = None  # text of the last interim update
+        self.shown: str | None = None  # body of the last interim update
         self.next_try = 0.0  # clock before which no interim update is tried
         self.counted = False  # whether this turn counts among the workspace's streams
+        self.status_set = False  # whether the thread's status line says it is being written
 
     @property
     def key(self) -> str:
         return f"{self.session_id}:{self.turn}"
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the turn has a placeholder that its interim updates grow."""
+        return 0 in self.parts
+
     def metadata(self, part: int) -> dict[str, Any]:
         return message_metadata(self.session_id, self.turn, part)
+
+    async def start(self) -> None:
+        """Choose how the turn is shown while written: streamed if the budget has room for
+        it to finish over its placeholder, else quietly, with the thread's status line."""
+        if self.streamed:
+            return  # an earlier attempt's message: its interim updates go on as budget allows
+        budget = self.poster.budget
+        try:
+            self.counted = await budget.start_streaming(
+                self.poster.workspace, self.key, for_s=STREAM_CLAIM_S, spare=STREAM_SPARE_UPDATES
+            )
+        except RedisError as e:
+            log.info("turn %s: cannot ask the update budget, writing quietly: %s", self.key, e)
+        if self.counted:
+            await self.open()
+        if not self.streamed and not self.unknown:
+            await self.set_status(WRITING_STATUS)
 
     async def open(self) -> None:
         """Post the placeholder, unless the channel's post limiter says to wait long."""
         p = self.poster
         channel = self.where.channel
+        part = writing_part()
         try:
             delay = await p.state.ratelimit.acquire(channel)
             if delay > INTERIM_WAIT_MAX_S:
@@ -106,7 +147,8 @@ class LiveMessage:
             response = await p.client.chat_postMessage(
                 channel=channel,
                 thread_ts=self.where.ts,
-                text=MessagePart().text,
+                text=part.text,
+                blocks=part.blocks,
                 metadata=self.metadata(0),
                 username=self.username,
                 icon_emoji=self.icon,
@@ -124,10 +166,32 @@ class LiveMessage:
             log.info("placeholder for turn %s in %s: no answer: %r", self.turn, channel, e)
             self.unknown = True
             return
+        except RedisError as e:
+            log.info("no placeholder for turn %s: the post limiter failed: %s", self.turn, e)
+            return
         ts = str(response["ts"])
         self.parts[0] = ts
         await p.state.posts.record(self.session_id, self.turn, 0, ts)
         p.mark_updated(ts)  # a fresh post counts as the message's last change
+
+    async def set_status(self, status: str) -> None:
+        """The thread's status line (best effort, one attempt; "" clears it)."""
+        if not status and not self.status_set:
+            return
+        try:
+            await asyncio.wait_for(
+                self.interim_client.assistant_threads_setStatus(
+                    channel_id=self.where.channel,
+                    thread_ts=self.where.ts,
+                    status=status,
+                    username=self.username,
+                    icon_emoji=self.icon,
+                ),
+                INTERIM_TIMEOUT_S,
+            )
+            self.status_set = bool(status)
+        except BEST_EFFORT_ERRORS as e:
+            log.info("turn %s: no status line in the thread: %s", self.key, e)
 
     # ---- TurnSink ----------------------------------------------------------------------
 
@@ -181,8 +245,9 @@ class LiveMessage:
                 log.info("turn %s: cannot stop counting its stream: %s", self.key, e)
 
     async def abandon(self) -> None:
-        """The turn failed: say so in its message (best effort)."""
+        """The turn failed: say so in its message, or clear the status line (best effort)."""
         await self.close()
+        await self.set_status("")
         ts = self.parts.get(0)
         if ts is not None:
             await mark_interrupted(self.poster, self.session_id, self.where, self.turn, ts)

@@ -102,6 +102,7 @@ class Poster:
         client: AsyncWebClient,
         state: State,
         budget: UpdateBudget,
+        delete_budget: UpdateBudget | None = None,
         workspace: str = WORKSPACE,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -109,6 +110,7 @@ class Poster:
         self.client = client
         self.state = state
         self.budget = budget
+        self.delete_budget = delete_budget
         # Whose chat.update budget this poster spends: the workspace's team id in OAuth
         # mode (one surface per workspace), one shared name with a single bot token.
         self.workspace = workspace
@@ -192,12 +194,14 @@ class Poster:
         thread_ts: str | None = None,
         username: str | None = None,
         icon_emoji: str | None = None,
+        exclude: str | None = None,
     ) -> str:
         """Post one tagged message (after the channel's rate limiter); its ts.
 
         Never posted twice: when the outcome of an attempt is unknown (a dropped
         connection, a lost answer, a server error), the tag is looked for before
-        the next attempt. A 429 waits its Retry-After, however long. A refusal raises.
+        the next attempt (`exclude`: a message with the same tag that is not this
+        one). A 429 waits its Retry-After, however long. A refusal raises.
         """
         payload = metadata["event_payload"]
         delay = BACKOFF_FIRST_S
@@ -233,6 +237,7 @@ class Poster:
                 str(payload["session"]),
                 int(payload["turn"]),
                 int(payload["part"]),
+                exclude=exclude,
             )
             if found is not None:
                 return found
@@ -270,14 +275,20 @@ class Poster:
         ts: str | None,
         username: str | None = None,
         icon: str | None = None,
+        *,
+        budgeted: bool = False,
+        exclude: str | None = None,
     ) -> str:
-        """Part `k` of a turn: update its message, or post it if there is none."""
+        """Part `k` of a turn: update its message, or post it if there is none.
+
+        `budgeted`: the update's call of the budget is already taken."""
         meta = message_metadata(sid, turn, k)
         if ts is not None:
             earlier = ts
             try:
                 await self.call(
-                    where.channel, lambda: self.update(where.channel, earlier, part, meta)
+                    where.channel,
+                    lambda: self.update(where.channel, earlier, part, meta, budgeted=budgeted),
                 )
                 return earlier
             except SlackApiError as e:
@@ -285,13 +296,23 @@ class Poster:
                     raise
                 # Someone deleted it: post it again.
         ts = await self.post(
-            where.channel, part, meta, thread_ts=where.ts, username=username, icon_emoji=icon
+            where.channel,
+            part,
+            meta,
+            thread_ts=where.ts,
+            username=username,
+            icon_emoji=icon,
+            exclude=exclude,
         )
         await self.state.posts.record(sid, turn, k, ts)
         return ts
 
     async def delete(self, channel: str, ts: str) -> None:
-        """Delete a message of the app's; one already gone is fine."""
+        """Delete a message of the app's (within chat.delete's budget); one gone is fine."""
+        if self.delete_budget is not None:
+            # chat.delete's own budget: Slack's limits are per method, and chat.delete is
+            # Tier 3 too (docs.slack.dev/reference/methods/chat.delete).
+            await self.delete_budget.wait_for(f"{self.workspace}:chat.delete")
         try:
             await self.call(channel, lambda: self.client.chat_delete(channel=channel, ts=ts))
         except SlackApiError as e:
@@ -306,17 +327,20 @@ class Poster:
         ts: str,
         part: MessagePart,
         metadata: dict[str, Any] | None = None,
+        *,
+        budgeted: bool = False,
     ) -> None:
         """Update a message that must show this (a final render, the root's status).
 
         Waits first if it was updated less than a second ago, then for a call of the
         workspace's chat.update budget (`state.updates`), so that every worker
-        together stays within Slack's Tier 3.
+        together stays within Slack's Tier 3 (`budgeted`: the call is already taken).
         """
         wait = self.update_wait(ts)
         if wait > 0:
             await self.sleep(wait)
-        metrics.update_budget_wait(await self.budget.wait_for(self.workspace))
+        if not budgeted:
+            metrics.update_budget_wait(await self.budget.wait_for(self.workspace))
         await self.client.chat_update(
             channel=channel, ts=ts, text=part.text, blocks=part.blocks, metadata=metadata
         )
@@ -338,8 +362,11 @@ class Poster:
 
     # ---- finding posts by their tag ------------------------------------------------------
 
-    async def find_tagged(self, sid: str, where: Thread, turn: int) -> dict[int, str]:
-        """Messages of `turn` in the thread, found by their tag, recorded in the ledger."""
+    async def find_tagged(
+        self, sid: str, where: Thread, turn: int, *, exclude: str | None = None
+    ) -> dict[int, str]:
+        """Messages of `turn` in the thread, found by their tag, recorded in the ledger
+        (`exclude`: a message with the tag that is not one of them)."""
         found: dict[int, str] = {}
         cursor: str | None = None
         while True:
@@ -355,7 +382,7 @@ class Poster:
             )
             for m in page.get("messages") or []:
                 tag = tag_of(m)
-                if tag is not None and tag[0] == sid and tag[1] == turn:
+                if tag is not None and tag[0] == sid and tag[1] == turn and m["ts"] != exclude:
                     found.setdefault(tag[2], str(m["ts"]))
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
@@ -364,9 +391,11 @@ class Poster:
             await self.state.posts.record(sid, turn, part, ts)
         return found
 
-    async def find_tagged_or_none(self, sid: str, where: Thread, turn: int) -> dict[int, str]:
+    async def find_tagged_or_none(
+        self, sid: str, where: Thread, turn: int, *, exclude: str | None = None
+    ) -> dict[int, str]:
         try:
-            return await self.find_tagged(sid, where, turn)
+            return await self.find_tagged(sid, where, turn, exclude=exclude)
         except SlackApiError as e:
             # Cannot read the thread (not a member, and joining is refused): post,
             # accepting the small risk that a crashed attempt's message stays.
@@ -374,12 +403,20 @@ class Poster:
             return {}
 
     async def find_post(
-        self, channel: str, thread_ts: str | None, sid: str, turn: int, part: int
+        self,
+        channel: str,
+        thread_ts: str | None,
+        sid: str,
+        turn: int,
+        part: int,
+        *,
+        exclude: str | None = None,
     ) -> str | None:
         """The ts of the message tagged (sid, turn, part), if it was posted."""
         try:
             if thread_ts is not None:
-                found = await self.find_tagged(sid, Thread(channel, thread_ts), turn)
+                where = Thread(channel, thread_ts)
+                found = await self.find_tagged(sid, where, turn, exclude=exclude)
                 return found.get(part)
             cursor: str | None = None
             for _ in range(HISTORY_PAGES):

@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config import Settings
 from bot.dialogue.agents import COPILOT_ICON
-from bot.dialogue.models import Session, Speaker
+from bot.dialogue.models import Session, SessionStatus, Speaker
 from bot.slack.blocks import (
     TURN_CROSSPOST,
     TURN_LOCKED,
@@ -64,6 +64,9 @@ TURN_PIN = -6  # part 0: the pinned message's ts
 TURN_NOTE = -7  # a "what a person can do" line; its part is the step it explains
 TURN_SKIPPED = -8  # a step Slack refused for good; its part is the step's ledger turn (negated)
 TURN_DONE = -10  # a lock step that completed; its part is the step's ledger turn (negated)
+# A streamed turn's placeholder being replaced by its final text posted anew; its part is
+# the agent turn, its value the placeholder's ts ("" once deleted).
+TURN_REPLACED = -11
 
 LOCK_DECISIONS_MAX = 10_000
 
@@ -74,7 +77,14 @@ SlackStep = Callable[["SlackSurface", Session, str], Awaitable[None]]
 
 
 async def show_turn(s: SlackSurface, session: Session, arg: str) -> None:
-    """The final render of agent turn `arg` (0, 1, ...): its message(s), over its live one."""
+    """The final render of agent turn `arg` (0, 1, ...), once, in full, never twice.
+
+    A turn written quietly is posted as new message(s): the per-channel post rate is
+    its only wait. A streamed turn's final text goes over its placeholder when the
+    workspace's chat.update budget has a call free now; when it has none, the final
+    text is posted as new message(s) and then the placeholder is deleted, in that
+    order (see `_replace_placeholder`): its final text never waits for the budget.
+    """
     agents = session.agent_turns
     n = int(arg)
     if not 0 <= n < len(agents):
@@ -85,17 +95,29 @@ async def show_turn(s: SlackSurface, session: Session, arg: str) -> None:
     live = s.take_live(session.id, number)
     if live is not None:
         await live.close()
+    ledger = await s.state.posts.all(session.id)
+    replacing = ledger.get(TURN_REPLACED, {}).get(number)
+    if replacing == "":
+        return  # shown as new messages and the placeholder deleted: done
     parts = dict(live.parts) if live is not None else {}
-    parts.update(await s.state.posts.get(session.id, number))
-    if 0 not in parts and (live is None or live.unknown):
+    parts.update(ledger.get(number, {}))
+    if 0 not in parts and (live is None or live.unknown) and replacing is None:
         # Nothing recorded, and no certainty that nothing was posted: look first.
         parts.update(await s.poster.find_tagged_or_none(session.id, where, number))
-    username = truncate(turn.author, USERNAME_MAX_CHARS)
-    icon = COPILOT_ICON if turn.speaker == Speaker.COPILOT else session.persona.icon_emoji
+    username, icon = final_author(session, n)
     final = turn_parts(session, turn)
     try:
+        if replacing is None and 0 in parts and not await s.budget.take_now(s.poster.workspace):
+            # No chat.update free for the final render over the placeholder.
+            replacing = parts[0]
+            await s.state.posts.record(session.id, TURN_REPLACED, number, replacing)
+        if replacing is not None:
+            await _replace_placeholder(s, session, where, number, final, parts, replacing)
+            return
         for k, part in enumerate(final):
-            await s.poster.put(session.id, where, number, k, part, parts.get(k), username, icon)
+            await s.poster.put(
+                session.id, where, number, k, part, parts.get(k), username, icon, budgeted=k == 0
+            )
         for k in sorted(parts):
             if k >= len(final):
                 await _delete_extra(s, where.channel, parts[k], number)
@@ -103,6 +125,51 @@ async def show_turn(s: SlackSurface, session: Session, arg: str) -> None:
         # Refused for good (the thread's channel is gone or archived): the turn
         # is saved, and no retry would show it.
         log.error("session %s: turn %s cannot be shown: %s", session.id, number, e)
+
+
+async def _replace_placeholder(
+    s: SlackSurface,
+    session: Session,
+    where: Thread,
+    number: int,
+    final: list[MessagePart],
+    parts: dict[int, str],
+    placeholder: str,
+) -> None:
+    """Post a streamed turn's final text as new message(s), then delete its placeholder.
+
+    Crash-safe in that order: the placeholder is recorded (TURN_REPLACED) before
+    anything is posted, so a run after a crash knows that the message tagged as the
+    turn's part 0 with that ts is not its final text: it looks for the final parts by
+    their tags without it, posts only the missing ones, then deletes the placeholder
+    and records that (an empty TURN_REPLACED). Between the post and the delete the
+    thread holds the final text and the placeholder, which says "writing…" above a
+    partial text: never two full copies, and never for longer than a delete takes
+    (chat.delete has its own Tier 3 budget, which nothing else strains).
+    """
+    author = final_author(session, number)
+    finals = {k: ts for k, ts in parts.items() if ts != placeholder}
+    if len(finals) < len(final):
+        finals.update(
+            await s.poster.find_tagged_or_none(session.id, where, number, exclude=placeholder)
+        )
+    for k, part in enumerate(final):
+        if k not in finals:
+            finals[k] = await s.poster.put(
+                session.id, where, number, k, part, None, *author, exclude=placeholder
+            )
+    for k in sorted(finals):
+        if k >= len(final):
+            await _delete_extra(s, where.channel, finals[k], number)
+    await _delete_extra(s, where.channel, placeholder, number)
+    await s.state.posts.record(session.id, TURN_REPLACED, number, "")
+
+
+def final_author(session: Session, number: int) -> tuple[str, str]:
+    """The username and icon agent turn `number` is posted under."""
+    turn = session.agent_turns[number]
+    icon = COPILOT_ICON if turn.speaker == Speaker.COPILOT else session.persona.icon_emoji
+    return truncate(turn.author, USERNAME_MAX_CHARS), icon
 
 
 async def _delete_extra(s: SlackSurface, channel: str, ts: str, turn: int) -> None:
@@ -135,15 +202,28 @@ async def mark_heard(s: SlackSurface, session: Session, source_id: str) -> None:
 async def update_root(s: SlackSurface, session: Session, arg: str = "") -> None:
     """Show the session's round, tokens, status and buttons on the thread root.
 
-    Waits out rate limits; a refusal is only logged (the root may not be the
-    app's to edit: a session started from someone's message).
+    Coalesced: while the session runs, its root is updated at most every
+    ROOT_EVERY_S seconds, and only with a call the budget can spare now, as an
+    interim update would (the states in between are skipped: the next shows
+    more). A finished or paused session's root must land, and waits for the
+    budget. Waits out rate limits; a refusal is only logged (the root may not
+    be the app's to edit).
     """
     where = thread_of(session)
+    settled = session.status != SessionStatus.RUNNING
+    if not settled and (not s.root_due(session.id) or not await s.budget.take(s.poster.workspace)):
+        log.debug("session %s: root update skipped (a later one shows more)", session.id)
+        return
     part = MessagePart(tail=tuple(root_blocks(session)), fallback=root_text(session))
     try:
-        await s.poster.call(where.channel, lambda: s.poster.update(where.channel, where.ts, part))
+        await s.poster.call(
+            where.channel,
+            lambda: s.poster.update(where.channel, where.ts, part, budgeted=not settled),
+        )
     except SlackApiError as e:
         log.warning("session %s: cannot update the thread root: %s", session.id, e)
+        return
+    s.root_shown(session.id, finished=settled)
 
 
 # ---- the lock: locked reply, pin, report, root, cross-post; each once, each alone ----------

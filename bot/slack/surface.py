@@ -27,7 +27,7 @@ from bot.slack.access import Access
 from bot.slack.blocks import USERNAME_MAX_CHARS, MessagePart, root_blocks, root_text, truncate
 from bot.slack.errors import SLACK_OR_CONNECTION
 from bot.slack.home import HomeRefresher, HomeTab
-from bot.slack.live import LiveMessage, interim_client_of
+from bot.slack.live import WRITING_STATUS, LiveMessage, interim_client_of
 from bot.slack.people import People
 from bot.slack.poster import WORKSPACE, Clock, Poster, Sleep, thread_of
 from bot.slack.privacy import LockDecision, Places
@@ -37,6 +37,11 @@ from state import State
 from state.updates import UpdateBudget
 
 log = logging.getLogger("sora.slack")
+
+# A running session's root shows its round and tokens at most this often; the states in
+# between may be skipped, never the last (locked, paused, stopped).
+ROOT_EVERY_S = 5.0
+ROOTS_REMEMBERED = 10_000
 
 
 class SlackSurface:
@@ -72,11 +77,20 @@ class SlackSurface:
             state.redis, state.keys, per_minute=settings.slack_updates_per_minute, sleep=sleep
         )
         self.poster = Poster(
-            client=client, state=state, budget=self.budget, clock=clock, sleep=sleep
+            client=client,
+            state=state,
+            budget=self.budget,
+            delete_budget=UpdateBudget(
+                state.redis, state.keys, per_minute=settings.slack_updates_per_minute, sleep=sleep
+            ),
+            workspace=workspace,
+            clock=clock,
+            sleep=sleep,
         )
         # Interim updates run inside the model's stream: one attempt each, no retry.
         self.interim_client = interim_client_of(client)
         self._live: dict[str, LiveMessage] = {}  # session id -> the turn being written
+        self._root_shown: dict[str, float] = {}  # session id -> clock of its root's last update
         self.steps: Mapping[str, Step] = {
             name: functools.partial(step, self) for name, step in STEPS.items()
         }
@@ -116,9 +130,9 @@ class SlackSurface:
                     "session %s: cannot look for turn %s's message now: %s", session.id, turn, e
                 )
                 live.unknown = True
+                await live.set_status(WRITING_STATUS)
                 return live  # no placeholder: the final render looks again
-        if 0 not in live.parts:
-            await live.open()
+        await live.start()
         return live
 
     async def model_waiting(
@@ -143,6 +157,21 @@ class SlackSurface:
         if live is None or (turn is not None and live.turn != turn):
             return None
         return self._live.pop(session_id)
+
+    def root_due(self, session_id: str) -> bool:
+        """Whether a running session's root may be updated now: at most once every
+        ROOT_EVERY_S seconds (the last state it shows is its own, final, update)."""
+        last = self._root_shown.get(session_id)
+        return last is None or self.poster.clock() - last >= ROOT_EVERY_S
+
+    def root_shown(self, session_id: str, *, finished: bool) -> None:
+        if finished:
+            self._root_shown.pop(session_id, None)
+        else:
+            self._root_shown[session_id] = self.poster.clock()
+            if len(self._root_shown) > ROOTS_REMEMBERED:
+                cutoff = self.poster.clock() - ROOT_EVERY_S
+                self._root_shown = {k: v for k, v in self._root_shown.items() if v > cutoff}
 
     async def abandon_live(self, session_id: str) -> None:
         live = self.take_live(session_id)
