@@ -184,6 +184,17 @@ async def test_files_upload_v2_into_thread(slack: FakeSlack, client: AsyncWebCli
     [stored] = slack.files()
     assert stored["name"] == "prompt.md" and stored["size"] == len(content.encode())
 
+    # The share is asynchronous, as Slack's: the answer carries no message ts, and the
+    # thread and files.info show the file only once it is shared.
+    assert "ts" not in result.data and not result["file"].get("shares")
+    thread = (await client.conversations_replies(channel="C0TEST", ts=root["ts"]))["messages"]
+    assert len(thread) == 1
+    assert not (await client.files_info(file=file_id))["file"]["shares"]
+    await asyncio.sleep(slack.share_delay_s * 2)
+    info = (await client.files_info(file=file_id))["file"]
+    assert [s["thread_ts"] for s in info["shares"]["public"][slack.channel_id("C0TEST")]] == [
+        root["ts"]
+    ]
     thread = (await client.conversations_replies(channel="C0TEST", ts=root["ts"]))["messages"]
     assert len(thread) == 2
     share = thread[1]
@@ -197,7 +208,16 @@ async def test_files_upload_v2_into_thread(slack: FakeSlack, client: AsyncWebCli
     ):
         assert await response.read() == content.encode()
     methods = [c.method for c in slack.calls if c.method.startswith(("files.", "upload"))]
-    assert methods == ["files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
+    assert methods[:3] == ["files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
+
+
+async def test_an_upload_over_the_workspaces_limit_is_refused_before_any_byte(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.max_upload_bytes = 10
+    error = await slack_error(client.files_getUploadURLExternal(filename="clip.mp4", length=11))
+    assert error.response["error"] == "file_upload_size_restricted"
+    assert (await client.files_getUploadURLExternal(filename="clip.mp4", length=10))["file_id"]
 
 
 async def test_invalid_token(slack: FakeSlack) -> None:
@@ -560,6 +580,7 @@ async def test_a_channel_the_bot_has_not_joined_takes_posts_but_not_reads_pins_o
     assert again["warning"] == "already_in_channel"
     await client.pins_add(channel=open_, timestamp=root["ts"])
     await client.files_upload_v2(channel=open_, thread_ts=root["ts"], content=b"x", filename="r.md")
+    await asyncio.sleep(slack.share_delay_s * 2)  # the share is asynchronous
     replies = await client.conversations_replies(channel=open_, ts=root["ts"])
     assert [bool(m.get("files")) for m in replies["messages"]] == [False, True]
 

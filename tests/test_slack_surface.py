@@ -165,6 +165,9 @@ class Rig:
 @pytest.fixture
 async def rig(real_state: State) -> AsyncIterator[Rig]:
     async with FakeSlack() as slack:
+        # This rig's clock does not move real time: shares land at once (files.info
+        # confirms them on its first answer).
+        slack.share_delay_s = 0.0
         slack.seed_channel("sora", CHANNEL)
         slack.seed_channel("sora-prompts", PROMPTS)
         slack.seed_user(ALICE, "alice", display_name="Alice Liddell")

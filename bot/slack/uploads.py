@@ -7,7 +7,11 @@ crash or a lost answer looks for that file's message in the thread instead of
 sharing twice; the shared file is recorded as part 0 once it is in the thread.
 Slack: `files.completeUploadExternal` needs the bot to be a member of the
 channel, even where `chat:write.public` lets it post, and shares asynchronously
-without returning a message ts (bolt-js#2115, python-slack-sdk#1329).
+without returning a message ts (bolt-js#2115, python-slack-sdk#1329). So the share
+is confirmed with `files.info` (Tier 4; slack_sdk's `files_upload_v2` names it as the
+step after completing) before the upload counts as done and anything announces it.
+A file over the workspace's upload limit is refused by `files.getUploadURLExternal`
+with `file_upload_size_restricted` (an admin's setting), before any byte is sent.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from bot.slack.poster import BACKOFF_FIRST_S, BACKOFF_MAX_S, REPLIES_PAGE, Poste
 log = logging.getLogger("sora.slack")
 
 PENDING_PART = 1  # the ledger part holding the file id before its share is confirmed
+# How long files.info is asked before a completed upload counts as shared anyway: Slack
+# accepted the completion, and its share lands later (a second upload would share twice).
+CONFIRM_WITHIN_S = 30.0
+CONFIRM_FIRST_S = 0.1
 
 
 async def upload_file(
@@ -73,8 +81,31 @@ async def upload_file(
         delay = min(delay * 2, BACKOFF_MAX_S)
         if await file_shared(poster, where, file_id):
             break
+    await confirm_shared(poster, where, file_id)
     await poster.state.posts.record(sid, ledger_turn, 0, file_id)
     return file_id
+
+
+async def confirm_shared(
+    poster: Poster, where: Thread, file_id: str, *, within_s: float = CONFIRM_WITHIN_S
+) -> bool:
+    """Wait until `files.info` shows file `file_id` shared in the thread's channel (the
+    share is asynchronous); False, with one log line, if it did not within `within_s`."""
+    waited, delay = 0.0, CONFIRM_FIRST_S
+    while True:
+        try:
+            info = await poster.call(where.channel, lambda: poster.client.files_info(file=file_id))
+            shares = (info.get("file") or {}).get("shares") or {}
+            if any(where.channel in by_channel for by_channel in shares.values()):
+                return True
+        except SlackApiError as e:
+            log.info("files.info %s: %s", file_id, e.response.get("error"))
+        if waited >= within_s:
+            log.warning("file %s: not shown as shared in %s yet; going on", file_id, where.channel)
+            return False
+        await poster.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, BACKOFF_MAX_S)
 
 
 async def send_bytes(poster: Poster, url: str, content: bytes) -> None:

@@ -69,9 +69,17 @@ Slack behaviours it imitates:
   query string): recorded in :attr:`Call.http_method`, and answered either way.
 * lost answers (:meth:`FakeSlack.lose_next`): the call is carried out, then its connection is
   closed without an answer, so the caller cannot tell whether it happened.
-* the ``files_upload_v2`` flow: ``files.getUploadURLExternal`` hands out an upload URL on this
-  server, the bytes are POSTed there (answer ``text/plain`` ``OK - <size>``), and
-  ``files.completeUploadExternal`` shares the files into the channel or thread as one message.
+* the ``files_upload_v2`` flow (slack_sdk ``AsyncWebClient.files_upload_v2``: step 1
+  ``files.getUploadURLExternal``, step 2 the POST of the bytes, step 3
+  ``files.completeUploadExternal`` "and files.info"): ``files.getUploadURLExternal`` hands out
+  an upload URL on this server, or ``file_upload_size_restricted`` when the file is over the
+  workspace's upload limit (:attr:`FakeSlack.max_upload_bytes`; an admin's setting, per the
+  method's reference page); the bytes are POSTed there (answer ``text/plain``
+  ``OK - <size>``); ``files.completeUploadExternal`` answers the files' ids and titles and no
+  message ``ts`` (bolt-js#2115, python-slack-sdk#1329), and shares them into the channel or
+  thread as one message *asynchronously*, :attr:`FakeSlack.share_delay_s` later ("Files are
+  processed asynchronously", files.getUploadURLExternal's reference page); ``files.info``
+  shows a file's ``shares`` and ``channels`` only once that share has happened.
 
 * OAuth (distributed apps; docs.slack.dev/authentication/installing-with-oauth and
   /using-token-rotation, the reference page of oauth.v2.access): ``GET /oauth/v2/authorize``
@@ -110,7 +118,7 @@ What it does not imitate:
 * It is stricter than Slack in one place on purpose: a ``thread_ts`` that names no message in
   the channel is refused with ``thread_not_found`` (Slack accepts it and the reply is lost
   from view), so that bug shows in tests.
-* File shares happen at once (Slack shares asynchronously); no thumbnails or previews.
+* No thumbnails, previews or transcoding of uploaded files.
 * Slack's own tiered rate limits are not enforced unless :meth:`FakeSlack.set_rate_limit`
   turns on the per-channel ``chat.postMessage`` limit.
 """
@@ -176,6 +184,8 @@ MAX_VIEW_TITLE_CHARS = 24
 MAX_VIEW_BLOCKS = 100
 MAX_PRIVATE_METADATA_CHARS = 3_000
 DEFAULT_STREAM_TTL = 300.0
+# How long after files.completeUploadExternal answers the file's share appears.
+SHARE_DELAY_S = 0.05
 
 # Methods for which Slack reads a JSON body. Others ignore it (they take form or query).
 JSON_METHODS = frozenset(
@@ -553,6 +563,7 @@ METHOD_TIERS = {
     "conversations.replies": 3,
     "views.publish": 4,
     "conversations.members": 4,
+    "files.info": 4,  # docs.slack.dev/reference/methods/files.info: Tier 4
 }
 TIER_WINDOW_S = 60.0
 # chat.postMessage: "generally allows posting one message per second per channel, while
@@ -685,6 +696,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         "views.publish",
         "files.getUploadURLExternal",
         "files.completeUploadExternal",
+        "files.info",
         "apps.connections.open",
     )
 
@@ -742,6 +754,10 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         self.port = port
         self.auto_create_channels = auto_create_channels
         self.stream_ttl = stream_ttl
+        # files.completeUploadExternal shares this long after it answers (Slack: async).
+        self.share_delay_s = SHARE_DELAY_S
+        # The workspace's file upload limit (an admin's setting); None: Slack's own 1 GB.
+        self.max_upload_bytes: int | None = None
         self.calls: list[Call] = []
         self.internal_errors: list[str] = []  # exceptions inside the fake itself (a fake bug)
         self._faults: dict[str, deque[Fault]] = {}
@@ -777,6 +793,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "views.publish": self._views_publish,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
+            "files.info": self._files_info,
             "apps.connections.open": self._apps_connections_open,
             "oauth.v2.access": self._oauth_v2_access,
             "auth.revoke": self._auth_revoke,
@@ -2241,6 +2258,10 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         length = _int_arg(params, "length", -1)
         if length < 0:
             raise SlackError("invalid_arguments", "[ERROR] missing required field: length")
+        if self.max_upload_bytes is not None and length > self.max_upload_bytes:
+            # "The size of provided file is too large, as the team has restricted uploads
+            # of large files." (the method's reference page, errors)
+            raise SlackError("file_upload_size_restricted")
         file_id = self._new_id("F")
         key = secrets.token_urlsafe(12)
         self._upload_keys[key] = file_id
@@ -2297,33 +2318,57 @@ class FakeSlack(_SlackTiers, LoopbackServer):
         channels = [self._channel(c) for c in channel_ids]
         for ch in channels:
             self._require_member(ch)
+            if thread_ts is not None and thread_ts not in ch.messages:
+                raise SlackError("thread_not_found")
         for f, entry in zip(files, entries, strict=True):
             f["_complete"] = True
             if entry.get("title"):
                 f["title"] = entry["title"]
-        for ch in channels:
-            msg = self._bot_message(self._new_ts(), {})
-            msg.update(text=_str_arg(params, "initial_comment") or "", upload=True)
-            msg["display_as_bot"] = False
-            if thread_ts is not None:
-                self._attach_to_thread(ch, msg, thread_ts)
-            for f in files:
-                share: JSON = {
-                    "ts": msg["ts"],
-                    "channel_name": ch.name,
-                    "team_id": TEAM_ID,
-                    "share_user_id": BOT_USER_ID,
-                }
-                if thread_ts is not None:
-                    share["thread_ts"] = msg["thread_ts"]
-                kind = "private" if ch.is_private or ch.is_im else "public"
-                f["shares"].setdefault(kind, {}).setdefault(ch.id, []).append(share)
-                key = "ims" if ch.is_im else "groups" if ch.is_private else "channels"
-                if ch.id not in f[key]:
-                    f[key].append(ch.id)
-            msg["files"] = [self._public(f) for f in files]
-            ch.messages[msg["ts"]] = msg
+        comment = _str_arg(params, "initial_comment") or ""
+
+        def share() -> None:
+            for ch in channels:
+                self._share(ch, files, thread_ts, comment)
+
+        if self.share_delay_s > 0:
+            asyncio.get_running_loop().call_later(self.share_delay_s, share)
+        else:
+            share()
         return {"files": [{"id": f["id"], "title": f["title"]} for f in files]}
+
+    def _share(self, ch: Channel, files: list[JSON], thread_ts: str | None, comment: str) -> None:
+        """The message that shares `files` in `ch` (or in its thread `thread_ts`)."""
+        if thread_ts is not None and thread_ts not in ch.messages:
+            return  # the thread's root went away meanwhile: Slack shares nowhere visible
+        msg = self._bot_message(self._new_ts(), {})
+        msg.update(text=comment, upload=True)
+        msg["display_as_bot"] = False
+        if thread_ts is not None:
+            self._attach_to_thread(ch, msg, thread_ts)
+        for f in files:
+            share: JSON = {
+                "ts": msg["ts"],
+                "channel_name": ch.name,
+                "team_id": TEAM_ID,
+                "share_user_id": BOT_USER_ID,
+            }
+            if thread_ts is not None:
+                share["thread_ts"] = msg["thread_ts"]
+            kind = "private" if ch.is_private or ch.is_im else "public"
+            f["shares"].setdefault(kind, {}).setdefault(ch.id, []).append(share)
+            key = "ims" if ch.is_im else "groups" if ch.is_private else "channels"
+            if ch.id not in f[key]:
+                f[key].append(ch.id)
+        msg["files"] = [self._public(f) for f in files]
+        ch.messages[msg["ts"]] = msg
+
+    def _files_info(self, params: JSON, token: str | None) -> JSON:
+        """A file as Slack describes it: its ``shares`` fill in once the async share is done."""
+        file_id = _required(params, "file")
+        f = self._files.get(file_id)
+        if f is None or not f["_complete"]:
+            raise SlackError("file_not_found")
+        return {"file": self._public(copy.deepcopy(f)), "comments": [], "response_metadata": {}}
 
 
 # ---------------------------------------------------------------------- standalone process
