@@ -61,10 +61,9 @@ OAUTH_STATE_TTL_S = 600
 TOKEN_REFRESH_LOCK_MS = 15_000
 # The audit trail of a workspace is a stream trimmed to about this many entries.
 AUDIT_MAXLEN = 100_000
-# Renders: a budget day's counters outlive the day (UTC) by a day; a finished clip waits
-# this long for its upload (the vendors keep theirs 24 to 48 hours).
+# Renders: a budget day's counters outlive the day (UTC) by a day. A clip's bytes never sit
+# in Redis (noeviction: video would crowd out the sessions): see bot.render.jobs.
 RENDER_BUDGET_TTL_S = 2 * 24 * 3600
-RENDER_CLIP_TTL_S = 24 * 3600
 # A render record is kept as long as a finished session.
 RENDER_TTL_S = FINISHED_SESSION_TTL_S
 
@@ -308,10 +307,6 @@ class Keys:
         """Sorted set: render ids waiting for their next check, scored by when it is due (ms).
         A worker moves the due ones onto the jobs stream: waiting holds no worker slot."""
         return self._k("render", "due")
-
-    def render_clip(self, rid: str) -> str:
-        """String, expiring: a finished render's video bytes, until its upload is confirmed."""
-        return self._k("render", "clip", rid)
 
     def render_budget_team(self, team: str, day: str) -> str:
         """String: seconds of video reserved by the workspace on `day` (UTC, YYYYMMDD)."""

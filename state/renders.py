@@ -1,4 +1,4 @@
-"""Render records, their daily budgets, their delayed re-checks and their clips.
+"""Render records, their daily budgets and their delayed re-checks (never their clips).
 
 A render is a hash `render:<rid>` (`json`: the record bot.render.jobs reads and writes,
 `rev`: +1 per write, the fencing token every save checks). Its jobs ride the turn queue's
@@ -19,7 +19,6 @@ them as KEYS: fine on one Redis; a Redis Cluster would need them hash-tagged tog
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -29,7 +28,6 @@ from state.keys import (
     CONSUMER_GROUP,
     JOBS_MAXLEN,
     RENDER_BUDGET_TTL_S,
-    RENDER_CLIP_TTL_S,
     RENDER_TTL_S,
     Keys,
 )
@@ -125,13 +123,11 @@ class RenderStore:
         *,
         group: str = CONSUMER_GROUP,
         ttl_s: int = RENDER_TTL_S,
-        clip_ttl_s: int = RENDER_CLIP_TTL_S,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self.group = group
         self.ttl_s = ttl_s
-        self.clip_ttl_s = clip_ttl_s
         self._create = redis.register_script(_CREATE)
         self._save = redis.register_script(_SAVE)
         self._promote = redis.register_script(_PROMOTE)
@@ -234,19 +230,6 @@ class RenderStore:
     async def due(self) -> int:
         """Renders waiting for a check (for tests and benchmarks)."""
         return int(await self._redis.zcard(self._keys.render_due))
-
-    async def put_clip(self, rid: str, data: bytes) -> None:
-        """Keep a finished clip until its upload is confirmed. Base64: the clients decode
-        every reply as text (decode_responses=True)."""
-        encoded = base64.b64encode(data).decode("ascii")
-        await self._redis.set(self._keys.render_clip(rid), encoded, ex=self.clip_ttl_s)
-
-    async def clip(self, rid: str) -> bytes | None:
-        raw = await self._redis.get(self._keys.render_clip(rid))
-        return None if raw is None else base64.b64decode(text(raw))
-
-    async def drop_clip(self, rid: str) -> None:
-        await self._redis.delete(self._keys.render_clip(rid))
 
     async def session_of(self, rid: str) -> str | None:
         return opt_text(await self._redis.hget(self._keys.render(rid), "sid"))

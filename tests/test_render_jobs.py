@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +56,7 @@ class Rig:
         self.state = state
         self.settings = settings_for(fake, **settings)
         self.clock = Clock()
+        self.clips = Path(tempfile.mkdtemp(prefix="sora-clips-"))
         self.runner = self.new_runner()
 
     def new_runner(self) -> RenderRunner:
@@ -61,6 +65,7 @@ class Rig:
             show=RecordingRenderShow(self.state.redis, self.state.keys),
             renderers=lambda name: make(name, self.settings),
             clock=self.clock,
+            clips=self.clips,
         )
 
     async def ask(self, renderer: str = "veo", **kw: Any) -> RenderRecord:
@@ -108,6 +113,7 @@ class Rig:
 
     async def close(self) -> None:
         await self.runner.aclose()
+        shutil.rmtree(self.clips, ignore_errors=True)
 
 
 @pytest.fixture
@@ -139,8 +145,43 @@ async def test_a_render_job_runs_to_a_delivered_clip(
     # Nothing left behind: no job in the stream, no check scheduled, no clip kept.
     assert (await rig.state.queue.stats()).backlog == 0
     assert await rig.state.renders.due() == 0
-    assert await rig.state.renders.clip(rec.id) is None
+    assert not list(rig.clips.iterdir())
+    assert not [k async for k in rig.state.redis.scan_iter(match="*clip*")]
     assert await rig.used() == (8, 8)
+
+
+async def test_a_worker_that_dies_after_the_download_downloads_again_and_posts_once(
+    rig: Rig, fake: FakeVideoAPI
+) -> None:
+    fake.script(JobScript("done", checks=1))
+    rec = await rig.ask("runway")
+    shows: list[str] = []
+    real = RecordingRenderShow(rig.state.redis, rig.state.keys)
+
+    class DiesAtDelivery:
+        async def show(self, step: str, record: RenderRecord, clip: Path | None) -> dict[str, str]:
+            shows.append(step)
+            if step == "deliver":
+                raise RuntimeError("the worker dies here")
+            return await real.show(step, record, clip)
+
+    rig.runner.surface = DiesAtDelivery()
+    with pytest.raises(RuntimeError):
+        await rig.pump(rec.id)
+    assert shows[-1] == "deliver" and (await rig.record(rec.id)).steps == ["deliver", "progress"]
+    # Its disk goes with it (another machine takes over): the clip comes from the vendor again.
+    for leftover in rig.clips.iterdir():
+        leftover.unlink()
+    downloads = len([r for r in fake.requests if "output" in r[1]])
+    rig.runner = rig.new_runner()
+    reclaimed = await rig.state.queue.reclaim("w2", min_idle_ms=0)
+    await rig.runner.handle(reclaimed.jobs[0], "w2:b")
+    done = await rig.record(rec.id)
+    assert done.status == "done" and not done.steps and "clip_error" not in done.shown
+    assert len([r for r in fake.requests if "output" in r[1]]) == downloads + 1
+    assert len(fake.submissions) == 1
+    clips = [e for e in await rig.shown(rec.id) if e["kind"] == "clip"]
+    assert len(clips) == 1 and clips[0]["bytes"] > 0
 
 
 async def test_over_budget_nothing_is_queued(real_state: State, fake: FakeVideoAPI) -> None:

@@ -15,17 +15,26 @@ turns, each under a lease and fenced by the record's rev, like a turn:
 * decide, save, then show: what a surface must show (the progress message, the clip) is
   saved as steps in the record before it is shown, and each step is removed by a fenced
   save once done; the job is acked only when nothing is left to show.
+* a clip's bytes never sit in Redis (it is noeviction: video would crowd out sessions).
+  The finished clip is written to a file on this worker's disk and delivered in the same
+  job, at once; the file goes once the delivery is saved. A worker that dies between the
+  download and the delivery leaves the `deliver` step: whoever takes it over finds no file
+  (another machine, a new container) and downloads the clip from the vendor again, which
+  keeps it 24 to 48 hours (Runway) or about 2 days (Gemini files).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -101,11 +110,42 @@ class RenderRecord(BaseModel):
 
 class RenderShow(Protocol):
     """Where a render is shown (the Slack thread; a recording for tests). Each call is one
-    idempotent step; it returns what it wants kept in `record.shown`."""
+    idempotent step; it returns what it wants kept in `record.shown`. `clip`: for the
+    `deliver` step, the file on this worker's disk holding the clip (None when it could
+    not be had again from the vendor: `record.shown["clip_error"]` says why)."""
 
-    async def show(
-        self, step: Step, record: RenderRecord, clip: bytes | None
-    ) -> dict[str, str]: ...
+    async def show(self, step: Step, record: RenderRecord, clip: Path | None) -> dict[str, str]: ...
+
+
+def clip_dir() -> Path:
+    """Where this worker keeps clips between their download and their upload."""
+    return Path(tempfile.gettempdir()) / "sora-clips"
+
+
+def clip_path(folder: Path, rid: str) -> Path:
+    return folder / f"{rid}.mp4"
+
+
+def clip_size(path: Path) -> int:
+    """The clip file's size in bytes; 0 if it is not there."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def drop_clip(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def write_clip(folder: Path, rid: str, data: bytes) -> Path:
+    """The clip on disk, whole or not at all (written aside, then renamed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = clip_path(folder, rid)
+    part = path.with_suffix(f".{os.getpid()}.part")
+    part.write_bytes(data)
+    part.replace(path)
+    return path
 
 
 def today(now: float | None = None) -> str:
@@ -186,8 +226,10 @@ class RenderRunner:
         renderers: Callable[[str], Renderer],
         lease_ttl_ms: int = 30_000,
         clock: Callable[[], float] = time.time,
+        clips: Path | None = None,
     ) -> None:
         self.state = state
+        self.clips = clips or clip_dir()
         self.surface = show
         self._make = renderers
         self._renderers: dict[str, Renderer] = {}
@@ -288,7 +330,9 @@ class RenderRunner:
             step = rec.steps[0]
             clip = None
             if step == "deliver":
-                clip = await self.state.renders.clip(rec.id)
+                clip, problem = await self._clip(rec)
+                if problem:
+                    rec = rec.model_copy(update={"shown": {**rec.shown, "clip_error": problem}})
             kept = await self.surface.show(step, rec, clip)
             if step == "deliver":
                 await self._provenance(rec, kept)
@@ -297,9 +341,28 @@ class RenderRunner:
             if new_rev is None:
                 return None
             rev = new_rev
-            if step == "deliver" and kept:
-                await self.state.renders.drop_clip(rec.id)
+            if step == "deliver" and clip is not None:
+                drop_clip(clip)
         return rec, rev
+
+    async def _clip(self, rec: RenderRecord) -> tuple[Path | None, str]:
+        """The finished clip's file on this worker's disk: the one `_finish` wrote, or,
+        after a take-over, the clip downloaded from the vendor again. (None, why) when
+        the vendor no longer has it."""
+        path = clip_path(self.clips, rec.id)
+        if clip_size(path):
+            return path, ""
+        if rec.vendor_job_id is None:
+            return None, "the clip was lost before it could be posted"
+        try:
+            outcome = await self.renderer(rec.plan.renderer).check(rec.plan, rec.vendor_job_id)
+        except Exception as e:  # the vendor or the key went away: say so, do not loop
+            log.warning("render %s: cannot download the clip again: %r", rec.id, e)
+            outcome = None
+        if not isinstance(outcome, Done):
+            return None, f"{rec.plan.vendor} no longer has the clip to download"
+        log.info("render %s: clip downloaded again from %s", rec.id, rec.plan.vendor)
+        return write_clip(self.clips, rec.id, outcome.video), ""
 
     async def _provenance(self, rec: RenderRecord, kept: dict[str, str]) -> None:
         plan = rec.plan
@@ -407,7 +470,8 @@ class RenderRunner:
         steps: list[Step] = ["progress"]
         update: dict[str, object] = {"finished_at": now, "checks": rec.checks + 1}
         if isinstance(outcome, Done):
-            await self.state.renders.put_clip(rec.id, outcome.video)
+            # On this worker's disk, never in Redis; delivered below, in this same job.
+            write_clip(self.clips, rec.id, outcome.video)
             steps = ["deliver", "progress"]
             update.update(status="done", charged=True)
         elif isinstance(outcome, Refused):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from bot.dialogue.engine import TurnSink
 from bot.dialogue.models import Session, Speaker, Turn
+from bot.render.jobs import clip_size
 from bot.surfaces.base import event_steps
 from state.keys import Keys
 from state.posts import field
@@ -118,11 +120,12 @@ class RecordingRenderShow:
         self.keys = keys
         self._deliver = redis.register_script(_DELIVER)
 
-    async def show(self, step: str, record: Any, clip: bytes | None) -> dict[str, str]:
+    async def show(self, step: str, record: Any, clip: Path | None) -> dict[str, str]:
         name = f"render-{record.id}"
         if step == "deliver":
             file_id = "F" + uuid.uuid4().hex[:10].upper()
-            event = json.dumps({"kind": "clip", "bytes": len(clip or b""), "file_id": file_id})
+            size = clip_size(clip) if clip is not None else 0
+            event = json.dumps({"kind": "clip", "bytes": size, "file_id": file_id})
             kept = await self._deliver(
                 keys=[self.keys.recorded(name), self.keys.posts(name)], args=[event, file_id]
             )
