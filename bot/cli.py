@@ -78,6 +78,7 @@ from state.sweep import Lost
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from bot.render.jobs import RenderShow
     from bot.slack.client import SlackClient
     from bot.slack.workspaces import Clients
 
@@ -704,13 +705,15 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         client = make_client(settings, rate_limit_retries=0)
         surface = SlackSurface(client=client, state=state, settings=settings)
     from bot import render
-    from bot.render.jobs import RenderRunner, RenderShow
+    from bot.render.jobs import RenderRunner
 
     render_show: RenderShow | None = None
     if args.surface == "recording":
         from bot.surfaces.recording import RecordingRenderShow
 
         render_show = RecordingRenderShow(state.redis, state.keys)
+    else:
+        render_show = _slack_render_show(surface)
     renders = None
     if render_show is not None:
         renders = RenderRunner(
@@ -749,6 +752,22 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
             await workspaces.aclose()
     sys.stderr.write(f"worker {worker.name} stopped\n")
     return EXIT_OK
+
+
+def _slack_render_show(surface: Surface) -> RenderShow:
+    """Renders shown in their Slack threads, through their workspace's Slack surface."""
+    from bot.slack.renders import SlackRenderShow
+    from bot.slack.surface import SlackSurface
+    from bot.slack.workspaces import WorkspaceSurface
+
+    async def surface_for(team_id: str) -> SlackSurface:
+        found = (
+            await surface.for_team(team_id) if isinstance(surface, WorkspaceSurface) else surface
+        )
+        assert isinstance(found, SlackSurface)
+        return found
+
+    return SlackRenderShow(surface_for)
 
 
 async def _serve_metrics(settings: Settings, state: State) -> web.AppRunner | None:

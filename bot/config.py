@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     render_poll_seconds: float | None = Field(None, gt=0)
     # Who may press Render in Slack: the session's starter and workspace admins, or anyone.
     render_allowed: Literal["starter_or_admin", "anyone"] = "starter_or_admin"
+    # Slack offers Render with the offline title-card renderer when no vendor key is set:
+    # for development and tests (a real, playable clip; no account). Off: without a key,
+    # the locked reply has no Render button.
+    render_offline_in_slack: bool = False
     # Seconds of video a day (UTC) the workspace, and each person, may render; a refusal
     # the vendor did not charge for gives its seconds back.
     render_budget_seconds_per_team: int = Field(120, ge=0)

@@ -14,12 +14,13 @@ carry out), raised after changing nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from redis.exceptions import RedisError
 
@@ -39,6 +40,9 @@ from state.defaults import WorkspaceDefaults
 from state.personas import TeamPersona
 from state.running import Cap
 from state.workspace import erase_workspace
+
+if TYPE_CHECKING:
+    from bot.slack.render_desk import RenderDesk
 
 log = logging.getLogger("sora.sessions")
 
@@ -334,6 +338,13 @@ class Sessions:
         self._defaults: dict[str, tuple[float, WorkspaceDefaults]] = {}
         self.places = Places()
         self._not_ours: set[str] = set()  # threads that are no lost session's
+
+    @functools.cached_property
+    def renders(self) -> RenderDesk:
+        """Render from Slack: the offer with its cost, then the confirmed submission."""
+        from bot.slack.render_desk import RenderDesk
+
+        return RenderDesk(self)
 
     async def _client(self, team_id: str | None) -> SlackClient:
         """The client speaking for `team_id` (raises NotInstalled in OAuth mode)."""

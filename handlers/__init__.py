@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
@@ -24,6 +25,17 @@ from bot.dialogue.models import Session
 from bot.sessions import Invoker, Refused, Sessions
 
 log = logging.getLogger("sora.handlers")
+
+
+def pressed_where(body: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """Who pressed a button, in which channel, and the ts of the thread root of the pressed
+    message (the root itself, or the root of the thread the message is in)."""
+    user = str((body.get("user") or {})["id"])
+    container = body.get("container") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+    message = body.get("message") or {}
+    root = message.get("thread_ts") or container.get("thread_ts") or container.get("message_ts")
+    return user, channel, root
 
 
 def plain_text(slack_text: str) -> str:
@@ -43,21 +55,25 @@ async def tell(
     text: str,
     thread_ts: str | None = None,
     respond: AsyncRespond | None = None,
+    blocks: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Show `text` to `user` alone (an ephemeral message in `channel`).
+    """Show `text` (and `blocks`, if given) to `user` alone (an ephemeral message in
+    `channel`).
 
     Slack refuses an ephemeral in a channel the bot is not in; a command's or
     button's `respond` (its response_url) still reaches the person then.
     """
     try:
-        await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+        await client.chat_postEphemeral(
+            channel=channel, user=user, text=text, thread_ts=thread_ts, blocks=blocks
+        )
         return
     except SlackApiError as e:
         if respond is None:
             log.warning("could not tell %s in %s: %s", user, channel, e.response.get("error"))
             return
     try:
-        await respond(text=text, response_type="ephemeral", replace_original=False)
+        await respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
     except Exception as e:  # the response_url expired or is unreachable: nobody left to tell
         log.warning("could not tell %s through response_url: %s", user, e)
 

@@ -28,15 +28,15 @@ from bot.slack.blocks import (
     control_target,
 )
 from bot.slack.lost import retire_root
-from handlers import tell
+from handlers import pressed_where, tell
+from handlers.renders import RENDER_ACTIONS, answer_render
 
 CONTROLS: dict[str, ControlKind] = {ACTION_STOP: "stop", ACTION_LOCK: "lock", ACTION_RETRY: "retry"}
 
 
 def register(app: AsyncApp) -> None:
-    for action_id in CONTROLS:
+    for action_id in (*CONTROLS, ACTION_DELETE, *RENDER_ACTIONS):
         app.action(action_id)(on_control)
-    app.action(ACTION_DELETE)(on_control)
 
 
 async def on_control(
@@ -59,9 +59,12 @@ async def _control(
     respond: AsyncRespond | None,
     sessions: Sessions,
 ) -> None:
-    user, channel, root = _where(body)
-    session_id, version = control_target(str(action["value"]))
     action_id = str(action["action_id"])
+    if action_id in RENDER_ACTIONS:
+        await answer_render(action, body, client, respond, sessions)
+        return
+    user, channel, root = pressed_where(body)
+    session_id, version = control_target(str(action["value"]))
     try:
         if action_id == ACTION_DELETE:
             team = (body.get("user") or {}).get("team_id") or (body.get("team") or {}).get("id")
@@ -77,17 +80,6 @@ async def _control(
     except Refused as e:
         text = f":warning: {e}"
     await _answer(client, respond, channel=channel, user=user, text=text)
-
-
-def _where(body: dict[str, Any]) -> tuple[str, str | None, str | None]:
-    """Who pressed, in which channel, and the ts of the thread root of the pressed message
-    (the root itself, or the root of the thread the message is in)."""
-    user = str((body.get("user") or {})["id"])
-    container = body.get("container") or {}
-    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
-    message = body.get("message") or {}
-    root = message.get("thread_ts") or container.get("thread_ts") or container.get("message_ts")
-    return user, channel, root
 
 
 async def _answer(

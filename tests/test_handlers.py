@@ -38,11 +38,14 @@ from bot.llm.offline import OfflineModel
 from bot.sessions import BadInput, parse_command_text
 from bot.slack.blocks import (
     ACTION_LOCK,
+    ACTION_RENDER,
+    ACTION_RENDER_CONFIRM,
     ACTION_STOP,
     METADATA_EVENT,
     MODAL_CALLBACK,
     control_target,
     lock_value,
+    render_value,
     root_blocks,
 )
 from bot.slack.client import close_client, make_client
@@ -683,6 +686,41 @@ async def test_anyone_may_stop_when_controls_are_open(make_harness: HarnessFacto
     await app.click(ACTION_STOP, sid, user=GRACE, root_ts=root_ts)
     await app.settle()
     assert [e.kind for e in await app.state.inbox.peek(sid)] == ["stop"]
+
+
+async def test_render_is_refused_privately_offered_to_the_starter_and_confirmed_once(
+    make_harness: HarnessFactory,
+) -> None:
+    app = await make_harness(render_offline_in_slack=True)
+    root_ts = app.slack.seed_message(CHANNEL, "a session", user=BOT_USER_ID)
+    origin = Origin(
+        surface="slack", channel_id=CHANNEL, thread_ts=root_ts, user_id=ADA, team_id=TEAM_ID
+    )
+    done = locked(agent_turn(make_session(origin=origin)))
+    await app.state.sessions.create(done)
+    before = await app.keys()
+    await app.click(ACTION_RENDER, render_value(done.id, "draft"), user=GRACE, root_ts=root_ts)
+    await app.settle()
+    [refusal] = app.slack.ephemerals(CHANNEL, GRACE)
+    assert "Only the person who started this session, or a workspace admin" in refusal["text"]
+    assert await app.keys() == before
+    await app.click(ACTION_RENDER, render_value(done.id, "draft"), user=ADA, root_ts=root_ts)
+    await app.settle()
+    [offer] = app.slack.ephemerals(CHANNEL, ADA)
+    assert "Left today: this workspace 120 s of 120 s, you 40 s of 40 s" in json.dumps(
+        offer["blocks"]
+    )
+    assert await app.keys() == before  # an offer reserves nothing
+    [confirm, _cancel] = offer["blocks"][-1]["elements"]
+    for _ in range(2):  # a double click
+        await app.click(ACTION_RENDER_CONFIRM, confirm["value"], user=ADA, root_ts=root_ts)
+    await app.settle()
+    texts = [e["text"] for e in app.slack.ephemerals(CHANNEL, ADA)[1:]]
+    assert sorted(t.split(":")[0] for t in texts) == [
+        "Submitted",
+        "This render was already submitted; its progress is in the thread.",
+    ]
+    assert (await app.state.queue.stats()).backlog == 1
 
 
 async def test_lock_without_a_draft_and_stop_on_a_finished_session_are_refused(

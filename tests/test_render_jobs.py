@@ -51,6 +51,35 @@ class Clock:
         return self.now
 
 
+async def pump(
+    state: State,
+    runner: RenderRunner,
+    clock: Clock,
+    rid: str,
+    *,
+    worker: str = "w1",
+    limit: int = 100,
+) -> RenderRecord:
+    """Take and run jobs, moving the clock to each due check, until the render ends."""
+    for _ in range(limit):
+        jobs = await state.queue.take(worker, count=10)
+        for job in jobs:
+            await runner.handle(job, f"{worker}:{job.id}")
+        rec = await load_record(state, rid)
+        if rec.finished and not rec.steps:
+            return rec
+        if not jobs:
+            clock.now += 60
+            await runner.promote()
+    raise AssertionError("the render never ended")
+
+
+async def load_record(state: State, rid: str) -> RenderRecord:
+    loaded = await state.renders.load(rid)
+    assert loaded is not None
+    return RenderRecord.model_validate_json(loaded[0])
+
+
 class Rig:
     def __init__(self, state: State, fake: FakeVideoAPI, **settings: Any) -> None:
         self.state = state
@@ -83,23 +112,10 @@ class Rig:
         )
 
     async def pump(self, rid: str, *, worker: str = "w1", limit: int = 100) -> RenderRecord:
-        """Take and run jobs, moving the clock to each due check, until the render ends."""
-        for _ in range(limit):
-            jobs = await self.state.queue.take(worker, count=10)
-            for job in jobs:
-                await self.runner.handle(job, f"{worker}:{job.id}")
-            rec = await self.record(rid)
-            if rec.finished and not rec.steps:
-                return rec
-            if not jobs:
-                self.clock.now += 60
-                await self.runner.promote()
-        raise AssertionError("the render never ended")
+        return await pump(self.state, self.runner, self.clock, rid, worker=worker, limit=limit)
 
     async def record(self, rid: str) -> RenderRecord:
-        loaded = await self.state.renders.load(rid)
-        assert loaded is not None
-        return RenderRecord.model_validate_json(loaded[0])
+        return await load_record(self.state, rid)
 
     async def shown(self, rid: str) -> list[dict[str, Any]]:
         raw = await self.state.redis.lrange(self.state.keys.recorded(f"render-{rid}"), 0, -1)

@@ -33,6 +33,16 @@ def for_target(target: TargetProfile, settings: Settings) -> list[str]:
     return [name for name in target.render if name in ready]
 
 
+def for_slack(target: TargetProfile, settings: Settings) -> str | None:
+    """The renderer Slack's Render button uses for `target`: the target's first configured
+    vendor renderer, else offline when RENDER_OFFLINE_IN_SLACK asks for it, else None (no
+    button)."""
+    found = for_target(target, settings)
+    if found:
+        return found[0]
+    return OFFLINE if settings.render_offline_in_slack else None
+
+
 def choose(name: str | None, target: TargetProfile, settings: Settings) -> str:
     """The renderer to use: `name` if given (checked), else the target's first configured
     one, else offline."""
@@ -88,6 +98,7 @@ __all__ = [
     "Renderer",
     "choose",
     "configured",
+    "for_slack",
     "for_target",
     "make",
 ]

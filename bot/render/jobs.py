@@ -97,6 +97,9 @@ class RenderRecord(BaseModel):
     steps: list[Step] = Field(default_factory=list)
     # What a surface keeps about what it showed (the progress message, the uploaded file).
     shown: dict[str, str] = Field(default_factory=dict)
+    # A draft render's master (the target profile's full-quality tier), offered once the
+    # draft is done: its model, resolution and estimated cost; None when it is no better.
+    master: RenderPlan | None = None
 
     @property
     def finished(self) -> bool:
@@ -148,12 +151,20 @@ def write_clip(folder: Path, rid: str, data: bytes) -> Path:
     return path
 
 
+def new_render_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 def today(now: float | None = None) -> str:
     return datetime.fromtimestamp(now or time.time(), UTC).strftime("%Y%m%d")
 
 
 class BudgetExceeded(RenderError):
     """The render would pass a daily budget; nothing was reserved or queued."""
+
+
+class AlreadyRequested(RenderError):
+    """A render with this id exists (a second press of the same Confirm): nothing new."""
 
 
 def target_of(session: Session, settings: Settings) -> TargetProfile:
@@ -175,15 +186,24 @@ async def request(
     user_name: str,
     settings: Settings,
     now: float | None = None,
+    rid: str | None = None,
 ) -> RenderRecord:
     """Plan the session's locked draft, reserve its seconds and queue it, in one step.
-    Raises RenderError (one line) when it cannot render, BudgetExceeded over a budget."""
+    Raises RenderError (one line) when it cannot render, BudgetExceeded over a budget,
+    AlreadyRequested when render `rid` exists (asked twice: it is not queued again)."""
     if session.status != SessionStatus.LOCKED or session.locked is None:
         raise RenderError("Only a locked prompt renders.")
-    plan = renderer.plan(session.locked.draft, target_of(session, settings), tier)
+    target = target_of(session, settings)
+    plan = renderer.plan(session.locked.draft, target, tier)
+    master = None
+    if tier == "draft":
+        better = renderer.plan(session.locked.draft, target, "master")
+        if (better.model, better.resolution) != (plan.model, plan.resolution):
+            master = better
     origin = session.origin
     rec = RenderRecord(
-        id=uuid.uuid4().hex[:16],
+        id=rid or new_render_id(),
+        master=master,
         session_id=session.id,
         plan=plan,
         team_id=origin.team_id or "",
@@ -205,6 +225,8 @@ async def request(
         team_limit=settings.render_budget_seconds_per_team,
         user_limit=settings.render_budget_seconds_per_user,
     )
+    if reserved.over == "exists":
+        raise AlreadyRequested("This render was already submitted; its progress is in the thread.")
     if not reserved.created:
         who = "The workspace" if reserved.over == "team" else "You"
         left = reserved.team_left if reserved.over == "team" else reserved.user_left

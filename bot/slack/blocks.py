@@ -43,6 +43,12 @@ ACTION_STOP = "sora_stop"
 ACTION_LOCK = "sora_lock"
 ACTION_RETRY = "sora_retry"
 ACTION_DELETE = "sora_delete"  # on the locked reply: delete the session and its library entry
+# Render: on the locked reply (draft) and on a render's done message (master); its value is
+# "<session>:<tier>". The ephemeral confirmation's Confirm carries the render id too
+# ("<session>:<tier>:<render id>"), so a second press finds the render it made.
+ACTION_RENDER = "sora_render"
+ACTION_RENDER_CONFIRM = "sora_render_confirm"
+ACTION_RENDER_CANCEL = "sora_render_cancel"
 _VERSION_SEP = ":v"  # in the Lock button's value, between the session id and the version
 MODAL_CALLBACK = "sora_new_session"
 METADATA_EVENT = "sora_turn"  # message metadata tag of every post the app makes
@@ -549,12 +555,34 @@ def delete_button(session_id: str) -> dict[str, Any]:
     return button
 
 
-def locked_parts(session: Session, stays: str | None = None) -> list[MessagePart]:
+def render_value(session_id: str, tier: str, render_id: str = "") -> str:
+    """A Render button's value: the session, the tier, and (Confirm) the render's id."""
+    return ":".join(p for p in (session_id, tier, render_id) if p)
+
+
+def render_target(value: str) -> tuple[str, str, str]:
+    """A Render button's value read back: (session id, tier, render id or "")."""
+    sid, _, rest = value.partition(":")
+    tier, _, rid = rest.partition(":")
+    return sid, tier or "draft", rid
+
+
+def render_button(session_id: str, tier: str = "draft", label: str = "Render") -> dict[str, Any]:
+    """Render (or Master): asks for an ephemeral confirmation with the cost first."""
+    return _button(label, ACTION_RENDER, render_value(session_id, tier), "primary")
+
+
+def locked_parts(
+    session: Session, stays: str | None = None, *, render: bool = False
+) -> list[MessagePart]:
+    """The locked reply; `render`: with a Render button (a renderer is configured for its
+    target)."""
     md = locked_markdown(session, stays)
     title = session.locked.draft.title if session.locked else ""
     fallback = f"Locked prompt: {escape(truncate(title, 200))}"
     parts = [MessagePart(body=p, fallback=fallback) for p in split_markdown(md)]
-    actions = {"type": "actions", "elements": [delete_button(session.id)]}
+    buttons = [render_button(session.id)] if render else []
+    actions = {"type": "actions", "elements": [*buttons, delete_button(session.id)]}
     parts[-1] = MessagePart(body=parts[-1].body, tail=(actions,), fallback=fallback)
     return parts
 

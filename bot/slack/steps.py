@@ -14,15 +14,19 @@ models write can ping anyone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slack_sdk.errors import SlackApiError
 
+from bot import render
 from bot.config import Settings
 from bot.dialogue.agents import COPILOT_ICON
 from bot.dialogue.models import Session, SessionStatus, Speaker
+from bot.render.jobs import RenderRecord, target_of
 from bot.slack.blocks import (
     TURN_CROSSPOST,
     TURN_LOCKED,
@@ -33,6 +37,7 @@ from bot.slack.blocks import (
     MessagePart,
     context_block,
     crosspost_parts,
+    defuse,
     escape,
     locked_parts,
     message_metadata,
@@ -50,6 +55,13 @@ from bot.slack.errors import slack_error
 from bot.slack.live import mark_interrupted
 from bot.slack.poster import Thread, agent_turn_number, thread_of
 from bot.slack.privacy import LockDecision, decide_at_lock
+from bot.slack.renders import (
+    TURN_CLIP,
+    TURN_CLIP_REFUSED,
+    refused_upload,
+    render_ledger,
+    where_of,
+)
 from bot.slack.uploads import upload_file
 
 if TYPE_CHECKING:
@@ -247,7 +259,11 @@ async def post_locked(s: SlackSurface, session: Session, arg: str = "") -> None:
             session.id,
             where.channel,
             TURN_LOCKED,
-            locked_parts(session, decision.stays),
+            locked_parts(
+                session,
+                decision.stays,
+                render=render.for_slack(target_of(session, s.settings), s.settings) is not None,
+            ),
             await s.state.posts.get(session.id, TURN_LOCKED),
             thread_ts=where.ts,
         )
@@ -499,6 +515,47 @@ async def show_stopped(s: SlackSurface, session: Session, arg: str = "") -> None
         log.error("session %s: cannot say in its thread that it stopped: %s", session.id, e)
 
 
+# ---- a render's clip ------------------------------------------------------------------------
+
+
+async def upload_clip(s: SlackSurface, session: Session, arg: str) -> None:
+    """Upload the clip: a finished render's video (`arg`, the file on this worker's disk,
+    named after its render id; see bot.render.jobs) into the session's thread, once.
+
+    The same upload as the report (`bot.slack.uploads`: the file id in the ledger before
+    the share, membership, files.info confirming the share), in the render's own ledger;
+    a refusal (`file_upload_size_restricted`, `not_in_channel`...) is recorded there and
+    the render's done message says it.
+    """
+    path = Path(arg)
+    rid = path.stem
+    led = render_ledger(rid)
+    ledger = await s.state.posts.all(led)
+    if ledger.get(TURN_CLIP, {}).get(0) or ledger.get(TURN_CLIP_REFUSED, {}).get(0):
+        return
+    loaded = await s.state.renders.load(rid)
+    if loaded is None:
+        return
+    rec = RenderRecord.model_validate_json(loaded[0])
+    plan = rec.plan
+    title = session.locked.draft.title if session.locked else "Sora Copilot clip"
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+        await upload_file(
+            s.poster,
+            led,
+            where_of(rec),
+            TURN_CLIP,
+            content=data,
+            filename=f"sora-{session.id}-{plan.tier}-{rid}.mp4",
+            title=defuse(f"{title} ({plan.tier}, {plan.model}, {plan.seconds} s)"),
+        )
+    except SlackApiError as e:
+        error = refused_upload(e)
+        log.warning("render %s: the clip cannot be posted: %s", rid, error)
+        await s.state.posts.record(led, TURN_CLIP_REFUSED, 0, error)
+
+
 async def refresh_home(s: SlackSurface, session: Session, arg: str = "") -> None:
     """The starter's Home tab shows the lock or pause too (coalesced, best effort)."""
     await s.home.changed(s.client, session)
@@ -516,4 +573,5 @@ STEPS: dict[str, SlackStep] = {
     "show_paused": show_paused,
     "show_stopped": show_stopped,
     "refresh_home": refresh_home,
+    "upload_clip": upload_clip,
 }

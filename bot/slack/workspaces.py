@@ -243,7 +243,10 @@ class WorkspaceSurface:
         self.steps: Mapping[str, Step] = {name: self._route(name) for name in STEPS}
 
     async def _for(self, session: Session) -> Surface:
-        team = session.origin.team_id
+        return await self.for_team(session.origin.team_id)
+
+    async def for_team(self, team: str | None) -> Surface:
+        """The surface of workspace `team` (its renders are shown through it too)."""
         client = await self.clients.for_team(team)
         assert team is not None
         cached = self._surfaces.get(team)
