@@ -49,6 +49,7 @@ import asyncio
 import base64
 import itertools
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -100,10 +101,20 @@ class Job:
     checks: int = 0
     file_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The vendor's time, for benchmarks: when the job was made, and when a check first
+    # answered its end (time.monotonic()).
+    created_at: float = field(default_factory=time.monotonic)
+    finished_at: float | None = None
 
     @property
     def finished(self) -> bool:
         return self.checks >= self.script.checks
+
+    def checked(self) -> None:
+        """One more status request; the first that reaches the end stamps `finished_at`."""
+        self.checks += 1
+        if self.finished and self.finished_at is None:
+            self.finished_at = time.monotonic()
 
 
 def tiny_clip() -> bytes:
@@ -249,7 +260,7 @@ class FakeVideoAPI(LoopbackServer):
         job = self.jobs.get(op)
         if job is None or job.api != "veo":
             return _google_error(404, f"Operation {op} not found", "NOT_FOUND")
-        job.checks += 1
+        job.checked()
         name = f"models/{model}/operations/{op}"
         if not job.finished:
             return web.json_response({"name": name})
@@ -335,7 +346,7 @@ class FakeVideoAPI(LoopbackServer):
         job = self.jobs.get(request.match_info["id"])
         if job is None or job.api != "omni":
             return _google_error(404, "Interaction not found", "NOT_FOUND")
-        job.checks += 1
+        job.checked()
         if not job.finished:
             status = "queued" if job.checks == 1 else "in_progress"
             return web.json_response(self._interaction(job, status))
@@ -387,7 +398,7 @@ class FakeVideoAPI(LoopbackServer):
         job = self.jobs.get(request.match_info["id"])
         if job is None or job.api != "runway":
             return web.json_response({"error": "Task not found"}, status=404)
-        job.checks += 1
+        job.checked()
         base = {"id": job.id, "createdAt": "2026-12-03T12:00:00.000Z"}
         estimate = {"estimatedCost": {"credits": 12 * job.seconds}}
         s = job.script
