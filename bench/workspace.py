@@ -16,6 +16,10 @@ until every root shows its final state, the most chat.update calls in any
 live (a placeholder updated with partial text while the model wrote).
 Targets: all lock within 1.5x the floor; never above 50 updates a minute;
 the lone session streams every turn live.
+
+`--trace PATH` writes every Slack call (seconds from the start, method, status,
+channel, tag) and every line the workers logged to PATH.<run> as JSON lines,
+for finding where the time goes; `--no-alone` skips the lone session.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ async def run(
     workers: int,
     latency: float,
     stream_s: float,
+    trace: str | None = None,
 ) -> dict[str, Any]:
     prefix = f"bench-ws-{uuid.uuid4().hex[:8]}"
     redis = await connect(redis_url)
@@ -130,8 +135,10 @@ async def run(
             for _ in range(workers)
         ]
         ready = [asyncio.Event() for _ in procs]
+        logs: list[str] | None = [] if trace else None
         drains = [
-            asyncio.create_task(_ready_then_drain(p, r)) for p, r in zip(procs, ready, strict=True)
+            asyncio.create_task(_ready_then_drain(p, r, logs))
+            for p, r in zip(procs, ready, strict=True)
         ]
         client = make_client(settings)
         service = Sessions(state=state, settings=settings, slack=Roots(client))
@@ -148,7 +155,7 @@ async def run(
                     settings=settings,
                 )
                 made.append(s)
-            t0 = time.perf_counter()
+            t0, t0_epoch = time.perf_counter(), time.time()
             await asyncio.gather(
                 *(
                     service.start_session(
@@ -180,6 +187,8 @@ async def run(
                 await p.wait()
             await asyncio.gather(*drains, return_exceptions=True)
             await close_client(client)
+        if trace:
+            _write_trace(trace, t0_epoch, slack, logs or [])
         posts: dict[str, int] = {}
         for c in slack.calls:
             if c.method in POSTING and c.status == 200 and c.error is None:
@@ -213,12 +222,17 @@ async def run(
     return result
 
 
-async def _ready_then_drain(proc: asyncio.subprocess.Process, ready: asyncio.Event) -> None:
-    """Set `ready` once the worker says it takes jobs; keep reading what it logs after."""
+async def _ready_then_drain(
+    proc: asyncio.subprocess.Process, ready: asyncio.Event, logs: list[str] | None = None
+) -> None:
+    """Set `ready` once the worker says it takes jobs; keep reading what it logs after
+    (kept in `logs` when tracing)."""
     assert proc.stderr is not None
     async for line in proc.stderr:
         if b"taking jobs" in line:
             ready.set()
+        if logs is not None:
+            logs.append(f"{time.time():.3f} {proc.pid} {line.decode(errors='replace').rstrip()}")
 
 
 async def _unlocked(state: State, ids: list[str]) -> list[str]:
@@ -231,6 +245,28 @@ async def _unlocked(state: State, ids: list[str]) -> list[str]:
         elif 0 not in await state.posts.get(sid, TURN_LOCKED):
             left.append(sid)
     return left
+
+
+def _write_trace(path: str, t0: float, slack: FakeSlack, logs: list[str]) -> None:
+    """Every Slack call (seconds from the start, method, status, channel, tag) and every
+    line the workers logged, for finding where the time goes."""
+    with open(path, "w") as f:
+        for c in slack.calls:
+            meta = c.params.get("metadata")
+            if isinstance(meta, str):
+                meta = json.loads(meta)
+            row = {
+                "t": round(c.time - t0, 3),
+                "m": c.method,
+                "st": c.status,
+                "err": c.error,
+                "ch": c.params.get("channel") or c.params.get("channel_id"),
+                "ts": c.params.get("ts") or c.params.get("thread_ts"),
+                "tag": (meta or {}).get("event_payload") if isinstance(meta, dict) else None,
+            }
+            f.write(json.dumps(row) + "\n")
+        for line in logs:
+            f.write(json.dumps({"log": line}) + "\n")
 
 
 def _roots_final(slack: FakeSlack, made: list[Session]) -> bool:
@@ -248,10 +284,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--latency", type=float, default=0.5)
     p.add_argument("--stream-s", type=float, default=2.0)
+    p.add_argument("--trace", help="write every Slack call and worker log line here (JSONL)")
+    p.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args()
     url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
     out = {}
-    for label, n, ch in (("workspace", args.sessions, args.channels), ("alone", 1, 1)):
+    runs = [("workspace", args.sessions, args.channels)] + ([("alone", 1, 1)] if args.alone else [])
+    for label, n, ch in runs:
         r = asyncio.run(
             run(
                 url,
@@ -260,6 +299,7 @@ def main() -> None:
                 workers=args.workers,
                 latency=args.latency,
                 stream_s=args.stream_s,
+                trace=f"{args.trace}.{label}" if args.trace else None,
             )
         )
         out[label] = r
