@@ -19,16 +19,32 @@ from state._text import text_map
 from state.keys import LIVE_SESSION_TTL_S, Keys
 
 # Take the session's remaining TTL; with no session (yet), the live default.
-_RECORD = """
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+# KEYS: session, ledger. ARGV[3]: the live default TTL (0: none).
+_FOLLOW_TTL = """
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
 elseif ttl == -2 and tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
-return 1
 """
+_RECORD = (
+    """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+"""
+    + _FOLLOW_TTL
+    + "return 1\n"
+)
+
+# A post about to be tried: the attempt's mark, unless one is there. Returns 1 when it
+# set the mark (no earlier attempt), else 0. Same TTL as a record.
+_BEGIN = (
+    """
+local first = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+"""
+    + _FOLLOW_TTL
+    + "return first\n"
+)
 
 
 def field(turn: int, part: int) -> str:
@@ -55,6 +71,7 @@ class PostLedger:
         self._keys = keys
         self._default_ttl_s = default_ttl_s
         self._record = redis.register_script(_RECORD)
+        self._begin = redis.register_script(_BEGIN)
 
     async def record(self, sid: str, turn: int, part: int, message_id: str) -> None:
         """Remember that part `part` of turn `turn` is message `message_id`. 1 round trip."""
@@ -62,6 +79,19 @@ class PostLedger:
             keys=[self._keys.session(sid), self._keys.posts(sid)],
             args=[field(turn, part), message_id, self._default_ttl_s or 0],
         )
+
+    async def begin(self, sid: str, turn: int, part: int) -> bool:
+        """Mark that part `part` of turn `turn` is about to be posted: True if no attempt
+        was marked before (then nothing can have been posted, and the post needs no
+        search of the thread first), False if one was (it may have posted without its
+        record: a crash, a lost answer). 1 round trip.
+
+        The mark is a field outside the `<turn>:<part>` grammar, so `all` skips it."""
+        first = await self._begin(
+            keys=[self._keys.session(sid), self._keys.posts(sid)],
+            args=[f"try:{field(turn, part)}", "1", self._default_ttl_s or 0],
+        )
+        return int(first) == 1
 
     async def get(self, sid: str, turn: int) -> dict[int, str]:
         """{part: message id} of what was already posted for a turn. 1 round trip."""

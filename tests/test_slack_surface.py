@@ -527,6 +527,27 @@ async def test_lock_pins_the_prompt_cross_posts_it_uploads_the_report_and_shows_
     assert rig.slack.pins(CHANNEL) == [reply["ts"]] and len(rig.slack.files()) == 1
 
 
+async def test_a_lock_reads_no_thread_unless_a_post_of_it_was_tried_before(rig: Rig) -> None:
+    """Reading a thread (conversations.replies) is Tier 3, ~50 a minute for the whole
+    workspace: a lock must not spend one on every session. Only a post tried before
+    (a crash between the post and its record) is looked for first, and found."""
+    session = await rig.session()
+    surface = rig.surface(prompts_channel=PROMPTS)
+    await run_turns(Engine(model=OfflineModel()), session, surface)
+    assert session.status == SessionStatus.LOCKED
+    assert rig.slack.calls_to("conversations.replies") == []
+    [reply] = tagged(rig.thread(session), TURN_LOCKED)
+
+    # As after a crash between the locked reply's post and its record: the attempt's
+    # mark is there, the record is not.
+    await rig.state.redis.hdel(rig.state.keys.posts(session.id), f"{TURN_LOCKED}:0")
+    assert (await rig.state.posts.get(session.id, TURN_LOCKED)) == {}
+    await show(rig.surface(prompts_channel=PROMPTS), session, LOCK_STEPS[:1])
+    assert len(rig.slack.calls_to("conversations.replies")) == 1
+    assert [m["ts"] for m in tagged(rig.thread(session), TURN_LOCKED)] == [reply["ts"]]
+    assert (await rig.state.posts.get(session.id, TURN_LOCKED)) == {0: reply["ts"]}
+
+
 async def test_a_failed_name_lookup_at_the_lock_keeps_the_handle(rig: Rig) -> None:
     session = await rig.session()
     rig.slack.error_next("users.info", "user_not_found")

@@ -252,14 +252,24 @@ class Poster:
         *,
         thread_ts: str | None,
     ) -> dict[int, str]:
-        """Post the parts the ledger does not have yet (looking for their tags first
-        when some are missing: a crash may have come between a post and its record)."""
+        """Post the parts the ledger does not have yet. A part whose post was tried
+        before (`PostLedger.begin`: a crash may have come between a post and its
+        record) is looked for by its tag first; a first attempt is not, so the
+        thread is read (conversations.replies, Tier 3: ~50 a minute for the
+        workspace) only after a failure, never on the way of every lock."""
         out = dict(posted)
-        if len(out) < len(parts) and thread_ts is not None:
-            out.update(await self.find_tagged_or_none(sid, Thread(channel, thread_ts), turn))
+        looked = False
         for k, part in enumerate(parts):
             if k in out:
                 continue
+            if not await self.state.posts.begin(sid, turn, k) and not looked:
+                looked = True
+                if thread_ts is not None:
+                    out.update(
+                        await self.find_tagged_or_none(sid, Thread(channel, thread_ts), turn)
+                    )
+                if k in out:
+                    continue
             meta = message_metadata(sid, turn, k)
             out[k] = await self.post(channel, part, meta, thread_ts=thread_ts)
             await self.state.posts.record(sid, turn, k, out[k])

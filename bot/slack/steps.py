@@ -151,25 +151,32 @@ async def _replace_placeholder(
     """Post a streamed turn's final text as new message(s), then delete its placeholder.
 
     Crash-safe in that order: the placeholder is recorded (TURN_REPLACED) before
-    anything is posted, so a run after a crash knows that the message tagged as the
+    anything is posted, and each final part's attempt is marked before its post
+    (`PostLedger.begin`), so a run after a crash knows that the message tagged as the
     turn's part 0 with that ts is not its final text: it looks for the final parts by
-    their tags without it, posts only the missing ones, then deletes the placeholder
-    and records that (an empty TURN_REPLACED). Between the post and the delete the
-    thread holds the final text and the placeholder, which says "writing…" above a
-    partial text: never two full copies, and never for longer than a delete takes
-    (chat.delete has its own Tier 3 budget, which nothing else strains).
+    their tags without it (only if one was tried), posts only the missing ones, then
+    deletes the placeholder and records that (an empty TURN_REPLACED). Between the post
+    and the delete the thread holds the final text and the placeholder, which says
+    "writing…" above a partial text: never two full copies, and never for longer than
+    a delete takes (chat.delete has its own Tier 3 budget, which nothing else strains).
     """
     author = final_author(session, number)
     finals = {k: ts for k, ts in parts.items() if ts != placeholder}
-    if len(finals) < len(final):
-        finals.update(
-            await s.poster.find_tagged_or_none(session.id, where, number, exclude=placeholder)
-        )
+    looked = False
     for k, part in enumerate(final):
-        if k not in finals:
-            finals[k] = await s.poster.put(
-                session.id, where, number, k, part, None, *author, exclude=placeholder
+        if k in finals:
+            continue
+        # Looked for by its tag only if tried before (conversations.replies is Tier 3).
+        if not await s.state.posts.begin(session.id, number, k) and not looked:
+            looked = True
+            finals.update(
+                await s.poster.find_tagged_or_none(session.id, where, number, exclude=placeholder)
             )
+            if k in finals:
+                continue
+        finals[k] = await s.poster.put(
+            session.id, where, number, k, part, None, *author, exclude=placeholder
+        )
     for k in sorted(finals):
         if k >= len(final):
             await _delete_extra(s, where.channel, finals[k], number)
