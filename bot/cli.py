@@ -728,8 +728,8 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         surface=surface,
         renders=renders,
         config=config,
-        on_lost=_lost_teller(client, workspaces),
-        on_store_full=_full_teller(client, workspaces),
+        on_lost=_lost_teller(client, workspaces, state, settings),
+        on_store_full=_full_teller(client, workspaces, state, settings),
         admit=admit,
     )
     stopping = asyncio.Event()
@@ -810,29 +810,32 @@ def _slack_speaker(
 
 
 def _lost_teller(
-    client: SlackClient | None, workspaces: Clients | None = None
+    client: SlackClient | None, workspaces: Clients | None, state: State, settings: Settings
 ) -> Callable[[Lost], Awaitable[None]] | None:
     """How the worker tells a thread that its session's state is gone (Slack only)."""
     speaker = _slack_speaker(client, workspaces)
     if speaker is None:
         return None
-    from bot.slack.lost import tell_lost
+    from bot.slack.lost import tell_lost, update_spender
 
     async def tell(lost: Lost) -> None:
         sid, channel, ts = lost.session_id, lost.channel, lost.thread_ts
-        await tell_lost(await speaker(lost.team_id), session_id=sid, channel=channel, ts=ts)
+        spend = update_spender(state, settings, lost.team_id, oauth=workspaces is not None)
+        await tell_lost(
+            await speaker(lost.team_id), session_id=sid, channel=channel, ts=ts, spend=spend
+        )
 
     return tell
 
 
 def _full_teller(
-    client: SlackClient | None, workspaces: Clients | None = None
+    client: SlackClient | None, workspaces: Clients | None, state: State, settings: Settings
 ) -> Callable[[Session, str], Awaitable[None]] | None:
     """How the worker tells a session's thread root that Redis is full (Slack only)."""
     speaker = _slack_speaker(client, workspaces)
     if speaker is None:
         return None
-    from bot.slack.lost import note_on_root
+    from bot.slack.lost import note_on_root, update_spender
 
     async def tell(session: Session, why: str) -> None:
         o = session.origin
@@ -841,7 +844,10 @@ def _full_teller(
                 f":warning: {why}. This turn is not saved yet; it is tried again "
                 "(tell whoever runs this app)."
             )
-            await note_on_root(await speaker(o.team_id), o.channel_id, o.thread_ts, line)
+            spend = update_spender(state, settings, o.team_id, oauth=workspaces is not None)
+            await note_on_root(
+                await speaker(o.team_id), o.channel_id, o.thread_ts, line, spend=spend
+            )
 
     return tell
 
@@ -1007,8 +1013,8 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         engine=make_engine(model, settings),
         surface=SlackSurface(client=client, state=state, settings=settings),
         config=WorkerConfig.from_settings(settings),
-        on_lost=_lost_teller(client),
-        on_store_full=_full_teller(client),
+        on_lost=_lost_teller(client, None, state, settings),
+        on_store_full=_full_teller(client, None, state, settings),
     )
     handler = socket_mode_handler(app, app_token)
     stopping = asyncio.Event()

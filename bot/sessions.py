@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -30,7 +31,7 @@ from bot.dialogue.models import Origin, Persona, Session, SessionStatus
 from bot.dialogue.profiles import ProfileError, personas, resolve_persona, resolve_target
 from bot.slack.client import SlackClient
 from bot.slack.errors import SlackRefusal, SlackUnreachable
-from bot.slack.lost import DELETED_LINE, retire_if_live, retire_root
+from bot.slack.lost import DELETED_LINE, LOST_LINE, retire_if_live, retire_root, update_spender
 from bot.slack.people import People, Person
 from bot.slack.privacy import Places
 from bot.slack.roots import Roots, refusal_message
@@ -349,6 +350,19 @@ class Sessions:
     async def _client(self, team_id: str | None) -> SlackClient:
         """The client speaking for `team_id` (raises NotInstalled in OAuth mode)."""
         return await self.slack.client_of(team_id)
+
+    def _spender(self, team_id: str | None) -> Callable[[], Awaitable[float]]:
+        """Waits for a call of `team_id`'s chat.update budget (`bot.slack.lost`)."""
+        return update_spender(self.state, self.settings, team_id, oauth=self.clients is not None)
+
+    async def retire(
+        self, channel: str, root: str, team_id: str | None = None, line: str = LOST_LINE
+    ) -> None:
+        """Take the buttons off the app's thread root at `root` and add `line` (one
+        chat.update, within the workspace's budget)."""
+        await retire_root(
+            await self._client(team_id), channel, root, line, spend=self._spender(team_id)
+        )
 
     async def _people_of(self, team_id: str | None) -> People:
         return await self.slack.people_of(team_id)
@@ -788,7 +802,7 @@ class Sessions:
             team_id, "delete", session=session_id, actor=user_id, actor_name=person.name
         )
         if channel and root:
-            await retire_root(await self._client(team_id), channel, root, DELETED_LINE)
+            await self.retire(channel, root, team_id, DELETED_LINE)
         return (
             f"Deleted session {session_id}: its transcript, its prompt in the library and "
             "every other record of it in the app's store. Its messages in Slack stay; "
@@ -804,7 +818,8 @@ class Sessions:
         key = f"{channel_id}:{thread_ts}"
         if key in self._not_ours:
             return False
-        if await retire_if_live(await self._client(team_id), channel_id, thread_ts):
+        client = await self._client(team_id)
+        if await retire_if_live(client, channel_id, thread_ts, spend=self._spender(team_id)):
             return True
         if len(self._not_ours) >= NOT_OURS_MAX:
             self._not_ours.clear()

@@ -27,7 +27,6 @@ from bot.slack.blocks import (
     ACTION_STOP,
     control_target,
 )
-from bot.slack.lost import retire_root
 from handlers import pressed_where, tell
 from handlers.renders import RENDER_ACTIONS, answer_render
 
@@ -65,9 +64,9 @@ async def _control(
         return
     user, channel, root = pressed_where(body)
     session_id, version = control_target(str(action["value"]))
+    team = (body.get("user") or {}).get("team_id") or (body.get("team") or {}).get("id")
     try:
         if action_id == ACTION_DELETE:
-            team = (body.get("user") or {}).get("team_id") or (body.get("team") or {}).get("id")
             text = await sessions.delete(session_id=session_id, user_id=user, team_id=team)
         else:
             text = await sessions.control(
@@ -76,7 +75,7 @@ async def _control(
     except Gone as e:
         text = f":warning: {e}"
         if channel and root:  # nothing is behind its buttons any more: take them away
-            await retire_root(client, channel, root)
+            await sessions.retire(channel, root, team)
     except Refused as e:
         text = f":warning: {e}"
     await _answer(client, respond, channel=channel, user=user, text=text)

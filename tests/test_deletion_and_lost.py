@@ -9,6 +9,7 @@ import pytest
 
 from bot.slack.blocks import ACTION_DELETE, ACTION_STOP, locked_parts
 from bot.slack.lost import DELETED_LINE, LOST_LINE
+from bot.slack.poster import WORKSPACE
 from state import LibraryEntry
 from tests import test_handlers
 from tests.fakes.slack_server import BOT_USER_ID
@@ -134,11 +135,19 @@ async def test_a_button_on_a_session_that_is_gone_answers_and_retires_its_root(
     sid, root_ts = await app.start()
     assert buttons(root(app, root_ts))
     await app.state.redis.delete(app.state.keys.session(sid))  # Redis lost it
+    spent = await updates_spent(app)
     await app.click(ACTION_STOP, sid, user=ADA, root_ts=root_ts)
     await app.settle()
     [told] = app.slack.ephemerals(CHANNEL, ADA)
     assert "no longer exists" in told["text"] and "/sora <idea>" in told["text"]
     assert buttons(root(app, root_ts)) == [] and LOST_LINE in str(root(app, root_ts))
+    # The root's update took its call of the workspace's chat.update budget (Tier 3).
+    assert await updates_spent(app) == spent + 1
+
+
+async def updates_spent(app: Harness) -> int:
+    """Calls taken from the workspace's chat.update budget in its current window."""
+    return int(await app.state.redis.zcard(app.state.keys.update_budget(WORKSPACE)))
 
 
 async def test_a_reply_in_a_thread_whose_session_is_gone_is_answered(app: Harness) -> None:
@@ -146,11 +155,13 @@ async def test_a_reply_in_a_thread_whose_session_is_gone_is_answered(app: Harnes
     await app.state.redis.delete(  # restarted empty: neither the session nor its thread
         app.state.keys.session(sid), app.state.keys.thread(CHANNEL, root_ts)
     )
+    spent = await updates_spent(app)
     await app.event(app.envelope(reply(root_ts, 5, parent=BOT_USER_ID)))
     await app.settle()
     [told] = app.slack.ephemerals(CHANNEL, GRACE)
     assert "no longer exists" in told["text"]
     assert buttons(root(app, root_ts)) == []
+    assert await updates_spent(app) == spent + 1
 
 
 async def test_a_reply_in_someone_elses_thread_says_nothing(app: Harness) -> None:
