@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.dialogue.models import Session
-from bot.dialogue.profiles import resolve_persona, resolve_target, sheet_from_words
+from bot.dialogue.profiles import resolve_persona, resolve_target
 from bot.dialogue.sheets import parse_sheet
 from bot.llm.base import ModelError, ModelReply, ModelRequest, TextCallback
+from bot.llm.offline_sheet import sheet_from_words
 from bot.llm.usage import Usage
 
 Reply = str | ModelReply | ModelError | Callable[[ModelRequest], str]

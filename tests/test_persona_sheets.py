@@ -11,11 +11,11 @@ import pytest
 from bot.dialogue.agents import COPILOT_NAME, persona_system
 from bot.dialogue.engine import Engine, TurnFailed
 from bot.dialogue.models import Session, SessionStatus
-from bot.dialogue.profiles import sheet_from_words
 from bot.dialogue.report import render_markdown
 from bot.dialogue.sheets import PLACEHOLDER, parse_sheet
 from bot.llm.anthropic_model import AnthropicModel
 from bot.llm.offline import OfflineModel, persona_needs
+from bot.llm.offline_sheet import sheet_from_words
 from bot.slack.blocks import root_blocks
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.support import (

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.dialogue.profiles import sheet_from_words
 from bot.llm.base import ModelReply, ModelRequest, TextCallback
 from bot.llm.idea import (
     PLACES,
@@ -37,6 +36,7 @@ from bot.llm.idea import (
     sound_cue,
     time_of,
 )
+from bot.llm.offline_sheet import sheet_from_words
 from bot.llm.usage import Usage
 
 OFFLINE_MODEL = "offline-deterministic"
