@@ -111,6 +111,11 @@ class Keys:
         """Hash `<turn>:<part>` -> Slack message id, so a redone turn never posts twice."""
         return self._k("posts", sid)
 
+    def root_shown(self, sid: str) -> str:
+        """String, expiring: the wall-clock time of the session's last interim root update,
+        shared by every worker (`state.updates.RootWindows`)."""
+        return self._k("root-shown", sid)
+
     def recorded(self, sid: str) -> str:
         """List of what the recording surface (tests, benchmarks) would have posted."""
         return self._k("recorded", sid)

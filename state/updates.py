@@ -27,6 +27,9 @@ written quietly and posted when it is saved, which costs no chat.update at all.
 `streaming` counts the turns being written at once across the workspace, so
 each can stretch the interval of its interim updates (`interval`) and the
 whole workspace stays inside the budget however many turns stream.
+
+`RootWindows` coalesces a running session's root updates: at most one every few
+seconds, whichever worker runs its turns.
 """
 
 from __future__ import annotations
@@ -207,3 +210,41 @@ class UpdateBudget:
         at once: together they then stay within the interim share of the budget."""
         share = (self.per_minute - self.reserve) / 60.0  # interim calls a second
         return max(MIN_INTERVAL_S, max(1, streams) / share)
+
+
+# KEYS: the session's root window. ARGV: now (wall-clock s), every (s), expiry (ms).
+# Returns 1 (and records now) when the last claim is at least `every` old, or in the
+# future (a clock set back), or gone; else 0.
+_CLAIM_ROOT = """
+local last = tonumber(redis.call('GET', KEYS[1]))
+local now = tonumber(ARGV[1])
+if last ~= nil and now >= last and now - last < tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+# A window's record outlives its window by far: it only has to go eventually.
+ROOT_WINDOW_EXPIRY_MS = 120_000
+
+
+class RootWindows:
+    """When each running session's root may next be updated, shared by every worker.
+
+    A session's turns may run on one worker, then another (each job hands the session
+    on), so the "at most one root update every few seconds" memory is kept in Redis,
+    not in a process. Times are wall-clock seconds from the caller (`time.time` across
+    machines; a test's own clock), compared in the script.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._keys = keys
+        self._claim = redis.register_script(_CLAIM_ROOT)
+
+    async def claim(self, sid: str, *, now: float, every_s: float) -> bool:
+        """True, and the window is this call's, if `sid`'s root was not updated in the
+        last `every_s` s; False otherwise. 1 round trip."""
+        return bool(
+            await self._claim(
+                keys=[self._keys.root_shown(sid)],
+                args=[repr(now), repr(every_s), ROOT_WINDOW_EXPIRY_MS],
+            )
+        )

@@ -136,6 +136,7 @@ class Rig:
             settings=self.settings(**kw),
             clock=self.clock,
             sleep=self.clock.sleep,
+            wall_clock=self.clock,
         )
 
     async def session(self, *, origin: dict[str, Any] | None = None, **kw: Any) -> Session:
@@ -981,7 +982,7 @@ def root_updates(rig: Rig, session: Session) -> list[Any]:
 async def test_a_running_sessions_root_is_coalesced_and_its_final_state_always_lands(
     rig: Rig,
 ) -> None:
-    session = await rig.session(max_rounds=3)
+    session = await rig.session(max_rounds=4)
     surface = rig.surface()
     engine = Engine(model=OfflineModel())
     await run_turns(engine, session, surface, n=3)  # three turns within a second
@@ -989,6 +990,12 @@ async def test_a_running_sessions_root_is_coalesced_and_its_final_state_always_l
         c for c in rig.slack.calls_to("chat.update") if c.params["ts"] == session.origin.thread_ts
     ]
     assert len(updates) == 1  # the first turn's; the next two came too soon after it
+    # The next turn on another worker (its own surface, the same Redis): still too soon.
+    await run_turns(engine, session, rig.surface(), n=1)
+    updates = [
+        c for c in rig.slack.calls_to("chat.update") if c.params["ts"] == session.origin.thread_ts
+    ]
+    assert len(updates) == 1
     rig.clock.now += ROOT_EVERY_S
     await run_turns(engine, session, surface, n=1)
     updates = [

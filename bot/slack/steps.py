@@ -222,7 +222,8 @@ async def update_root(s: SlackSurface, session: Session, arg: str = "") -> None:
     """Show the session's round, tokens, status and buttons on the thread root.
 
     Coalesced: while the session runs, its root is updated at most every
-    ROOT_EVERY_S seconds, and only with a call the budget can spare now, as an
+    ROOT_EVERY_S seconds (the window kept in Redis, so workers coalesce together:
+    `state.updates.RootWindows`), and only with a call the budget can spare now, as an
     interim update would (the states in between are skipped: the next shows
     more). A finished or paused session's root must land, and waits for the
     budget. Waits out rate limits; a refusal is only logged (the root may not
@@ -230,7 +231,9 @@ async def update_root(s: SlackSurface, session: Session, arg: str = "") -> None:
     """
     where = thread_of(session)
     settled = session.status != SessionStatus.RUNNING
-    if not settled and (not s.root_due(session.id) or not await s.budget.take(s.poster.workspace)):
+    if not settled and (
+        not await s.root_due(session.id) or not await s.budget.take(s.poster.workspace)
+    ):
         log.debug("session %s: root update skipped (a later one shows more)", session.id)
         return
     part = MessagePart(tail=tuple(root_blocks(session)), fallback=root_text(session))
@@ -241,8 +244,6 @@ async def update_root(s: SlackSurface, session: Session, arg: str = "") -> None:
         )
     except SlackApiError as e:
         log.warning("session %s: cannot update the thread root: %s", session.id, e)
-        return
-    s.root_shown(session.id, finished=settled)
 
 
 # ---- the lock: locked reply, pin, report, root, cross-post; each once, each alone ----------

@@ -34,14 +34,13 @@ from bot.slack.privacy import LockDecision, Places
 from bot.slack.steps import STEPS
 from bot.surfaces.base import Step, waiting_notice
 from state import State
-from state.updates import UpdateBudget
+from state.updates import RootWindows, UpdateBudget
 
 log = logging.getLogger("sora.slack")
 
 # A running session's root shows its round and tokens at most this often; the states in
 # between may be skipped, never the last (locked, paused, stopped).
 ROOT_EVERY_S = 5.0
-ROOTS_REMEMBERED = 10_000
 
 
 class SlackSurface:
@@ -57,7 +56,10 @@ class SlackSurface:
         sleep: Sleep = asyncio.sleep,
         people: People | None = None,
         workspace: str = WORKSPACE,
+        wall_clock: Clock = time.time,
     ):
+        """`clock` times this process's waits; `wall_clock` what every worker compares
+        (the root's coalescing window, kept in Redis)."""
         self.client = client
         self.state = state
         self.settings = settings
@@ -90,7 +92,9 @@ class SlackSurface:
         # Interim updates run inside the model's stream: one attempt each, no retry.
         self.interim_client = interim_client_of(client)
         self._live: dict[str, LiveMessage] = {}  # session id -> the turn being written
-        self._root_shown: dict[str, float] = {}  # session id -> clock of its root's last update
+        # A running session's root: at most one update every ROOT_EVERY_S, on any worker.
+        self.root_windows = RootWindows(state.redis, state.keys)
+        self.wall_clock = wall_clock
         self.steps: Mapping[str, Step] = {
             name: functools.partial(step, self) for name, step in STEPS.items()
         }
@@ -158,20 +162,13 @@ class SlackSurface:
             return None
         return self._live.pop(session_id)
 
-    def root_due(self, session_id: str) -> bool:
-        """Whether a running session's root may be updated now: at most once every
-        ROOT_EVERY_S seconds (the last state it shows is its own, final, update)."""
-        last = self._root_shown.get(session_id)
-        return last is None or self.poster.clock() - last >= ROOT_EVERY_S
-
-    def root_shown(self, session_id: str, *, finished: bool) -> None:
-        if finished:
-            self._root_shown.pop(session_id, None)
-        else:
-            self._root_shown[session_id] = self.poster.clock()
-            if len(self._root_shown) > ROOTS_REMEMBERED:
-                cutoff = self.poster.clock() - ROOT_EVERY_S
-                self._root_shown = {k: v for k, v in self._root_shown.items() if v > cutoff}
+    async def root_due(self, session_id: str) -> bool:
+        """Whether a running session's root may be updated now, claiming the window if so:
+        at most once every ROOT_EVERY_S seconds, whichever worker asks (the last state
+        it shows is its own, final, update, which does not ask)."""
+        return await self.root_windows.claim(
+            session_id, now=self.wall_clock(), every_s=ROOT_EVERY_S
+        )
 
     async def abandon_live(self, session_id: str) -> None:
         live = self.take_live(session_id)
