@@ -42,6 +42,7 @@ from bot.slack.blocks import (
     split_markdown,
 )
 from bot.slack.client import close_client, make_client
+from bot.slack.live import STATUS_REFRESH_S
 from bot.slack.surface import ROOT_EVERY_S, SlackSurface
 from bot.surfaces.base import MARK_HEARD, SHOW_TURN, UPDATE_ROOT
 from bot.worker import Worker, WorkerConfig
@@ -916,6 +917,28 @@ async def test_a_turn_with_no_update_budget_is_written_quietly_and_posted_when_s
     assert message_body(message) == "The whole text, at once."
     assert rig.slack.thread_status(*where) is None  # the post ends the status line
     assert not rig.slack.calls_to("chat.update")
+
+
+async def test_a_quiet_turn_longer_than_two_minutes_keeps_its_status_line(rig: Rig) -> None:
+    """Slack clears a thread's status line two minutes after it was set; a turn written
+    for longer sets it again (every STATUS_REFRESH_S), so the thread never looks idle."""
+    rig.slack.set_status_clock(rig.clock)
+    session = await rig.session()
+    surface = rig.surface()
+    await spend_the_update_budget(surface)
+    sink = await start_a_turn(surface, session)
+    where = (CHANNEL, str(session.origin.thread_ts))
+    assert len(rig.slack.calls_to("assistant.threads.setStatus")) == 1
+    rig.clock.now += STATUS_REFRESH_S / 2
+    await sink.delta("Still ")
+    assert len(rig.slack.calls_to("assistant.threads.setStatus")) == 1  # not due yet
+    rig.clock.now += STATUS_REFRESH_S / 2
+    await sink.delta("writing ")
+    assert len(rig.slack.calls_to("assistant.threads.setStatus")) == 2
+    rig.clock.now += 100  # 190 s into the turn: without the refresh, long cleared
+    assert rig.slack.thread_status(*where) == f"{COPILOT_NAME} is writing…"
+    rig.clock.now += 30  # and the fake does clear it two minutes after it was set
+    assert rig.slack.thread_status(*where) is None
 
 
 async def test_a_streamed_turn_with_no_update_left_is_posted_anew_and_its_placeholder_deleted(

@@ -58,6 +58,12 @@ STREAM_SPARE_UPDATES = 3
 # The thread's status line while a turn is written quietly (Slack shows the app's name,
 # or the `username` given, before it).
 WRITING_STATUS = "is writing…"
+# Slack clears the status line two minutes after it was set if no message came
+# (docs.slack.dev/reference/methods/assistant.threads.setStatus): a turn written for
+# longer sets it again this often. The method's rate limit is "Special"
+# (api.slack.com/methods/assistant.threads.setStatus), not a Tier, and this is one call
+# per long turn every 90 s.
+STATUS_REFRESH_S = 90.0
 
 
 def interim_client_of(client: AsyncWebClient) -> AsyncWebClient:
@@ -101,6 +107,7 @@ class LiveMessage:
         self.next_try = 0.0  # clock before which no interim update is tried
         self.counted = False  # whether this turn counts among the workspace's streams
         self.status_set = False  # whether the thread's status line says it is being written
+        self.status_at = 0.0  # clock when it was last set
 
     @property
     def key(self) -> str:
@@ -190,6 +197,7 @@ class LiveMessage:
                 INTERIM_TIMEOUT_S,
             )
             self.status_set = bool(status)
+            self.status_at = self.poster.clock()
         except BEST_EFFORT_ERRORS as e:
             log.info("turn %s: no status line in the thread: %s", self.key, e)
 
@@ -203,8 +211,15 @@ class LiveMessage:
         self.text = ""  # a repair call writes the message again
         await self._push()
 
+    async def refresh_status(self) -> None:
+        """Set the status line again if Slack would soon clear it (a turn written for
+        longer than its two minutes: a long answer, an outage waited out)."""
+        if self.status_set and self.poster.clock() - self.status_at >= STATUS_REFRESH_S:
+            await self.set_status(WRITING_STATUS)
+
     async def _push(self) -> None:
         p = self.poster
+        await self.refresh_status()
         ts = self.parts.get(0)
         now = p.clock()
         if ts is None or now < self.next_try or p.update_wait(ts) > 0:

@@ -142,7 +142,11 @@ class SlackSurface:
     async def model_waiting(
         self, session: Session, seconds: float, reason: str, status: int | None = 529
     ) -> None:
-        """While the engine waits out a Claude outage: shown on the root (best effort)."""
+        """While the engine waits out a Claude outage: shown on the root (best effort), and
+        the thread's status line kept up (Slack clears it after two minutes)."""
+        live = self._live.get(session.id)
+        if live is not None:
+            await live.refresh_status()
         where = thread_of(session)
         part = MessagePart(
             tail=tuple(root_blocks(session, notice=waiting_notice(seconds, status))),

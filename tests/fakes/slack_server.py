@@ -616,6 +616,14 @@ class _SlackTiers:
             raise _RateLimited(retry_after=max(1, int(oldest + TIER_WINDOW_S - now + 0.999)))
         recent.append(now)
 
+    def set_status_clock(self, clock: Callable[[], float]) -> None:
+        """The clock that times a thread status line's two minutes (a test's own clock)."""
+        self.__dict__["_status_clock"] = clock
+
+    def _status_now(self) -> float:
+        clock: Callable[[], float] = self.__dict__.get("_status_clock", time.monotonic)
+        return clock()
+
     def set_post_bucket(self, per_second: float | None, burst: int = 3) -> None:
         """Enforce Slack's post rate: per channel, ``burst`` posts at once, then
         ``per_second`` (None: off). Beyond it, 429 with the seconds to the next token."""
@@ -1712,7 +1720,11 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "_thread_statuses", {}
         )
         if status:
-            statuses[(ch.id, thread_ts)] = (status, time.monotonic(), _str_arg(params, "username"))
+            statuses[(ch.id, thread_ts)] = (
+                status,
+                self._status_now(),
+                _str_arg(params, "username"),
+            )
         else:
             statuses.pop((ch.id, thread_ts), None)
         return {}
@@ -1723,7 +1735,7 @@ class FakeSlack(_SlackTiers, LoopbackServer):
             "_thread_statuses", {}
         )
         found = statuses.get((channel, thread_ts))
-        if found is None or time.monotonic() - found[1] > STATUS_TIMEOUT_S:
+        if found is None or self._status_now() - found[1] > STATUS_TIMEOUT_S:
             return None
         status, _, username = found
         return f"{username or BOT_NAME} {status}"
