@@ -103,10 +103,13 @@ async def take_turn(
     return result
 
 
-# What the lock shows, in order. The cross-post goes last: it waits for the prompts
+# What the lock shows, in order. The root goes before the pin: pins.add is Tier 2
+# (about 20 a minute for the workspace, api.slack.com/methods/pins.add), so when many
+# sessions lock at once the pins come slowest, and the roots' final state (chat.update,
+# Tier 3) must not wait for them. The cross-post goes last: it waits for the prompts
 # channel's post rate, which every session's lock shares, so it delays nothing in
 # the thread.
-LOCK_STEPS = (POST_LOCKED, PIN_LOCKED, UPLOAD_REPORT, UPDATE_ROOT, CROSS_POST, ADD_TO_LIBRARY)
+LOCK_STEPS = (POST_LOCKED, UPLOAD_REPORT, UPDATE_ROOT, PIN_LOCKED, CROSS_POST, ADD_TO_LIBRARY)
 
 # Outboxes saved by builds before the steps had their own names.
 _LEGACY = {

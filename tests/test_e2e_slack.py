@@ -174,7 +174,7 @@ async def test_a_slash_command_becomes_a_pinned_locked_prompt_in_its_thread(
         requests_before = len(claude.requests)
         assert await post_signed(http, url, event_body(event), JSON_TYPE) == 200
 
-        # The lock's steps run one after another once it is saved (pin, report, root,
+        # The lock's steps run one after another once it is saved (report, root, pin,
         # cross-post): wait for all of them, not the first.
         def lock_shown() -> bool:
             root_now = json.dumps(slack.message(CHANNEL, root_ts), ensure_ascii=False)

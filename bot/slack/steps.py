@@ -246,7 +246,7 @@ async def update_root(s: SlackSurface, session: Session, arg: str = "") -> None:
         log.warning("session %s: cannot update the thread root: %s", session.id, e)
 
 
-# ---- the lock: locked reply, pin, report, root, cross-post; each once, each alone ----------
+# ---- the lock: locked reply, report, root, pin, cross-post; each once, each alone ----------
 
 
 async def post_locked(s: SlackSurface, session: Session, arg: str = "") -> None:
