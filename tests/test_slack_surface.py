@@ -811,8 +811,9 @@ async def test_a_lock_where_joining_is_refused_still_locks_and_says_how_to_get_t
     # Shown again (a redo): nothing is tried twice, no second note.
     calls = len(rig.slack.calls)
     await show(rig.surface(prompts_channel=PROMPTS), final, LOCK_STEPS)
-    # (The place is asked of Slack again: a channel made private meanwhile counts.)
-    assert [c.method for c in rig.slack.calls[calls:]] == [
+    # (The place is asked of Slack again: a channel made private meanwhile counts. The
+    # starter's Home tab is refreshed in the background, whenever its window closes.)
+    assert [c.method for c in rig.slack.calls[calls:] if c.method != "views.publish"] == [
         "users.info",
         "conversations.info",
         "chat.update",
