@@ -1,10 +1,11 @@
 """A worker process for `bench.workers`: the real Worker, counting its Redis round trips.
 
 It runs exactly the production `Worker` with the offline model (made to take
-`--latency` seconds per call) and the recording surface, on a Redis client
-whose connection class counts every request it sends (a pipeline or a Lua
-script is one). On SIGTERM it stops and prints one JSON line with its counts
-and peak RSS.
+`--latency` seconds per call) and the recording surface, on the production
+Redis client (`state.connect`: a cluster's URL gets the cluster client), whose
+every request is counted (bench._roundtrips: a pipeline or a Lua script is one;
+on a cluster, one per node it goes to). On SIGTERM it stops and prints one JSON
+line with its counts and peak RSS.
 """
 
 from __future__ import annotations
@@ -15,36 +16,19 @@ import json
 import resource
 import signal
 import sys
-from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
-
+from bench._roundtrips import COUNTER, install
 from bot.dialogue.engine import Engine
 from bot.llm.offline import OfflineModel
 from bot.surfaces.recording import RecordingSurface
 from bot.worker import Worker, WorkerConfig
-from state import State
-from state.connection import DRIVER_INFO, MAX_CONNECTIONS
-
-ROUND_TRIPS = 0
-
-
-class CountingConnection(Connection):
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        global ROUND_TRIPS
-        ROUND_TRIPS += 1
-        await super().send_packed_command(command, check_health)
+from state import State, connect
 
 
 async def main(args: argparse.Namespace) -> None:
-    redis = Redis.from_url(
-        args.redis_url,
-        decode_responses=True,
-        connection_class=CountingConnection,
-        max_connections=MAX_CONNECTIONS,
-        driver_info=DRIVER_INFO,  # as `state.connect` builds production clients
-    )
+    install()
+    # The production client: a Redis Cluster's URL gets the cluster client.
+    redis = await connect(args.redis_url)
     state = State.create(redis, prefix=args.prefix)
     worker = Worker(
         state=state,
@@ -65,7 +49,7 @@ async def main(args: argparse.Namespace) -> None:
     print(
         json.dumps(
             {
-                "round_trips": ROUND_TRIPS,
+                "round_trips": COUNTER.sent,
                 "rss_mb": round(usage.ru_maxrss / 1024, 1),
                 "cpu_s": round(cpu, 3),
             }

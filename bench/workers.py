@@ -60,7 +60,13 @@ async def _cleanup(redis: Redis, prefix: str) -> None:
 
 
 async def run(
-    redis_url: str, *, sessions: int, workers: int, latency: float, concurrency: int
+    redis_url: str,
+    *,
+    sessions: int,
+    workers: int,
+    latency: float,
+    concurrency: int,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     redis = await connect(redis_url)
@@ -122,11 +128,14 @@ async def run(
         "turns": turns,
         "wall_s": round(wall, 2),
         "ideal_s": ideal,
-        "x_ideal": round(wall / ideal, 3),
+        "x_ideal": round(wall / ideal, 3) if ideal else None,
+        "turns_per_s": round(turns / wall, 1),
         "round_trips_per_turn": round(sum(s["round_trips"] for s in stats) / turns, 2),
         "rss_mb_per_worker": [s["rss_mb"] for s in stats],
         "worker_cpu_ms_per_turn": round(1000 * sum(s["cpu_s"] for s in stats) / turns, 2),
     }
+    if quiet:
+        return row
     print(
         f"{sessions:>5} sessions, {workers} worker(s): {wall:6.2f} s wall = "
         f"{row['x_ideal']:.3f}x ideal ({ideal:.0f} s); {row['round_trips_per_turn']} Redis "
