@@ -1,6 +1,6 @@
 """Sessions on one Redis and on a Redis Cluster: `python -m bench.redis_layouts`.
 
-Runs `--sessions` concurrent sessions (12 turns each) through real worker processes
+Runs `--sessions` concurrent sessions (6 rounds each) through real worker processes
 (`bench._worker`: the production Worker, the offline model taking `--latency` s per
 call, the recording surface) on the bench Redis (BENCH_REDIS_URL), then on a real
 3-master Redis Cluster that the bench starts on free loopback ports
@@ -66,7 +66,7 @@ async def measure(url: str, args: argparse.Namespace, workers: list[int]) -> dic
 async def main(args: argparse.Namespace) -> None:
     result: dict[str, Any] = {}
     print(
-        f"{args.sessions} sessions x 12 turns, offline model at {args.latency} s per call, "
+        f"{args.sessions} sessions of 6 rounds, offline model at {args.latency} s per call, "
         "recording surface",
         flush=True,
     )
