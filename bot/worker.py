@@ -52,11 +52,24 @@ from state.sweep import Lost
 
 log = logging.getLogger("sora.worker")
 RETRY_TAKE_S = 1.0
+MAX_RETRY_TAKE_S = 8.0
 # A job whose Redis command failed for want of a connection (Redis restarting, a failover)
 # is tried again here, after 1, 2, 3... s, this many times, rather than left for
 # RECLAIM_IDLE_MS: a restart then costs seconds. After that, reclaim takes it over.
 LOCAL_RETRIES = 5
 PROMOTE_EVERY_S = 0.5
+# Redis out of reach for a moment: a read that timed out under load, a restart, a failover
+# (redis-py's BusyLoadingError, a replica still loading, is a ConnectionError too).
+TRANSIENT = (RedisConnectionError, RedisTimeoutError)
+
+
+def log_failure(e: Exception, msg: str, *args: object) -> None:
+    """Log a failure: one line for Redis out of reach for a moment (a read that timed out
+    under load, a restart; the caller retries), a traceback for anything else (a bug)."""
+    if isinstance(e, TRANSIENT):
+        log.warning(msg + " (%s)", *args, describe(e))
+    else:
+        log.exception(msg, *args)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +167,7 @@ class Worker:
         sweeping = asyncio.create_task(self._sweeping(stopping))
         promoting = asyncio.create_task(self._promoting(stopping))
         last_reclaim = 0.0
+        failures = 0  # taking jobs failed this many times in a row
         while not stopping.is_set():
             free = self.config.concurrency - len(self._tasks)
             if free <= 0:
@@ -168,12 +182,16 @@ class Worker:
                     jobs += await self.state.queue.take(
                         self.name, count=free - len(jobs), block_ms=self.config.block_ms
                     )
-            except Exception:
+                failures = 0
+            except Exception as e:
                 # A Redis blip must not end the worker: whatever it had not taken
-                # stays in the queue. Back off a little and go on.
-                log.exception("taking jobs failed; retrying in %.1f s", RETRY_TAKE_S)
+                # stays in the queue. Back off (doubling, up to MAX_RETRY_TAKE_S) and go
+                # on. A read that timed out under load is one line, not a traceback.
+                failures += 1
+                wait = min(RETRY_TAKE_S * 2 ** (failures - 1), MAX_RETRY_TAKE_S)
                 metrics.redis_error("take_jobs")
-                await asyncio.sleep(RETRY_TAKE_S)
+                log_failure(e, "taking jobs failed; retrying in %.1f s", wait)
+                await asyncio.sleep(wait)
             for job in jobs:
                 task = asyncio.create_task(self.handle(job))
                 self._tasks.add(task)
@@ -285,8 +303,8 @@ class Worker:
                     if stored is not None:
                         await self._tell_full(stored, e)
             elif not self._again(job, e):
-                log.exception(
-                    "cannot read session %s; leaving job %s pending", job.session_id, job.id
+                log_failure(
+                    e, "cannot read session %s; leaving job %s pending", job.session_id, job.id
                 )
             return
         if snap is None:
@@ -364,7 +382,8 @@ class Worker:
                 return
             if self._again(job, e):
                 return  # the lease stays ours: the retry (same owner) takes it back at once
-            log.exception(
+            log_failure(
+                e,
                 "session %s: could not %s turn %s; job %s stays pending%s",
                 job.session_id,
                 phase,
@@ -411,7 +430,7 @@ class Worker:
     def _again(self, job: Job, e: Exception) -> bool:
         """Try `job` again soon if `e` is Redis out of reach (a restart, a failover: the
         pool reconnects once Redis is back); False if it is not, or tried enough."""
-        if not isinstance(e, (RedisConnectionError, RedisTimeoutError)):
+        if not isinstance(e, TRANSIENT):
             return False
         n = self._retries.get(job.id, 0) + 1
         if n > LOCAL_RETRIES or self._stopping.is_set():
@@ -449,8 +468,8 @@ class Worker:
         self._working[job.id] = (job, owner)
         try:
             await self.renders.handle(job, owner)
-        except Exception:
-            log.exception("render %s: step failed; job %s stays pending", job.render, job.id)
+        except Exception as e:
+            log_failure(e, "render %s: step failed; job %s stays pending", job.render, job.id)
         finally:
             self._working.pop(job.id, None)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot import worker as worker_module
 from bot.dialogue.engine import Engine
 from bot.dialogue.models import LockReason, Session, SessionStatus, Speaker
 from bot.llm.offline import OfflineModel
@@ -439,3 +441,36 @@ async def test_hundreds_of_turns_in_flight_do_not_exhaust_the_redis_pool(prefix:
         assert results == [None] * 300
     finally:
         await redis.aclose()
+
+
+async def test_a_redis_read_timeout_while_taking_jobs_is_one_line_then_a_retry(
+    real_state: State,
+    started: Callable[..., Worker],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under heavy load a blocking read can time out (redis-py raises its TimeoutError):
+    the worker says so in one line, backs off and goes on; no traceback in its log."""
+    monkeypatch.setattr(worker_module, "RETRY_TAKE_S", 0.05)
+    caplog.set_level(logging.WARNING, logger="sora.worker")
+    take = real_state.queue.take
+    timeouts = 0
+
+    async def flaky_take(*args: Any, **kwargs: Any) -> Any:
+        nonlocal timeouts
+        if timeouts < 2:
+            timeouts += 1
+            raise RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
+        return await take(*args, **kwargs)
+
+    monkeypatch.setattr(real_state.queue, "take", flaky_take)
+    session = make_session()
+    await real_state.sessions.create(session, enqueue=True)
+    started()
+    await wait_until(lambda: finished(real_state, session.id))
+    assert timeouts == 2
+    failed = [r for r in caplog.records if r.message.startswith("taking jobs failed")]
+    assert len(failed) == 2, [r.message for r in failed]
+    assert "Redis did not answer in time" in failed[0].message
+    assert "retrying in 0.1 s" in failed[1].message  # backed off: doubled
+    assert [r for r in caplog.records if r.exc_info] == []
