@@ -313,6 +313,11 @@ class Keys:
         A worker moves the due ones onto the jobs stream: waiting holds no worker slot."""
         return self._k("render", "due")
 
+    def render_slot(self, team: str, session_id: str, tier: str) -> str:
+        """String: the id of the render offered, queued or running for one locked entry at
+        one tier (draft, master); a press of Render gets that id rather than a second one."""
+        return self._ws(team, "render", "slot", session_id, tier)
+
     def render_budget_team(self, team: str, day: str) -> str:
         """String: seconds of video reserved by the workspace on `day` (UTC, YYYYMMDD)."""
         return self._k("render", "budget", "team", team, day)

@@ -105,6 +105,17 @@ return #ids
 """
 
 
+# KEYS: slot. ARGV: rid, a rid it may replace ('' for none), ttl s. Returns the rid in it.
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] or cur == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  return ARGV[1]
+end
+return cur
+"""
+
+
 @dataclass(frozen=True)
 class Reserved:
     """What `create` did: `created`, or which budget said no; the seconds left in each."""
@@ -131,6 +142,7 @@ class RenderStore:
         self._create = redis.register_script(_CREATE)
         self._save = redis.register_script(_SAVE)
         self._promote = redis.register_script(_PROMOTE)
+        self._claim = redis.register_script(_CLAIM)
 
     async def create(
         self,
@@ -168,6 +180,18 @@ class RenderStore:
         )
         over = {1: "", 0: "team", 2: "user", -1: "exists"}[int(code)]
         return Reserved(int(code) == 1, int(team_left), int(user_left), over)
+
+    async def claim_slot(
+        self, *, team: str, session_id: str, tier: str, rid: str, replacing: str = ""
+    ) -> str:
+        """Put `rid` in the entry's render slot for `tier` if it is empty, holds `rid`, or
+        holds `replacing` (a render known finished or never confirmed); the rid the slot
+        holds afterwards. 1 round trip."""
+        held = await self._claim(
+            keys=[self._keys.render_slot(team, session_id, tier)],
+            args=[rid, replacing, self.ttl_s],
+        )
+        return text(held)
 
     async def budget_left(
         self, *, team: str, user: str, day: str, team_limit: int, user_limit: int

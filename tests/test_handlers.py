@@ -710,7 +710,9 @@ async def test_render_is_refused_privately_offered_to_the_starter_and_confirmed_
     assert "Left today: this workspace 120 s of 120 s, you 40 s of 40 s" in json.dumps(
         offer["blocks"]
     )
-    assert await app.keys() == before  # an offer reserves nothing
+    # An offer reserves nothing: it only names the entry's render-to-be (its slot).
+    slot = app.state.keys.render_slot(TEAM_ID, done.id, "draft")
+    assert await app.keys() == sorted([*before, slot])
     [confirm, _cancel] = offer["blocks"][-1]["elements"]
     for _ in range(2):  # a double click
         await app.click(ACTION_RENDER_CONFIRM, confirm["value"], user=ADA, root_ts=root_ts)

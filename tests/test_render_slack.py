@@ -101,6 +101,12 @@ class Rig:
 
     async def render(self, session: Session, *, user: str = ADA, tier: str = "draft") -> str:
         """Press Render, then the offer's Confirm; the render's id."""
+        rid = await self.offered(session, user=user, tier=tier)
+        await self.sessions.renders.confirm(session_id=session.id, user_id=user, tier=tier, rid=rid)
+        return rid
+
+    async def offered(self, session: Session, *, user: str = ADA, tier: str = "draft") -> str:
+        """Press Render (or Master): the render id its offer's Confirm carries."""
         offer = await self.sessions.renders.offer(session_id=session.id, user_id=user, tier=tier)
         [confirm] = [
             b
@@ -109,9 +115,7 @@ class Rig:
             for b in block["elements"]
             if b["action_id"] == ACTION_RENDER_CONFIRM
         ]
-        sid, tier, rid = render_target(confirm["value"])
-        await self.sessions.renders.confirm(session_id=sid, user_id=user, tier=tier, rid=rid)
-        return rid
+        return render_target(confirm["value"])[2]
 
     async def pump(self, rid: str) -> RenderRecord:
         return await pump(self.state, self.runner, self.clock, rid)
@@ -251,10 +255,12 @@ async def test_over_the_budget_a_clear_refusal_and_nothing_submitted(rig: Rig) -
     rid = await rig.render(session)  # 8 s of 10
     with pytest.raises(Refused, match="You cannot render this 8 s clip today"):
         await rig.sessions.renders.offer(session_id=session.id, user_id=ADA, tier="draft")
-    # A confirmation shown before the budget was spent is refused at Confirm, atomically.
+    # A confirmation shown before the budget was spent is refused at Confirm, atomically
+    # (another entry: this one is already rendering).
+    other = await rig.session("veo-3.1")
     with pytest.raises(Refused, match="You can render 2 s more of video today"):
         await rig.sessions.renders.confirm(
-            session_id=session.id, user_id=ADA, tier="draft", rid="fedcba9876543210"
+            session_id=other.id, user_id=ADA, tier="draft", rid="fedcba9876543210"
         )
     await rig.pump(rid)
     assert len(rig.video.submissions) == 1
@@ -318,3 +324,45 @@ async def test_interim_progress_is_skipped_without_budget_and_the_final_state_la
     assert (await rig.state.posts.get(render_ledger(rid), TURN_RENDER_PROGRESS)) == {
         0: progress["ts"]
     }
+
+
+async def test_pressing_render_twice_offers_one_render_until_it_has_finished(rig: Rig) -> None:
+    """Render pressed twice (by the starter, then an admin) shows offers of ONE render:
+    confirming both submits once. While it is queued or running a press is told so,
+    privately; once it has finished, the entry may be rendered again."""
+    rig.video.script(JobScript("done", checks=1), JobScript("done", checks=1))
+    session = await rig.session("veo-3.1")
+    rid = await rig.offered(session)
+    assert await rig.offered(session) == rid
+    assert await rig.offered(session, user=BOSS) == rid
+    first = await rig.sessions.renders.confirm(
+        session_id=session.id, user_id=ADA, tier="draft", rid=rid
+    )
+    assert first.startswith("Submitted")
+    again = await rig.sessions.renders.confirm(
+        session_id=session.id, user_id=BOSS, tier="draft", rid=rid
+    )
+    assert "already submitted" in again
+    with pytest.raises(Refused, match="already rendering: see the progress message"):
+        await rig.offered(session)
+    # A Confirm from an offer made some other way (another id) submits nothing either.
+    with pytest.raises(Refused, match="already rendering"):
+        await rig.sessions.renders.confirm(
+            session_id=session.id, user_id=ADA, tier="draft", rid="0123456789abcdef"
+        )
+    assert (await rig.state.queue.stats()).backlog == 1
+    done = await rig.pump(rid)
+    assert done.status == "done" and len(rig.video.submissions) == 1
+    t, u = await rig.state.renders.budget_left(
+        team=TEAM_ID, user=ADA, day=today(), team_limit=0, user_limit=0
+    )
+    assert (-t, -u) == (8, 8)
+    # Finished: a new press is a new render. Master twice on the done message: one render.
+    assert await rig.offered(session) not in ("", rid)
+    master = await rig.offered(session, tier="master")
+    assert await rig.offered(session, tier="master") == master
+    await rig.sessions.renders.confirm(
+        session_id=session.id, user_id=ADA, tier="master", rid=master
+    )
+    with pytest.raises(Refused, match="already rendering"):
+        await rig.offered(session, tier="master")

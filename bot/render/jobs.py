@@ -26,6 +26,7 @@ turns, each under a lease and fenced by the record's rev, like a turn:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import random
@@ -35,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -165,6 +166,19 @@ class BudgetExceeded(RenderError):
 
 class AlreadyRequested(RenderError):
     """A render with this id exists (a second press of the same Confirm): nothing new."""
+
+
+async def in_flight(state: State, rid: str, *, team: str) -> bool | None:
+    """Whether render `rid` (of workspace `team`) is queued or running; None when it was
+    never confirmed."""
+    # Issue 19 keys a render by its workspace, `load(rid, team=...)`, and is landing
+    # beside this: accept both signatures until it has (then call it plainly).
+    load: Any = state.renders.load
+    keyed = "team" in inspect.signature(load).parameters
+    loaded = await (load(rid, team=team or None) if keyed else load(rid))
+    if loaded is None:
+        return None
+    return not RenderRecord.model_validate_json(loaded[0]).finished
 
 
 def target_of(session: Session, settings: Settings) -> TargetProfile:

@@ -8,6 +8,13 @@ and Cancel. Nothing is reserved or submitted until Confirm. `confirm` checks aga
 asks `bot.render.jobs.request`, which reserves both budgets and queues the render in one
 step, or does nothing at all over a budget. Confirm carries the render's id, chosen when
 the offer was made: a second press (a double click) finds that render and submits nothing.
+
+At most one render per locked entry and tier is offered, queued or running at a time (the
+entry's render slot, `Keys.render_slot`): anyone who may render and presses Render (or
+Master) while one is only offered gets an offer with that same render id, so however many
+offers are confirmed, one render is submitted; while one is queued or running, the press
+gets a private "already rendering" line. Once it has finished (done, refused, failed),
+the next press offers a new render: rendering the same entry again is legitimate.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot import render
 from bot.dialogue.models import Session, SessionStatus
@@ -23,6 +30,7 @@ from bot.render.base import TIERS, Renderer, RenderError, RenderPlan, Tier
 from bot.render.jobs import (
     AlreadyRequested,
     BudgetExceeded,
+    in_flight,
     new_render_id,
     request,
     target_of,
@@ -44,6 +52,10 @@ if TYPE_CHECKING:
     from bot.sessions import Sessions
 
 log = logging.getLogger("sora.render")
+ALREADY_RENDERING = (
+    "This clip is already rendering: see the progress message in the thread. "
+    "Once it has finished, you can render it again."
+)
 
 
 @dataclass(frozen=True)
@@ -143,7 +155,7 @@ class RenderDesk:
             f"{escape(plan.resolution)} {escape(plan.aspect)} on {escape(plan.model)} "
             f"({escape(plan.vendor)}, {plan.tier}): about {money(plan.cost)}.{notes}\n{budgets}"
         )
-        rid = new_render_id()
+        rid = await self._slot(session, plan.tier, new_render_id(), offered="reuse")
         confirm = _button(
             f"Confirm ({money(plan.cost)})",
             ACTION_RENDER_CONFIRM,
@@ -157,10 +169,35 @@ class RenderDesk:
         ]
         return Offer(text=f"{label}: about {money(plan.cost)}. Confirm in Slack.", blocks=blocks)
 
+    async def _slot(
+        self, session: Session, tier: Tier, rid: str, *, offered: Literal["reuse", "replace"]
+    ) -> str:
+        """Claim the entry's render slot for `tier` with `rid`; the render id to use. A
+        render in it that is only offered is reused (`offered="reuse"`, a press of Render)
+        or replaced (`"replace"`, a Confirm of another offer); a finished one is replaced;
+        a queued or running one raises Refused. 1-3 round trips."""
+        team = session.origin.team_id or "-"
+        replacing = ""
+        for _ in range(3):  # the slot changed between two reads: look again
+            held = await self.state.renders.claim_slot(
+                team=team, session_id=session.id, tier=tier, rid=rid, replacing=replacing
+            )
+            if held == rid:
+                return rid
+            running = await in_flight(self.state, held, team=session.origin.team_id or "")
+            if running:
+                raise Refused(ALREADY_RENDERING)
+            if running is None and offered == "reuse":
+                return held
+            replacing = held
+        raise Refused(ALREADY_RENDERING)
+
     async def confirm(self, *, session_id: str, user_id: str, tier: str, rid: str) -> str:
         """Submit the confirmed render `rid` (once); the answer for the person. Raises
         Refused or Gone, submitting nothing."""
         session, settings, renderer, plan, name = await self._checked(session_id, user_id, tier)
+        if rid:
+            await self._slot(session, plan.tier, rid, offered="replace")
         try:
             rec = await request(
                 self.state,
