@@ -645,6 +645,19 @@ async def _prompts(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _one_workspace(team: str) -> Callable[[Session], Awaitable[str | None]]:
+    """A single-token worker's `admit`: only sessions of its token's workspace (a session
+    of another, from a deployment sharing this Redis, would be run with the wrong token)."""
+
+    async def admit(session: Session) -> str | None:
+        other = session.origin.team_id
+        if other and other != team:
+            return f"no installation: this worker's token is for workspace {team}, not {other}"
+        return None
+
+    return admit
+
+
 async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.redis_url:
         raise BadInput(
@@ -653,6 +666,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         )
     config = WorkerConfig.from_settings(settings, concurrency=args.concurrency)  # refuses first
     oauth = oauth_enabled(settings)
+    token_team: str | None = None
     if args.surface == "slack" and oauth:
         _require(
             "worker",
@@ -670,7 +684,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.surface == "slack" and not oauth:
         from bot.web import check_token
 
-        await check_token(settings)  # as serve does: a token Slack refuses stops it here
+        token_team = await check_token(settings)  # as serve does: a token Slack refuses stops it
     state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr, app=True)
     model = choose_model(settings, offline=args.offline, err=sys.stderr)
     if model.offline and (args.offline_latency or args.offline_stream_seconds):
@@ -680,7 +694,9 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     client = None  # only the Slack surface talks to Slack
     workspaces = None
-    admit = None  # OAuth mode: a session of a workspace with no installation is set aside
+    # OAuth mode: a session of a workspace with no installation is set aside; with one
+    # token, a session of another workspace than the token's.
+    admit: Callable[[Session], Awaitable[str | None]] | None = None
     surface: Surface
     if args.surface == "recording":
         surface = RecordingSurface(state.redis, state.keys)
@@ -704,6 +720,8 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         # 429s are the surface's to wait out, however long (see bot.slack.poster).
         client = make_client(settings, rate_limit_retries=0)
         surface = SlackSurface(client=client, state=state, settings=settings)
+        if token_team is not None:
+            admit = _one_workspace(token_team)
     from bot import render
     from bot.render.jobs import RenderRunner
 
@@ -919,6 +937,24 @@ async def _library_index(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await state.redis.aclose()
     sys.stdout.write(f"Indexed {n} library entries for the Home tab's search.\n")
+    return EXIT_OK
+
+
+async def _migrate_keys(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.redis_url:
+        raise BadInput("sora-copilot migrate-keys needs REDIS_URL: the data to move lives there.")
+    if args.team is not None and not re.fullmatch(r"[TE][A-Z0-9]{2,}", args.team):
+        raise BadInput(f"--team takes a workspace id such as T0123ABCD, not {args.team!r}.")
+    from state.migrate import migrate_keys
+
+    state = await open_state(settings, prefix=settings.redis_prefix, err=sys.stderr)
+    try:
+        moved = await migrate_keys(state, team_for_unknown=args.team)
+    except StateMisconfigured as e:
+        raise BadInput(str(e)) from None
+    finally:
+        await state.redis.aclose()
+    sys.stdout.write(moved.line() + "\n")
     return EXIT_OK
 
 
@@ -1224,6 +1260,17 @@ def build_parser() -> argparse.ArgumentParser:
         "before workspaces were recorded go to --team.",
     )
     reindex.add_argument("--team", help="the workspace (T…) of entries that name none")
+    migrate = sub.add_parser(
+        "migrate-keys",
+        parents=[common],
+        help="move data of the key layout before workspaces to the current one (needs REDIS_URL)",
+        description="Move sessions, jobs, library entries and renders written before keys "
+        "named their workspace (and carried Redis Cluster hash tags) to the current layout, "
+        "on the one Redis they live on. Idempotent: run it once after upgrading, with the "
+        "workers stopped; running it again moves nothing. Sessions and entries that name no "
+        "workspace go to --team.",
+    )
+    migrate.add_argument("--team", help="the workspace (T…) of data that names none")
     serve = sub.add_parser(
         "serve",
         parents=[common],
@@ -1317,6 +1364,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_audit(args, settings))
         if args.command == "library-index":
             return asyncio.run(_library_index(args, settings))
+        if args.command == "migrate-keys":
+            return asyncio.run(_migrate_keys(args, settings))
         if args.command == "serve":
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":

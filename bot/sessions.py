@@ -33,6 +33,7 @@ from bot.slack.client import SlackClient
 from bot.slack.errors import SlackRefusal, SlackUnreachable
 from bot.slack.lost import DELETED_LINE, LOST_LINE, retire_if_live, retire_root, update_spender
 from bot.slack.people import People, Person
+from bot.slack.poster import WORKSPACE
 from bot.slack.privacy import Places
 from bot.slack.roots import Roots, refusal_message
 from bot.slack.workspaces import Clients, NotInstalled
@@ -545,10 +546,12 @@ class Sessions:
         if cap is not None:
             raise Refused(_cap_message(cap, s))
 
-    async def wait_to_post(self, channel: str) -> None:
+    async def wait_to_post(self, channel: str, team_id: str | None = None) -> None:
         """Wait for the channel's post token (Slack: about one post a second per channel,
-        for the whole app; the bucket is in Redis, shared by every process)."""
-        await self.state.ratelimit.wait(channel)
+        for the whole app; the bucket is in Redis, shared by every process). The bucket is
+        the workspace's, named as the workers' posters name it (WORKSPACE with one token)."""
+        scope = team_id if self.clients is not None else WORKSPACE
+        await self.state.ratelimit.wait(channel, team=scope)
 
     async def post_root(self, session: Session, *, invoker: Invoker, paced: bool) -> Session:
         """Post the reserved session's thread root and create it with turn 0 queued.
@@ -575,7 +578,7 @@ class Sessions:
                 update={"place": await self.places.place(client, invoker.channel_id)}
             )
             if not paced:
-                await self.wait_to_post(invoker.channel_id)
+                await self.wait_to_post(invoker.channel_id, invoker.team_id)
             channel, root_ts = await self.slack.post(session, invoker.channel_id, invoker.team_id)
             session.origin = session.origin.model_copy(
                 update={"channel_id": channel, "thread_ts": root_ts}
@@ -651,11 +654,11 @@ class Sessions:
         heard); a finished session's replies are ignored quietly, since people
         often discuss a locked prompt in its thread. Deduplicated by `event_id`.
         """
-        sid = await self.state.threads.lookup(channel_id, thread_ts)
+        sid = await self.state.threads.lookup(team_id, channel_id, thread_ts)
         if sid is None:
             return None
         if len(text) > MAX_INTERJECTION_CHARS:
-            if event_id is not None and not await self.state.dedupe.first_time(event_id):
+            if event_id is not None and not await self.state.dedupe.first_time(event_id, team_id):
                 return PushResult.DUPLICATE
             raise Refused(
                 f"Your reply is {len(text):,} characters; the agents read replies of at most "
@@ -781,7 +784,9 @@ class Sessions:
         (changing nothing) otherwise.
         """
         session = await self.state.sessions.load(session_id)
-        entry = await self.state.library.get(session_id) if session is None else None
+        if session is not None and team_id is not None and session.origin.team_id != team_id:
+            session = None  # another workspace's: not one this person can name
+        entry = await self.state.library.get(session_id, team=team_id) if session is None else None
         if session is None and entry is None:
             raise Refused(f"There is no session {session_id}: it expired or was deleted.")
         starter = session.origin.user_id if session is not None else entry and entry.user_id
@@ -795,7 +800,9 @@ class Sessions:
             channel, root = session.origin.channel_id, session.origin.thread_ts
         else:
             assert entry is not None
-            await self.state.library.delete(entry.id, channel=entry.channel_id, user=entry.user_id)
+            await self.state.library.delete(
+                entry.id, channel=entry.channel_id, user=entry.user_id, team=entry.team_id
+            )
             channel, root = entry.channel_id, entry.thread_ts
         log.info("session %s deleted by %s", session_id, user_id)
         await self.state.audit.record(
@@ -829,11 +836,12 @@ class Sessions:
     # -- the library --------------------------------------------------------------------
 
     async def recent_prompts(
-        self, channel_id: str, *, limit: int = LIBRARY_LIMIT
+        self, channel_id: str, *, team_id: str | None = None, limit: int = LIBRARY_LIMIT
     ) -> list[LibraryEntry]:
-        """The newest locked prompts made in a channel, newest first: a prompt is listed
-        only where it was made, so one from a private place is never shown outside it."""
-        entries = await self.state.library.recent(channel=channel_id, limit=limit)
+        """The newest locked prompts made in a channel of workspace `team_id`, newest
+        first: a prompt is listed only where it was made, so one from a private place is
+        never shown outside it."""
+        entries = await self.state.library.recent(team=team_id, channel=channel_id, limit=limit)
         return [e for e in entries if e.channel_id == channel_id]
 
 

@@ -77,12 +77,15 @@ def build_web_app(bolt: AsyncApp, *, state: State) -> web.Application:
     return app
 
 
-async def check_token(settings: Settings, *, require_slack: bool = False) -> None:
+async def check_token(settings: Settings, *, require_slack: bool = False) -> str | None:
     """Fail fast on a token Slack refuses; a Slack outage only warns (it may pass), unless
-    `require_slack` (Socket Mode, which cannot start without it): then it is BadInput."""
+    `require_slack` (Socket Mode, which cannot start without it): then it is BadInput.
+    The token's workspace (team id), when Slack said."""
     client = make_client(settings)
     try:
-        await client.auth_test()
+        reply = await client.auth_test()
+        team = reply.get("team_id")
+        return str(team) if team else None
     except SlackApiError as e:
         error = str(e.response.get("error"))
         if error in FATAL_AUTH_ERRORS:
@@ -96,6 +99,7 @@ async def check_token(settings: Settings, *, require_slack: bool = False) -> Non
         log.warning("auth.test failed (%s); starting anyway", e)
     finally:
         await close_client(client)
+    return None
 
 
 async def serve(

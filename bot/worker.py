@@ -48,6 +48,7 @@ from bot.render.jobs import RenderRunner
 from bot.sessions import BadInput
 from bot.surfaces.base import Surface
 from state import InboxEntry, Job, State, describe, is_full
+from state.keys import NO_TEAM
 from state.sweep import Lost
 
 log = logging.getLogger("sora.worker")
@@ -313,7 +314,9 @@ class Worker:
         if not snap.leased:
             return  # another worker is on it; the job stays pending and comes back if needed
         session = snap.session
-        refused = await self.admit(session) if self.admit is not None else None
+        refused = self._not_its_job(job, session)
+        if refused is None and self.admit is not None:
+            refused = await self.admit(session)
         if refused is not None:
             # Never run a session with another workspace's token: set the job aside.
             log.warning("session %s: job %s dead-lettered: %s", session.id, job.id, refused)
@@ -321,6 +324,9 @@ class Worker:
             await self.state.leases.release(job.session_id, owner)
             return
         if not snap.steps and (session.finished or session.next_turn != job.turn):
+            if session.finished:
+                # Its finishing writes may have been cut short by a crash: redo the last.
+                await self.state.sessions.settle(session)
             await self._moot(job, owner)  # a duplicate, or a job already done
             return
         self._working[job.id] = (job, owner)
@@ -400,6 +406,15 @@ class Worker:
             self._working.pop(job.id, None)
         self._retries.pop(job.id, None)
         self._finished(session)
+
+    @staticmethod
+    def _not_its_job(job: Job, session: Session) -> str | None:
+        """Why `job` must not run `session`: the job names another workspace than the
+        session's own (a job written by hand, or by another deployment sharing the Redis)."""
+        team = session.origin.team_id or NO_TEAM
+        if job.team and job.team != team:
+            return f"the job names workspace {job.team}, the session is of workspace {team}"
+        return None
 
     async def _changed(self, before: SessionStatus, session: Session) -> None:
         """A saved turn moved the session: count it, and put every lock in the audit trail."""

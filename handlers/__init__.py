@@ -109,7 +109,7 @@ async def start(
 
     async def pace() -> None:
         if await reserved:
-            await sessions.wait_to_post(channel)
+            await sessions.wait_to_post(channel, invoker.team_id)
 
     async def post_root() -> None:
         if not reserved.result():

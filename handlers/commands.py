@@ -222,7 +222,7 @@ async def _after_sora(
         )
         return
     if request.kind == "library":
-        entries = await sessions.recent_prompts(invoker.channel_id)
+        entries = await sessions.recent_prompts(invoker.channel_id, team_id=invoker.team_id)
         text = await library_text(client, entries)
         await tell(
             client, channel=invoker.channel_id, user=invoker.user_id, text=text, respond=respond

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 from bot.config import Settings
 from state.audit import AuditTrail
@@ -41,17 +42,6 @@ from state.search import LibraryIndex
 from state.store import SessionStore
 from state.sweep import Sweeper
 
-# Renew the lease and reset the job's idle time (XCLAIM JUSTID: not a delivery)
-# so `reclaim` leaves a long turn alone. 0 when the lease is lost.
-_HEARTBEAT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if ARGV[5] ~= '' then
-  redis.pcall('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[5], 'JUSTID')
-end
-return 1
-"""
-
 
 @dataclass(frozen=True, kw_only=True)
 class State:
@@ -75,10 +65,8 @@ class State:
     personas: TeamPersonas
     defaults: DefaultsStore
     renders: RenderStore
-    _heartbeat: AsyncScript = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_heartbeat", self.redis.register_script(_HEARTBEAT))
         self.library.index = self.index
         self.eraser.index = self.index
         self.eraser.home = self.home
@@ -160,16 +148,13 @@ class State:
         `consumer`, reset the job's idle time so no other worker reclaims it.
 
         False when the lease is lost: stop working on the turn (its save would be
-        refused anyway). Call every `lease ttl / 3` or so. 1 round trip.
+        refused anyway). Call every `lease ttl / 3` or so. 2 round trips (the lease is
+        the session's slot, the job the queue's): the lease first, so a job is kept from
+        reclaim only while its lease holds.
         """
-        ok = await self._heartbeat(
-            keys=[self.keys.lease(sid), self.keys.jobs],
-            args=[
-                owner,
-                ttl_ms or self.leases.ttl_ms,
-                self.queue.group,
-                consumer or "",
-                job.id if job is not None and consumer else "",
-            ],
-        )
-        return bool(ok)
+        if not await self.leases.renew(sid, owner, ttl_ms or self.leases.ttl_ms):
+            return False
+        if job is not None and consumer:
+            with contextlib.suppress(ResponseError):  # a missing group: nothing to keep
+                await self.queue.touch(job, consumer)
+        return True

@@ -111,7 +111,8 @@ class Inbox:
             keys=[
                 self._keys.session(sid),
                 self._keys.inbox(sid),
-                self._keys.event(event_id or "-"),
+                # The event's mark lives in the session's slot: the same script.
+                self._keys.session_event(sid, event_id or "-"),
             ],
             args=[entry.model_dump_json(), cap, "1" if event_id else "0", self._dedupe_ttl_s],
         )

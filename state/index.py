@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from state._text import opt_text
-from state.keys import LIVE_SESSION_TTL_S, Keys
+from state.keys import LIVE_SESSION_TTL_S, NO_TEAM, Keys
 
 
 class ThreadIndex:
@@ -18,11 +18,13 @@ class ThreadIndex:
         self._keys = keys
         self.ttl_s = ttl_s
 
-    async def bind(self, channel: str, thread_ts: str, sid: str) -> None:
+    async def bind(self, team_id: str | None, channel: str, thread_ts: str, sid: str) -> None:
         """1 round trip."""
-        await self._redis.set(self._keys.thread(channel, thread_ts), sid, ex=self.ttl_s)
+        key = self._keys.thread(team_id or NO_TEAM, channel, thread_ts)
+        await self._redis.set(key, sid, ex=self.ttl_s)
 
-    async def lookup(self, channel: str, thread_ts: str) -> str | None:
-        """1 round trip."""
-        sid = await self._redis.get(self._keys.thread(channel, thread_ts))
+    async def lookup(self, team_id: str | None, channel: str, thread_ts: str) -> str | None:
+        """The session in a thread of workspace `team_id` (the same channel id in another
+        workspace is another channel). 1 round trip."""
+        sid = await self._redis.get(self._keys.thread(team_id or NO_TEAM, channel, thread_ts))
         return opt_text(sid)

@@ -93,23 +93,35 @@ class Keys:
         """A SCAN pattern matching every key under this prefix (tests clean up with it)."""
         return f"{self.prefix}:*"
 
+    def _ws(self, team_id: str, *parts: str) -> str:
+        """A key of one workspace: the hash tag `{ws:<team id>}` keeps every key of a
+        workspace in one Redis Cluster slot. Sessions with no workspace use NO_TEAM."""
+        return self._k("{ws:" + (team_id or NO_TEAM) + "}", *parts)
+
     # ---- one session ------------------------------------------------------------------
+    # Every key of one session shares the hash tag `{s:<session id>}`, so that each script
+    # over a session (snapshot, save, inbox push, post ledger) touches one Redis Cluster
+    # slot. The session's workspace is stored with it (`Origin.team_id`) and named by its
+    # jobs (`F_TEAM`).
+
+    def _s(self, sid: str, *parts: str) -> str:
+        return self._k("{s:" + sid + "}", *parts)
 
     def session(self, sid: str) -> str:
         """Hash: `json` (the Session), `turn`, `rev`, `messages`, `schema`, `status`."""
-        return self._k("session", sid)
+        return self._s(sid, "session")
 
     def inbox(self, sid: str) -> str:
         """List of InboxEntry JSON, arrival order; consumed only by `SessionStore.save`."""
-        return self._k("inbox", sid)
+        return self._s(sid, "inbox")
 
     def lease(self, sid: str) -> str:
         """String: the owner id of the worker working on the session."""
-        return self._k("lease", sid)
+        return self._s(sid, "lease")
 
     def posts(self, sid: str) -> str:
         """Hash `<turn>:<part>` -> Slack message id, so a redone turn never posts twice."""
-        return self._k("posts", sid)
+        return self._s(sid, "posts")
 
     def root_shown(self, sid: str) -> str:
         """String, expiring: the wall-clock time of the session's last interim root update,
@@ -118,75 +130,97 @@ class Keys:
 
     def recorded(self, sid: str) -> str:
         """List of what the recording surface (tests, benchmarks) would have posted."""
-        return self._k("recorded", sid)
+        return self._s(sid, "recorded")
 
-    def thread(self, channel: str, thread_ts: str) -> str:
-        """String: the id of the session living in a Slack thread."""
-        return self._k("thread", channel, thread_ts)
+    def session_event(self, sid: str, event_id: str) -> str:
+        """String, expiring: a Slack event already queued in this session's inbox (the
+        push marks it in the session's own slot, in the same script)."""
+        return self._s(sid, "event", event_id)
 
-    # ---- shared -----------------------------------------------------------------------
+    @property
+    def session_pattern(self) -> str:
+        """A SCAN pattern matching every session's keys (the migration walks old ones)."""
+        return self._k("{s:*")
+
+    def thread(self, team_id: str, channel: str, thread_ts: str) -> str:
+        """String: the id of the session living in a Slack thread of the workspace."""
+        return self._ws(team_id, "thread", channel, thread_ts)
+
+    # ---- shared: the queue's slot ----------------------------------------------------
+    # The truly global keys share one hash tag, `{q}`, so the scripts over them (reclaim
+    # with its dead-lettering, the promotion of due renders onto the stream) stay in one
+    # slot. That slot is the deployment's one hot key: see README, "Redis Cluster".
+
+    def _q(self, *parts: str) -> str:
+        return self._k("{q}", *parts)
 
     @property
     def live(self) -> str:
-        """Hash: session id -> "<channel> <thread ts>" of every running or paused session.
-        The sweep reads it to find sessions with nothing behind them (`state.sweep`)."""
-        return self._k("live")
+        """Hash: session id -> "<channel> <thread ts> <team> <since ms>" of every running or
+        paused session. The sweep reads it to find sessions with nothing behind them."""
+        return self._q("live")
 
     @property
     def sweep_lease(self) -> str:
         """String, expiring: the owner of the sweep now running (one worker at a time)."""
-        return self._k("sweep")
+        return self._q("sweep")
 
-    def event(self, event_id: str) -> str:
-        return self._k("event", event_id)
+    def event(self, team_id: str, event_id: str) -> str:
+        """String, expiring: a Slack event of the workspace already acted on."""
+        return self._ws(team_id, "event", event_id)
 
     @property
     def jobs(self) -> str:
-        """Stream of turn jobs, fields `sid` and `turn`."""
-        return self._k("jobs")
+        """Stream of turn jobs, fields `sid`, `turn` and `team`."""
+        return self._q("jobs")
 
     @property
     def dead_letter(self) -> str:
-        """Stream of jobs that failed MAX_DELIVERIES times."""
-        return self._k("jobs", "dead")
+        """Stream of jobs that failed MAX_DELIVERIES times, or that no worker may run."""
+        return self._q("jobs", "dead")
 
-    def ratelimit(self, channel: str) -> str:
-        return self._k("ratelimit", channel)
+    def ratelimit(self, team_id: str, channel: str) -> str:
+        return self._ws(team_id, "ratelimit", channel)
 
-    # ---- prompt library (never expires) -----------------------------------------------
+    # ---- prompt library (per workspace, never expires) -----------------------------------
 
-    def library_prompt(self, pid: str) -> str:
-        return self._k("library", "prompt", pid)
+    def library_prompt(self, team_id: str, pid: str) -> str:
+        return self._ws(team_id, "library", "prompt", pid)
 
-    @property
-    def library_all(self) -> str:
-        """Sorted set of prompt ids by creation time (ms)."""
-        return self._k("library", "all")
+    def library_all(self, team_id: str) -> str:
+        """Sorted set of the workspace's prompt ids by creation time (ms)."""
+        return self._ws(team_id, "library", "all")
 
-    def library_channel(self, channel: str) -> str:
-        return self._k("library", "channel", channel)
+    def library_channel(self, team_id: str, channel: str) -> str:
+        return self._ws(team_id, "library", "channel", channel)
 
-    def library_user(self, user_id: str) -> str:
-        return self._k("library", "user", user_id)
+    def library_user(self, team_id: str, user_id: str) -> str:
+        return self._ws(team_id, "library", "user", user_id)
 
-    # ---- running-session caps ---------------------------------------------------------
+    # ---- running-session caps (per workspace) -------------------------------------------
 
-    def running_user(self, user_id: str) -> str:
+    def running_user(self, team_id: str, user_id: str) -> str:
         """Sorted set of running session ids of a user, scored by reservation time (ms)."""
-        return self._k("running", "user", user_id)
+        return self._ws(team_id, "running", "user", user_id)
 
     def running_team(self, team_id: str) -> str:
-        return self._k("running", "team", team_id)
+        return self._ws(team_id, "running", "team")
 
-    def running_channel(self, channel_id: str) -> str:
-        return self._k("running", "channel", channel_id)
+    def running_channel(self, team_id: str, channel_id: str) -> str:
+        return self._ws(team_id, "running", "channel", channel_id)
+
+    @property
+    def workspace_pattern(self) -> str:
+        """A SCAN pattern matching every workspace's keys."""
+        return self._k("{ws:*")
+
+    def workspace_keys(self, team_id: str) -> str:
+        """A SCAN pattern matching every key of one workspace (its uninstall deletes them)."""
+        return self._ws(team_id, "*")
 
     # ---- installations (OAuth) ---------------------------------------------------------
     # One workspace's keys share the hash tag `{ws:<team id>}`, so that a MULTI over its
     # installation, bot and per-user records stays in one Redis Cluster slot.
-
-    def _ws(self, team_id: str, *parts: str) -> str:
-        return self._k("{ws:" + team_id + "}", *parts)
 
     def installation(self, team_id: str) -> str:
         """String: the workspace's latest installation, Fernet-encrypted JSON."""
@@ -235,15 +269,15 @@ class Keys:
 
     def update_budget(self, team: str) -> str:
         """Sorted set: one member per chat.update in the last minute, scored by its time (µs)."""
-        return self._k("updates", "budget", team)
+        return self._ws(team, "updates", "budget")
 
     def update_budget_waiting(self, team: str) -> str:
         """String, expiring: set while a must-land chat.update waits for the budget."""
-        return self._k("updates", "waiting", team)
+        return self._ws(team, "updates", "waiting")
 
     def streaming(self, team: str) -> str:
         """Sorted set: turns being written right now, scored by when their claim lapses (µs)."""
-        return self._k("updates", "streaming", team)
+        return self._ws(team, "updates", "streaming")
 
     # ---- the team library's search index and the Home tab (per workspace) ------------
     # Every key of one workspace's index shares the hash tag `{ws:<team id>}`, so that the
@@ -300,18 +334,20 @@ class Keys:
         return self._ws(team_id, "home", "sessions", user_id)
 
     # ---- renders (bot.render.jobs) ----------------------------------------------------
+    # A render's record and budgets are its workspace's (one slot: the create script
+    # reserves both budgets and writes the record together); its due time is the queue's.
 
-    def render(self, rid: str) -> str:
+    def render(self, team_id: str, rid: str) -> str:
         """Hash: `json` (the render's record), `rev` (+1 per write: the fencing token),
         `sid`, and the budget keys and seconds it reserved (`team_key`, `user_key`,
         `seconds`), so a refund returns exactly what was taken."""
-        return self._k("render", rid)
+        return self._ws(team_id, "render", rid)
 
     @property
     def render_due(self) -> str:
-        """Sorted set: render ids waiting for their next check, scored by when it is due (ms).
-        A worker moves the due ones onto the jobs stream: waiting holds no worker slot."""
-        return self._k("render", "due")
+        """Sorted set: "<rid> <team> <sid>" of renders waiting for their next check, scored
+        by when it is due (ms). A worker moves the due ones onto the jobs stream."""
+        return self._q("render", "due")
 
     def render_slot(self, team: str, session_id: str, tier: str) -> str:
         """String: the id of the render offered, queued or running for one locked entry at
@@ -320,11 +356,11 @@ class Keys:
 
     def render_budget_team(self, team: str, day: str) -> str:
         """String: seconds of video reserved by the workspace on `day` (UTC, YYYYMMDD)."""
-        return self._k("render", "budget", "team", team, day)
+        return self._ws(team, "render", "budget", "team", day)
 
     def render_budget_user(self, team: str, user: str, day: str) -> str:
         """String: seconds of video reserved by one person on `day`."""
-        return self._k("render", "budget", "user", team, user, day)
+        return self._ws(team, "render", "budget", "user", user, day)
 
 
 NO_TEAM = "-"

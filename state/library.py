@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from bot.dialogue.models import SCHEMA_VERSION, CleanModel, LockedPrompt, Session
 from state._text import text
 from state.errors import UnknownSchema
-from state.keys import LIBRARY_DEFAULT_LIMIT, Keys
+from state.keys import LIBRARY_DEFAULT_LIMIT, NO_TEAM, Keys
 
 if TYPE_CHECKING:
     from state.search import LibraryIndex
@@ -172,19 +172,24 @@ class PromptLibrary:
         # The workspace's search index (state.search), kept beside the library when set.
         self.index: LibraryIndex | None = None
 
-    def _entry_keys(self, pid: str, channel: str | None, user: str | None) -> list[str]:
+    def _entry_keys(
+        self, team: str | None, pid: str, channel: str | None, user: str | None
+    ) -> list[str]:
+        # One workspace's library shares its hash tag: each script touches one slot, and
+        # the same channel or user id in two workspaces is two indexes.
+        t = team or NO_TEAM
         return [
-            self._keys.library_prompt(pid),
-            self._keys.library_all,
-            self._keys.library_channel(channel or "-"),
-            self._keys.library_user(user or "-"),
+            self._keys.library_prompt(t, pid),
+            self._keys.library_all(t),
+            self._keys.library_channel(t, channel or "-"),
+            self._keys.library_user(t, user or "-"),
         ]
 
     async def add(self, entry: LibraryEntry) -> bool:
         """Store (or overwrite) an entry; True if it was new. 1 round trip."""
         score = int(entry.created_at.timestamp() * 1000)
         new = await self._add(
-            keys=self._entry_keys(entry.id, entry.channel_id, entry.user_id),
+            keys=self._entry_keys(entry.team_id, entry.id, entry.channel_id, entry.user_id),
             args=[
                 entry.id,
                 entry.model_dump_json(),
@@ -198,10 +203,11 @@ class PromptLibrary:
             await self.index.add(entry)
         return bool(new)
 
-    async def add_render(self, pid: str, render: RenderProvenance) -> bool:
-        """Record a clip's provenance on the entry `pid` (once per render id); False when
-        the entry is gone. A read and a write: renders of one prompt finish far apart."""
-        entry = await self.get(pid)
+    async def add_render(self, pid: str, render: RenderProvenance, *, team: str | None) -> bool:
+        """Record a clip's provenance on the entry `pid` of workspace `team` (once per
+        render id); False when the entry is gone. A read and a write: renders of one prompt
+        finish far apart."""
+        entry = await self.get(pid, team=team)
         if entry is None:
             return False
         if any(r.render_id == render.render_id for r in entry.renders):
@@ -212,46 +218,45 @@ class PromptLibrary:
     async def delete(
         self, pid: str, *, channel: str | None, user: str | None, team: str | None = None
     ) -> bool:
-        """Remove an entry and its ids from every index (the workspace's search index
-        too: `team`, or the entry's own); True if it existed. 1 round trip, 3 or 4 with
-        the search index."""
-        if self.index is not None and team is None:
-            found = await self.get(pid)  # its workspace names the index it is in
-            team = found.team_id if found is not None else None
-        existed = await self._delete(keys=self._entry_keys(pid, channel, user), args=[pid])
+        """Remove an entry of workspace `team` (None: of no workspace) and its ids from
+        every index, the workspace's search index too; True if it existed. 1 round trip,
+        3 or 4 with the search index."""
+        existed = await self._delete(keys=self._entry_keys(team, pid, channel, user), args=[pid])
         if self.index is not None:
             await self.index.delete(pid, team_id=team)
         return bool(int(existed))
 
-    async def get(self, pid: str) -> LibraryEntry | None:
-        """1 round trip."""
-        raw = await self._redis.get(self._keys.library_prompt(pid))
+    async def get(self, pid: str, *, team: str | None) -> LibraryEntry | None:
+        """The entry `pid` of workspace `team` (None: of no workspace). 1 round trip."""
+        raw = await self._redis.get(self._keys.library_prompt(team or NO_TEAM, pid))
         return None if raw is None else parse_entry(text(raw))
 
     async def recent(
         self,
         *,
+        team: str | None,
         channel: str | None = None,
         user: str | None = None,
         limit: int = LIBRARY_DEFAULT_LIMIT,
     ) -> list[LibraryEntry]:
-        """Newest first; with both `channel` and `user`, that user's prompts in that
-        channel. 1 round trip."""
+        """Workspace `team`'s entries, newest first; with both `channel` and `user`, that
+        user's prompts in that channel. 1 round trip."""
         if limit <= 0:
             return []
+        k, t = self._keys, team or NO_TEAM
         if channel is not None:
-            walk = self._keys.library_channel(channel)
-            only = self._keys.library_user(user) if user is not None else walk
+            walk = k.library_channel(t, channel)
+            only = k.library_user(t, user) if user is not None else walk
         elif user is not None:
-            walk, only = self._keys.library_user(user), self._keys.library_user(user)
+            walk, only = k.library_user(t, user), k.library_user(t, user)
         else:
-            walk, only = self._keys.library_all, self._keys.library_all
+            walk, only = k.library_all(t), k.library_all(t)
         rows = await self._recent(
             keys=[walk, only],
             args=[
                 limit,
                 "1" if channel is not None and user is not None else "0",
-                self._keys.library_prompt(""),
+                k.library_prompt(t, ""),
             ],
         )
         return [parse_entry(text(r)) for r in rows]

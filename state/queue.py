@@ -31,6 +31,7 @@ from state.keys import (
     DEAD_LETTER_MAXLEN,
     JOBS_MAXLEN,
     MAX_DELIVERIES,
+    NO_TEAM,
     RECLAIM_MIN_IDLE_MS,
     Keys,
 )
@@ -42,7 +43,18 @@ EMBEDDED_POLL_S = 0.02
 F_SID = "sid"
 F_TURN = "turn"
 F_RENDER = "rid"
+# The workspace the job's session belongs to (NO_TEAM for a session with none): a worker
+# sets aside a job of a workspace it has no installation for (bot.worker).
+F_TEAM = "team"
 RENDER_TURN = -1
+
+
+def job_fields(sid: str, turn: int, team: str | None, rid: str = "") -> dict[str, str]:
+    """The fields of a job entry (everything that enqueues writes these)."""
+    fields = {F_SID: sid, F_TURN: str(turn), F_TEAM: team or NO_TEAM}
+    if rid:
+        fields[F_RENDER] = rid
+    return fields
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +66,7 @@ class Job:
     turn: int
     deliveries: int  # 1 on the first delivery, +1 per reclaim
     render: str = ""  # a render job: the render's id (the session's turn is not touched)
+    team: str = ""  # the session's workspace as the job names it ("" from an older build)
 
     @property
     def lease_name(self) -> str:
@@ -139,6 +152,7 @@ def _job(entry_id: str, fields: dict[str, str], deliveries: int) -> Job | None:
             turn=int(fields[F_TURN]),
             deliveries=deliveries,
             render=fields.get(F_RENDER, ""),
+            team=fields.get(F_TEAM, ""),
         )
     except (KeyError, ValueError):
         return None
@@ -181,11 +195,12 @@ class TurnQueue:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    async def enqueue(self, sid: str, turn: int) -> str:
-        """Add "advance `sid` to turn `turn`"; returns the job id. 1 round trip."""
+    async def enqueue(self, sid: str, turn: int, team: str | None = None) -> str:
+        """Add "advance `sid` (of workspace `team`) to turn `turn`"; returns the job id.
+        1 round trip."""
         job_id = await self._redis.xadd(
             self._keys.jobs,
-            {F_SID: sid, F_TURN: str(turn)},
+            job_fields(sid, turn, team),  # type: ignore[arg-type]
             maxlen=self.maxlen,
             approximate=True,
         )
@@ -311,6 +326,8 @@ class TurnQueue:
                         session_id=fields.get(F_SID, ""),
                         turn=int(fields.get(F_TURN, "-1") or -1),
                         deliveries=int(fields.get("deliveries", "0") or 0),
+                        render=fields.get(F_RENDER, ""),
+                        team=fields.get(F_TEAM, ""),
                     ),
                     reason=fields.get("reason", ""),
                     consumer=fields.get("consumer", ""),
@@ -334,7 +351,9 @@ class TurnQueue:
 
     async def bury(self, job: Job, consumer: str, reason: str) -> None:
         """Dead-letter a job no worker may run (`reason` says why), and ack it. 1 round trip."""
-        await self._bury(job.id, consumer, reason, {F_SID: job.session_id, F_TURN: str(job.turn)})
+        await self._bury(
+            job.id, consumer, reason, job_fields(job.session_id, job.turn, job.team, job.render)
+        )
 
     async def _bury(
         self, entry_id: str, consumer: str, reason: str, more: dict[str, str] | None = None

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from state.keys import POST_BURST, POST_RATE_PER_S, Keys
+from state.keys import NO_TEAM, POST_BURST, POST_RATE_PER_S, Keys
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -85,32 +85,37 @@ class PostRateLimiter:
         self._acquire = redis.register_script(_ACQUIRE)
         self._hold = redis.register_script(_HOLD)
 
-    async def hold(self, channel: str, seconds: float) -> None:
+    def _key(self, channel: str, team: str | None) -> str:
+        # `team`: whose channel (the same id in two workspaces is two channels); a
+        # single-token deployment names its one workspace (bot.slack.poster.WORKSPACE).
+        return self._keys.ratelimit(team or NO_TEAM, channel)
+
+    async def hold(self, channel: str, seconds: float, *, team: str | None = None) -> None:
         """Slack said to wait `seconds` before posting in `channel` (a 429's
         Retry-After): every process's next token there is that far away. 1 round trip.
         """
         await self._hold(
-            keys=[self._keys.ratelimit(channel)],
+            keys=[self._key(channel, team)],
             args=[repr(self.rate_per_s), self.burst, int(max(seconds, 0.0) * 1_000_000)],
         )
 
-    async def acquire(self, channel: str) -> float:
+    async def acquire(self, channel: str, *, team: str | None = None) -> float:
         """0.0 if a post token was taken, else the seconds to wait (nothing taken).
 
         1 round trip.
         """
         wait_us = await self._acquire(
-            keys=[self._keys.ratelimit(channel)], args=[repr(self.rate_per_s), self.burst]
+            keys=[self._key(channel, team)], args=[repr(self.rate_per_s), self.burst]
         )
         return int(wait_us) / 1_000_000
 
-    async def wait(self, channel: str) -> float:
+    async def wait(self, channel: str, *, team: str | None = None) -> float:
         """Wait until a token is taken; returns the seconds spent waiting.
 
         1 round trip when a token is free, one more per wait.
         """
         waited = 0.0
-        while (delay := await self.acquire(channel)) > 0:
+        while (delay := await self.acquire(channel, team=team)) > 0:
             await self._sleep(delay)
             waited += delay
         return waited

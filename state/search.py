@@ -249,20 +249,25 @@ class LibraryIndex:
     async def backfill(
         self, library: PromptLibrary, *, team_for_unknown: str | None = None, page: int = 500
     ) -> int:
-        """Index every entry of `library` (those locked before this index existed). An
-        entry that names no workspace is filed under `team_for_unknown` (a deployment with
-        one workspace), else under no workspace. Returns how many were indexed."""
-        done, start = 0, 0
-        while True:
-            ids = await self._redis.zrange(self._keys.library_all, start, start + page - 1)
-            if not ids:
-                return done
-            for pid in ids:
-                entry = await library.get(text(pid))
-                if entry is None:
-                    continue
-                if entry.team_id is None and team_for_unknown:
-                    entry = entry.model_copy(update={"team_id": team_for_unknown})
-                await self.add(entry)
-                done += 1
-            start += page
+        """Index every entry of every workspace's library (those locked before this index
+        existed). An entry that names no workspace is filed under `team_for_unknown` (a
+        deployment with one workspace), else under no workspace. Returns how many were
+        indexed. SCAN walks every primary of a Redis Cluster."""
+        done = 0
+        pattern = self._keys.library_all("*")
+        head, _, tail = pattern.partition("*")
+        async for raw_key in self._redis.scan_iter(match=pattern, count=1000):
+            key = text(raw_key)
+            team = key[len(head) : len(key) - len(tail)]
+            start = 0
+            while ids := await self._redis.zrange(key, start, start + page - 1):
+                for pid in ids:
+                    entry = await library.get(text(pid), team=team)
+                    if entry is None:
+                        continue
+                    if entry.team_id is None and team_for_unknown:
+                        entry = entry.model_copy(update={"team_id": team_for_unknown})
+                    await self.add(entry)
+                    done += 1
+                start += page
+        return done

@@ -10,11 +10,14 @@ Every `SWEEP_EVERY_SECONDS` one worker (whoever takes the sweep's lease) reads
 the live index (`Keys.live`: every running or paused session and its thread)
 and the jobs still in the stream, and for each live session:
 
-* running, with no job and no worker holding its lease: its next turn is queued
-  again (a job too many is harmless: a job for a turn already taken is acked as
-  moot);
-* its state is gone (no session hash): it is reported as lost, with its thread,
-  so the thread can say so, and dropped from the index;
+* running, or with saved steps not yet shown, with no job and no worker holding
+  its lease: its next turn is queued again (a job too many is harmless: a job
+  for a turn already taken is acked as moot). A crash between two steps of a
+  write (`SessionStore.create`, `save`, `finish`) can leave exactly this;
+* its state is gone (no session hash), and its entry is older than
+  `LIVE_GRACE_MS` (a session being created right now has its entry before its
+  hash): it is reported as lost, with its thread, so the thread can say so, and
+  dropped from the index;
 * finished (written by a build before the index was kept in step): dropped.
 
 A sweep reads the whole index and stream: O(live sessions + queued jobs),
@@ -23,16 +26,20 @@ a few milliseconds for thousands, once a sweep interval for one worker.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
 from state._text import text, text_map
 from state.keys import Keys
-from state.queue import F_SID, TurnQueue
+from state.queue import F_RENDER, F_SID, TurnQueue
 
 # Stream entries read per XRANGE call while collecting the queued sessions.
 _PAGE = 1000
+# A live entry with no session younger than this is a session being created (its
+# entry is written first), not a lost one.
+LIVE_GRACE_MS = 60_000
 
 # KEYS: sweep lease. ARGV: owner. Drop the lease if it is still ours.
 _RELEASE = """
@@ -64,6 +71,7 @@ class Sweeper:
         self._keys = keys
         self._queue = queue
         self._release = redis.register_script(_RELEASE)
+        self.grace_ms = LIVE_GRACE_MS
 
     async def run(self, owner: str, *, lease_ms: int) -> SweepResult | None:
         """One sweep, if no other worker is sweeping (None then)."""
@@ -80,8 +88,9 @@ class Sweeper:
         while True:
             page = await self._redis.xrange(self._keys.jobs, min=start, count=_PAGE) or []
             for _id, fields in page:
-                sid = text_map(fields).get(F_SID)
-                if sid:
+                job = text_map(fields)
+                sid = job.get(F_SID)
+                if sid and not job.get(F_RENDER):
                     sids.add(sid)
             if len(page) < _PAGE:
                 return sids
@@ -94,33 +103,37 @@ class Sweeper:
             return result
         queued = await self._queued()
         sids = list(live)
+        # One pipeline; on a Redis Cluster, redis-py sends each node its share.
         async with self._redis.pipeline(transaction=False) as pipe:
             for sid in sids:
-                pipe.hmget(self._keys.session(sid), ["status", "turn"])
+                pipe.hmget(self._keys.session(sid), ["status", "turn", "steps"])
                 pipe.exists(self._keys.lease(sid))
             replies = await pipe.execute()
+        now_ms = int(time.time() * 1000)
         for i, sid in enumerate(sids):
-            (status, turn), leased = replies[2 * i], replies[2 * i + 1]
+            (status, turn, steps), leased = replies[2 * i], replies[2 * i + 1]
+            channel, thread_ts, team, since = ([*live[sid].split(" "), "", "", "", ""])[:4]
             if status is None:
+                if since.isdigit() and now_ms - int(since) < self.grace_ms:
+                    continue  # being created
                 # Gone, job or not (a job of a missing session is acked as moot).
-                channel, thread_ts, team = ([*live[sid].split(" "), "", ""])[:3]
                 result.lost.append(
                     Lost(
                         sid,
                         "" if channel == "-" else channel,
-                        thread_ts,
+                        "" if thread_ts == "-" else thread_ts,
                         None if team in ("", "-") else team,
                     )
                 )
             elif text(status) in ("locked", "stopped"):
                 result.dropped.append(sid)
             elif (
-                text(status) == "running"
+                (text(status) == "running" or (steps is not None and text(steps) != "[]"))
                 and sid not in queued
                 and not int(leased)
                 and turn is not None
             ):
-                await self._queue.enqueue(sid, int(text(turn)))
+                await self._queue.enqueue(sid, int(text(turn)), None if team in ("", "-") else team)
                 result.requeued.append(sid)
         gone = [lost.session_id for lost in result.lost] + result.dropped
         if gone:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +232,13 @@ async def app_processes(
             err = (await p.stderr.read()).decode(errors="replace")
             assert "Traceback" not in err, err
             assert "xoxb-" not in err  # no token is ever printed
+
+
+async def lookup(state: Any, channel: str, thread_ts: str, teams: Iterable[str]) -> str | None:
+    """The session in a thread of any of `teams` (a fake Slack's channel ids repeat across
+    its workspaces, as real ones may: each workspace has its own thread index)."""
+    for team in teams:
+        sid = await state.threads.lookup(team, channel, thread_ts)
+        if sid is not None:
+            return str(sid)
+    return None

@@ -265,7 +265,7 @@ async def assert_shown_once(
         assert len(shares) == 1 and len(shares[0]["files"]) == 1, (seed, s.id)
         crossposts = [m for m in slack.messages(PROMPTS) if (t := tag_of(m)) and t[0] == s.id]
         assert [tag_of(m) for m in crossposts] == [(s.id, TURN_CROSSPOST, 0)], seed
-        assert await real_state.library.get(s.id) is not None
+        assert await real_state.library.get(s.id, team=s.origin.team_id) is not None
         writing = [
             m for m in thread if WRITING in json.dumps(m.get("blocks") or [], ensure_ascii=False)
         ]

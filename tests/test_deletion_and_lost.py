@@ -12,7 +12,7 @@ from bot.slack.lost import DELETED_LINE, LOST_LINE
 from bot.slack.poster import WORKSPACE
 from state import LibraryEntry
 from tests import test_handlers
-from tests.fakes.slack_server import BOT_USER_ID
+from tests.fakes.slack_server import BOT_USER_ID, TEAM_ID
 from tests.redis_fixtures import agent_turn, locked
 from tests.test_handlers import ADA, BOSS, CHANNEL, GRACE, Harness, HarnessFactory
 
@@ -81,7 +81,7 @@ async def test_the_starter_deletes_a_session_and_every_key_of_it(app: Harness) -
     [told] = app.slack.ephemerals(CHANNEL, ADA)
     assert told["text"].startswith(f"Deleted session {sid}")
     assert await keys_of(app, sid) == []
-    assert await app.state.library.get(sid) is None
+    assert await app.state.library.get(sid, team=TEAM_ID) is None
     assert buttons(root(app, root_ts)) == [] and DELETED_LINE in str(root(app, root_ts))
 
 
@@ -120,8 +120,8 @@ async def test_a_library_entry_outliving_its_session_can_be_deleted(app: Harness
     await app.state.redis.delete(app.state.keys.session(sid))  # expired after 30 days
     await app.command(f"delete {sid}")
     await app.settle()
-    assert await app.state.library.get(sid) is None
-    assert await app.state.library.recent(channel=CHANNEL) == []
+    assert await app.state.library.get(sid, team=TEAM_ID) is None
+    assert await app.state.library.recent(team=TEAM_ID, channel=CHANNEL) == []
 
 
 async def test_delete_without_an_id_is_one_clear_line(app: Harness) -> None:
@@ -153,7 +153,7 @@ async def updates_spent(app: Harness) -> int:
 async def test_a_reply_in_a_thread_whose_session_is_gone_is_answered(app: Harness) -> None:
     sid, root_ts = await app.start()
     await app.state.redis.delete(  # restarted empty: neither the session nor its thread
-        app.state.keys.session(sid), app.state.keys.thread(CHANNEL, root_ts)
+        app.state.keys.session(sid), app.state.keys.thread(TEAM_ID, CHANNEL, root_ts)
     )
     spent = await updates_spent(app)
     await app.event(app.envelope(reply(root_ts, 5, parent=BOT_USER_ID)))

@@ -23,7 +23,7 @@ from tests.fakes.slack_server import APP_ID, UPLOAD_METHOD, FakeSlack
 from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 from tests.redis_fixtures import REDIS_TEST_URL
 from tests.slack_signing import FORM, JSON_TYPE, event_body, signed_headers
-from tests.support import app_processes, wait_until
+from tests.support import app_processes, lookup, wait_until
 from tests.test_e2e_slack import free_port
 from tests.test_oauth import CHANNEL, TEAMS, USER, click_add_to_slack, sora_body
 
@@ -92,7 +92,7 @@ async def test_two_workspaces_install_and_each_runs_on_its_own_token(
         ]
         teams = []
         for root in roots:
-            sid = await real_state.threads.lookup(CHANNEL, root["ts"])
+            sid = await lookup(real_state, CHANNEL, root["ts"], TEAMS)
             snap = await real_state.sessions.snapshot(sid) if sid else None
             # Locked and shown: the lock's steps still run against Slack after the save,
             # and an uninstall before they end would refuse them (token_revoked).

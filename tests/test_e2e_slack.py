@@ -23,7 +23,7 @@ import pytest
 from bot.dialogue.models import SessionStatus
 from state import State
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.slack_server import FakeSlack
+from tests.fakes.slack_server import TEAM_ID, FakeSlack
 from tests.redis_fixtures import REDIS_TEST_URL
 from tests.slack_signing import (
     FORM,
@@ -187,7 +187,7 @@ async def test_a_slash_command_becomes_a_pinned_locked_prompt_in_its_thread(
 
         await wait_until(lock_shown, "the lock's steps to be shown", within=60)
 
-    session_id = await real_state.threads.lookup(CHANNEL, root_ts)
+    session_id = await real_state.threads.lookup(TEAM_ID, CHANNEL, root_ts)
     assert session_id is not None
     session = await wait_until(
         lambda: _locked(real_state, session_id), "the session to be stored as locked"

@@ -250,7 +250,7 @@ class Harness:
         assert await self.command(text, user=user) == ""
         await self.settle()
         [root] = [m for m in self.roots() if m["ts"] not in before]
-        sid = await self.state.threads.lookup(CHANNEL, root["ts"])
+        sid = await self.state.threads.lookup(TEAM_ID, CHANNEL, root["ts"])
         assert sid is not None
         return sid, root["ts"]
 
@@ -342,7 +342,7 @@ async def test_a_signed_sora_command_posts_the_root_and_queues_turn_zero(app: Ha
 
     [root] = app.roots()
     assert root["user"] == BOT_USER_ID and "Sora Copilot" in root["text"]
-    sid = await app.state.threads.lookup(CHANNEL, root["ts"])
+    sid = await app.state.threads.lookup(TEAM_ID, CHANNEL, root["ts"])
     assert sid is not None and root["metadata"]["event_payload"] == {"session": sid, "kind": "root"}
     session = await app.state.sessions.load(sid)
     assert session is not None
@@ -364,7 +364,7 @@ async def test_a_signed_sora_command_posts_the_root_and_queues_turn_zero(app: Ha
     assert app.slack.calls_to("users.info") == []  # one Slack call to start: the root
     stats = await app.state.queue.stats()
     assert stats.backlog == 1 and stats.dead == 0
-    assert await app.state.running.count_user(ADA) == 1
+    assert await app.state.running.count_user(ADA, TEAM_ID) == 1
 
 
 async def test_the_ack_does_not_wait_for_the_thread_root(app: Harness) -> None:
@@ -401,7 +401,7 @@ async def test_bad_input_is_answered_in_the_ack_and_changes_nothing(
     assert reply["response_type"] == "ephemeral" and says in reply["text"]
     assert app.slack.calls_to("chat.postMessage") == []
     assert await app.keys() == before  # no session, no job, no running slot
-    assert await app.state.running.count_user(ADA) == 0
+    assert await app.state.running.count_user(ADA, TEAM_ID) == 0
 
 
 async def test_a_fourth_running_session_of_one_person_is_refused(app: Harness) -> None:
@@ -426,7 +426,7 @@ async def test_the_team_cap_refuses_a_session_beyond_it(make_harness: HarnessFac
     [refusal] = app.slack.ephemerals(CHANNEL, BOSS)
     assert "This workspace already has 2 sessions running" in refusal["text"]
     assert len(app.roots()) == 2
-    assert await app.state.running.count_user(BOSS) == 0
+    assert await app.state.running.count_user(BOSS, TEAM_ID) == 0
 
 
 async def test_the_channel_cap_refuses_clearly_and_a_finished_session_frees_its_place(
@@ -448,7 +448,7 @@ async def test_the_channel_cap_refuses_clearly_and_a_finished_session_frees_its_
     assert await app.state.sessions.save(session, expected_turn=0)
     await app.start(user=BOSS)
     assert len(app.roots()) == 3
-    assert await app.state.running.count_channel(CHANNEL) == 2
+    assert await app.state.running.count_channel(CHANNEL, TEAM_ID) == 2
 
 
 async def test_a_burst_in_one_channel_posts_its_roots_in_order_and_tells_who_waits(
@@ -487,7 +487,7 @@ async def test_a_root_slack_refuses_frees_the_slot_and_starts_nothing(app: Harne
     # The attempted post spent a rate-limit token (a short-lived bucket); nothing else changed.
     after = [k for k in await app.keys() if ":ratelimit:" not in k]
     assert app.roots() == [] and after == before
-    assert await app.state.running.count_user(ADA) == 0
+    assert await app.state.running.count_user(ADA, TEAM_ID) == 0
 
 
 # ---- signatures -----------------------------------------------------------------------
@@ -803,7 +803,7 @@ async def test_a_good_modal_submission_starts_a_session_in_the_commands_channel(
     await app.settle()
     assert reply == ""  # the modal closes
     [root] = app.roots()
-    sid = await app.state.threads.lookup(CHANNEL, root["ts"])
+    sid = await app.state.threads.lookup(TEAM_ID, CHANNEL, root["ts"])
     assert sid is not None
     session = await app.state.sessions.load(sid)
     assert session is not None and session.max_rounds == 4

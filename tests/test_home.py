@@ -213,7 +213,7 @@ async def test_delete_is_for_the_starter_and_admins(app: Harness, slack: FakeSla
     view = await open_home(app, BOSS)
     await click_home(app, view, ACTION_DELETE, entry.id, user=BOSS)
     assert await app.state.index.get(entry.id, team_id=TEAM_ID) is None
-    assert await app.state.library.get(entry.id) is None
+    assert await app.state.library.get(entry.id, team=TEAM_ID) is None
     assert "Neon rain" not in text_of(await open_home(app, ADA))
 
 
@@ -262,7 +262,7 @@ async def test_remix_starts_from_the_source_prompt_and_the_new_entry_names_it(
     before = {m["ts"] for m in app.roots()}
     await submit_remix(app, source.id, channel=CHANNEL, change="make it dawn", user=ADA)
     [root] = [m for m in app.roots() if m["ts"] not in before]
-    sid = await app.state.threads.lookup(CHANNEL, root["ts"])
+    sid = await app.state.threads.lookup(TEAM_ID, CHANNEL, root["ts"])
     assert sid is not None
     session = await app.state.sessions.load(sid)
     assert session is not None

@@ -43,7 +43,7 @@ from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 from tests.redis_fixtures import agent_turn, locked
 from tests.redis_fixtures import make_session as fixture_session
 from tests.slack_signing import FORM, JSON_TYPE, command_body, event_body, signed_headers
-from tests.support import make_session, wait_until
+from tests.support import lookup, make_session, wait_until
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0VIDEO"  # the same channel id in both workspaces
@@ -348,7 +348,7 @@ async def _finished_all(state: State, channel: str, slack: FakeSlack) -> bool:
     ]
     done = 0
     for root in roots:
-        sid = await state.threads.lookup(channel, root["ts"])
+        sid = await lookup(state, channel, root["ts"], TEAMS)
         session = await state.sessions.load(sid) if sid else None
         if session is not None and session.status == SessionStatus.LOCKED:
             done += 1
@@ -388,7 +388,8 @@ async def test_app_uninstalled_deletes_everything_kept_for_the_workspace_and_not
         ]
     [running_alpha] = await real_state.redis.zrange(real_state.keys.running_team("T0ALPHA"), 0, -1)
     ids["T0ALPHA"].append(running_alpha)
-    assert len(await real_state.library.recent(channel=CHANNEL, limit=10)) == 4
+    for team in TEAMS:  # one library each: the same channel id is two channels
+        assert len(await real_state.library.recent(team=team, channel=CHANNEL, limit=10)) == 2
     before = set(await deployment.keys())
     slack.revoke_team("T0ALPHA")
     with caplog.at_level("INFO", logger="sora.sessions"):
@@ -408,7 +409,8 @@ async def test_app_uninstalled_deletes_everything_kept_for_the_workspace_and_not
     # rest, and the workspace's running set, which went when its last id was removed.
     assert line["installation_deleted"] is True
     assert line["keys_deleted"] + 4 + 1 == len(gone), sorted(gone)
-    library = await real_state.library.recent(channel=CHANNEL, limit=10)
+    library = await real_state.library.recent(team="T0BETA", channel=CHANNEL, limit=10)
+    assert await real_state.library.recent(team="T0ALPHA", channel=CHANNEL, limit=10) == []
     assert sorted(e.session_id for e in library) == sorted(ids["T0BETA"])
     assert await real_state.running.count_team("T0BETA") == 1
     with pytest.raises(NotInstalled):

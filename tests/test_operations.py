@@ -161,7 +161,9 @@ async def test_metrics_and_audit_after_a_session_through_slack(
             event_id="Ev0METRICS",
         )
         assert await post_signed(http, url, event_body(event), JSON_TYPE) == 200
-        sid = await wait_until(lambda: real_state.threads.lookup(CHANNEL, root_ts), "the index")
+        sid = await wait_until(
+            lambda: real_state.threads.lookup(TEAM_ID, CHANNEL, root_ts), "the index"
+        )
 
         async def locked_and_shown() -> bool:
             s = await real_state.sessions.load(sid)

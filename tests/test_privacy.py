@@ -127,9 +127,9 @@ async def test_a_prompt_made_in_a_private_place_is_never_cross_posted(
     done = await lock(surface, real_state, session)
     assert crossposts(fake) == []
     assert "this prompt stays here" in locked_reply(fake, cid, done)
-    entry = await real_state.library.get(done.id)
+    entry = await real_state.library.get(done.id, team=done.origin.team_id)
     assert entry is not None and entry.place == place
-    assert await real_state.library.recent(channel=PUBLIC) == []
+    assert await real_state.library.recent(team=done.origin.team_id, channel=PUBLIC) == []
 
 
 async def test_a_prompt_made_in_a_public_channel_is_cross_posted(

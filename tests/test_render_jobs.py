@@ -59,13 +59,14 @@ async def pump(
     *,
     worker: str = "w1",
     limit: int = 100,
+    team: str = "T1",
 ) -> RenderRecord:
     """Take and run jobs, moving the clock to each due check, until the render ends."""
     for _ in range(limit):
         jobs = await state.queue.take(worker, count=10)
         for job in jobs:
             await runner.handle(job, f"{worker}:{job.id}")
-        rec = await load_record(state, rid)
+        rec = await load_record(state, rid, team)
         if rec.finished and not rec.steps:
             return rec
         if not jobs:
@@ -74,8 +75,8 @@ async def pump(
     raise AssertionError("the render never ended")
 
 
-async def load_record(state: State, rid: str) -> RenderRecord:
-    loaded = await state.renders.load(rid)
+async def load_record(state: State, rid: str, team: str = "T1") -> RenderRecord:
+    loaded = await state.renders.load(rid, team=team)
     assert loaded is not None
     return RenderRecord.model_validate_json(loaded[0])
 
@@ -153,7 +154,7 @@ async def test_a_render_job_runs_to_a_delivered_clip(
     assert len(clips) == 1 and clips[0]["bytes"] > 0
     assert shown[0] == {"kind": "progress", "status": "queued", "vendor": "queued"}
     assert shown[-1]["status"] == "done"
-    entry = await rig.state.library.get(rec.session_id)
+    entry = await rig.state.library.get(rec.session_id, team=rec.team_id)
     assert entry is not None and len(entry.renders) == 1
     prov = entry.renders[0]
     assert (prov.renderer, prov.tier, prov.seconds) == (renderer, "draft", 8)

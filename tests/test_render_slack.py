@@ -118,10 +118,10 @@ class Rig:
         return render_target(confirm["value"])[2]
 
     async def pump(self, rid: str) -> RenderRecord:
-        return await pump(self.state, self.runner, self.clock, rid)
+        return await pump(self.state, self.runner, self.clock, rid, team=TEAM_ID)
 
     async def record(self, rid: str) -> RenderRecord:
-        return await load_record(self.state, rid)
+        return await load_record(self.state, rid, TEAM_ID)
 
     def progress(self, session: Session, rid: str) -> list[dict[str, Any]]:
         return [
@@ -188,7 +188,7 @@ async def test_render_to_a_clip_in_the_thread_once_confirmed(
     last_update = max(i for i, m in enumerate(methods) if m == "chat.update")
     assert last_update > max(i for i, m in enumerate(methods) if m == "files.info")
     # The library entry has the clip's provenance.
-    entry = await rig.state.library.get(session.id)
+    entry = await rig.state.library.get(session.id, team=session.origin.team_id)
     assert entry is not None
     [prov] = entry.renders
     assert (prov.renderer, prov.tier, prov.file_id) == (renderer, "draft", clip["id"])

@@ -799,7 +799,7 @@ async def test_a_lock_where_joining_is_refused_still_locks_and_says_how_to_get_t
 
     assert final.status == SessionStatus.LOCKED
     assert model.calls == len(final.agent_turns)
-    assert await rig.state.library.get(session.id) is not None
+    assert await rig.state.library.get(session.id, team=session.origin.team_id) is not None
     assert len(tagged(rig.slack.messages(PROMPTS), TURN_CROSSPOST)) == 1
     assert rig.slack.files() == [] and rig.slack.pins(OPEN) == []
     thread = rig.slack.thread(OPEN, str(session.origin.thread_ts))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from bot.config import Settings
 from state import (
@@ -27,21 +28,69 @@ def test_every_key_lives_under_the_prefix() -> None:
         keys.inbox("s"),
         keys.lease("s"),
         keys.posts("s"),
-        keys.thread("C1", "1.2"),
-        keys.event("Ev1"),
+        keys.thread("T1", "C1", "1.2"),
+        keys.event("T1", "Ev1"),
         keys.jobs,
         keys.dead_letter,
-        keys.ratelimit("C1"),
-        keys.library_prompt("p"),
-        keys.library_all,
-        keys.library_channel("C1"),
-        keys.library_user("U1"),
-        keys.running_user("U1"),
+        keys.ratelimit("T1", "C1"),
+        keys.library_prompt("T1", "p"),
+        keys.library_all("T1"),
+        keys.library_channel("T1", "C1"),
+        keys.library_user("T1", "U1"),
+        keys.running_user("T1", "U1"),
         keys.running_team("T1"),
     ]
     assert all(n.startswith("acme:") for n in names)
     assert len(set(names)) == len(names)
-    assert Keys().session("s") == "sora:session:s"
+    assert Keys().session("s") == "sora:{s:s}:session"
+
+
+def test_a_session_keys_share_one_slot_and_a_workspace_keys_another() -> None:
+    keys = Keys(prefix="acme")
+    session = {
+        key_slot(k.encode())
+        for k in (
+            keys.session("s1"),
+            keys.inbox("s1"),
+            keys.lease("s1"),
+            keys.posts("s1"),
+            keys.recorded("s1"),
+            keys.session_event("s1", "Ev1"),
+        )
+    }
+    workspace = {
+        key_slot(k.encode())
+        for k in (
+            keys.thread("T1", "C1", "1.2"),
+            keys.event("T1", "Ev1"),
+            keys.ratelimit("T1", "C1"),
+            keys.library_prompt("T1", "p"),
+            keys.library_all("T1"),
+            keys.running_user("T1", "U1"),
+            keys.running_team("T1"),
+            keys.running_channel("T1", "C1"),
+            keys.update_budget("T1"),
+            keys.render("T1", "r1"),
+            keys.render_budget_team("T1", "20260101"),
+            keys.workspace_sessions("T1"),
+            keys.installation("T1"),
+        )
+    }
+    shared = (keys.jobs, keys.dead_letter, keys.live, keys.render_due)
+    queue = {key_slot(k.encode()) for k in shared}
+    assert len(session) == len(workspace) == len(queue) == 1
+    assert session != workspace
+
+
+def test_two_workspaces_same_channel_and_user_ids_never_share_a_key() -> None:
+    keys = Keys()
+    for name in ("thread", "ratelimit", "library_channel", "running_channel"):
+        make = getattr(keys, name)
+        args = ("C1", "1.2") if name == "thread" else ("C1",)
+        assert make("T1", *args) != make("T2", *args)
+    for name in ("library_user", "running_user"):
+        assert getattr(keys, name)("T1", "U1") != getattr(keys, name)("T2", "U1")
+    assert keys.event("T1", "Ev1") != keys.event("T2", "Ev1")
 
 
 @pytest.mark.parametrize("bad", ["", "a:b", "a*", "has space", "x" * 65])

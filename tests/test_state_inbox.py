@@ -105,7 +105,8 @@ async def test_an_entry_this_build_cannot_read_is_reported_not_skipped(
 
 
 async def test_dedupe_says_first_time_once_per_event(state: State, backend: Redis) -> None:
-    assert await state.dedupe.first_time("Ev123")
-    assert not await state.dedupe.first_time("Ev123")
-    assert await state.dedupe.first_time("Ev124")
-    assert 3590 < await backend.ttl(state.keys.event("Ev123")) <= 3600
+    assert await state.dedupe.first_time("Ev123", "T1")
+    assert not await state.dedupe.first_time("Ev123", "T1")
+    assert await state.dedupe.first_time("Ev124", "T1")
+    assert await state.dedupe.first_time("Ev123", "T2")  # another workspace's event
+    assert 3590 < await backend.ttl(state.keys.event("T1", "Ev123")) <= 3600

@@ -55,7 +55,7 @@ async def test_wait_sleeps_with_the_injected_sleep_until_a_token_is_taken(
 
 async def test_an_idle_bucket_expires(state: State, backend: Redis) -> None:
     await state.ratelimit.acquire("C1")
-    assert 0 < await backend.pttl(state.keys.ratelimit("C1")) <= 4000
+    assert 0 < await backend.pttl(state.keys.ratelimit("-", "C1")) <= 4000
 
 
 _CHILD = """
@@ -122,4 +122,4 @@ async def test_a_retry_after_holds_the_channel_for_every_process_that_long(
     await limiter.hold("C1", 1.0)  # a shorter hold never shortens a longer one
     assert await other.acquire("C1") > 4.0
     # The hold outlives the bucket's usual expiry (burst / rate + 1 s = 4 s).
-    assert await backend.pttl(state.keys.ratelimit("C1")) > 5000
+    assert await backend.pttl(state.keys.ratelimit("-", "C1")) > 5000

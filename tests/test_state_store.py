@@ -44,9 +44,9 @@ async def test_create_binds_the_origin_thread_and_can_enqueue_the_first_turn(
     job_id = await state.sessions.create(session, enqueue=True)
     assert job_id is not None
     assert session.origin.channel_id and session.origin.thread_ts
-    assert await state.threads.lookup(session.origin.channel_id, session.origin.thread_ts) == (
-        session.id
-    )
+    assert await state.threads.lookup(
+        "T1", session.origin.channel_id, session.origin.thread_ts
+    ) == (session.id)
     [job] = await state.queue.take("w1")
     assert (job.id, job.session_id, job.turn) == (job_id, session.id, 0)
 
@@ -221,7 +221,7 @@ async def test_finishing_gives_the_session_and_its_keys_the_finished_ttl(
         state.keys.session(session.id),
         state.keys.inbox(session.id),
         state.keys.posts(session.id),
-        state.keys.thread(o.channel_id, o.thread_ts),
+        state.keys.thread("T1", o.channel_id, o.thread_ts),
     ):
         assert 29 * DAY < await backend.ttl(key) <= 30 * DAY, key
 
@@ -236,7 +236,7 @@ async def test_a_finished_session_expires_after_its_ttl(real_redis: Redis, prefi
     assert await state.sessions.load(session.id) is None
     o = session.origin
     assert o.channel_id and o.thread_ts
-    assert await state.threads.lookup(o.channel_id, o.thread_ts) is None
+    assert await state.threads.lookup("T1", o.channel_id, o.thread_ts) is None
 
 
 async def test_finishing_frees_the_running_slots(state: State) -> None:
@@ -244,8 +244,8 @@ async def test_finishing_frees_the_running_slots(state: State) -> None:
     o = session.origin
     assert await state.running.try_add(session.id, o.user_id, o.team_id, max_user=1, max_team=1)
     await state.sessions.create(session)
-    assert await state.running.count_user("U1") == 1
+    assert await state.running.count_user("U1", "T1") == 1
     stopped = session.model_copy(update={"status": SessionStatus.STOPPED})
     assert await state.sessions.save(stopped, expected_turn=0)
-    assert await state.running.count_user("U1") == 0
+    assert await state.running.count_user("U1", "T1") == 0
     assert await state.running.count_team("T1") == 0

@@ -49,6 +49,9 @@ async def test_a_session_whose_state_is_gone_is_reported_with_its_thread_once(
     session = make_session()
     await real_state.sessions.create(session, enqueue=True)
     await real_state.redis.delete(real_state.keys.session(session.id))  # evicted
+    young = await real_state.sweeper.run("w1", lease_ms=5000)
+    assert young is not None and young.lost == []  # it may be a session being created
+    real_state.sweeper.grace_ms = 0
     result = await real_state.sweeper.run("w1", lease_ms=5000)
     o = session.origin
     assert result is not None
@@ -116,6 +119,7 @@ async def test_a_worker_tells_the_thread_of_a_session_whose_state_is_gone(
     session = make_session()
     await real_state.sessions.create(session)
     await real_state.redis.delete(real_state.keys.session(session.id))
+    real_state.sweeper.grace_ms = 0
     told: list[Lost] = []
 
     async def on_lost(lost: Lost) -> None:
@@ -155,7 +159,7 @@ async def test_erasing_a_locked_session_removes_every_key_of_it(real_state: Stat
     assert await _keys_naming(real_state, session.id)
     assert await real_state.eraser.erase(done) >= 3
     assert await _keys_naming(real_state, session.id) == []
-    assert await real_state.library.recent(channel=o.channel_id) == []
+    assert await real_state.library.recent(team=o.team_id, channel=o.channel_id) == []
 
 
 async def test_library_entries_expire_when_the_operator_says_so(
@@ -164,17 +168,17 @@ async def test_library_entries_expire_when_the_operator_says_so(
     state = State.create(real_redis, prefix=prefix, library_ttl_s=3600)
     done = locked(agent_turn(make_session()))
     await state.library.add(LibraryEntry.from_session(done))
-    ttl = await real_redis.ttl(state.keys.library_prompt(done.id))
+    ttl = await real_redis.ttl(state.keys.library_prompt("T1", done.id))
     assert 3500 < ttl <= 3600
     forever = State.create(real_redis, prefix=prefix)
     await forever.library.add(LibraryEntry.from_session(done))
-    assert await real_redis.ttl(forever.keys.library_prompt(done.id)) == -1
+    assert await real_redis.ttl(forever.keys.library_prompt("T1", done.id)) == -1
 
 
 async def test_an_expired_library_entry_leaves_the_listing_and_its_index(real_state: State) -> None:
     done = locked(agent_turn(make_session()))
     await real_state.library.add(LibraryEntry.from_session(done))
-    await real_state.redis.delete(real_state.keys.library_prompt(done.id))  # expired
-    assert await real_state.library.recent(channel=done.origin.channel_id) == []
-    key = real_state.keys.library_channel(done.origin.channel_id or "-")
+    await real_state.redis.delete(real_state.keys.library_prompt("T1", done.id))  # expired
+    assert await real_state.library.recent(team="T1", channel=done.origin.channel_id) == []
+    key = real_state.keys.library_channel("T1", done.origin.channel_id or "-")
     assert await real_state.redis.zscore(key, done.id) is None

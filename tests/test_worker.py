@@ -83,7 +83,7 @@ async def test_a_worker_runs_a_session_to_its_locked_prompt(
     events = await recorded(real_state.redis, real_state.keys, session.id)
     assert_each_turn_once(done, events)
     assert events[-1]["kind"] == "locked"
-    entry = await real_state.library.get(session.id)
+    entry = await real_state.library.get(session.id, team=session.origin.team_id)
     assert entry is not None and entry.locked == done.locked
     stats = await real_state.queue.stats()
     assert (stats.backlog, stats.pending) == (0, 0)
@@ -162,7 +162,7 @@ async def test_stop_and_lock_from_the_inbox_end_the_session_with_no_more_turns(
     assert s is not None and s.locked is not None
     assert s.locked.reason == LockReason.HUMAN and s.locked.locked_by == "Ana"
     assert s.locked.draft == s.latest_draft and len(s.turns) == 1
-    assert await real_state.library.get(locked.id) is not None
+    assert await real_state.library.get(locked.id, team=locked.origin.team_id) is not None
 
 
 class FailingSurface(RecordingSurface):

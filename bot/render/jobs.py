@@ -299,15 +299,15 @@ class RenderRunner:
 
     async def fail_dead(self, job: Job) -> None:
         """A render job that failed on worker after worker: end the render, refunded."""
-        loaded = await self._load(job.render)
+        loaded = await self._load(job.render, job.team)
         if loaded is None or loaded[0].finished:
             return
         rec, rev = loaded
         reason = "The render failed on several workers in a row and was set aside"
         await self._finish(job, rec, rev, Failed(reason, retryable=True))
 
-    async def _load(self, rid: str) -> tuple[RenderRecord, int] | None:
-        loaded = await self.state.renders.load(rid)
+    async def _load(self, rid: str, team: str) -> tuple[RenderRecord, int] | None:
+        loaded = await self.state.renders.load(rid, team=team or None)
         if loaded is None:
             return None
         raw, rev = loaded
@@ -329,6 +329,8 @@ class RenderRunner:
         ok = await self.state.renders.save(
             rec.id,
             rec.model_dump_json(),
+            team=rec.team_id or None,
+            session_id=rec.session_id,
             expected_rev=rev,
             due_ms=due_ms,
             enqueue=enqueue,
@@ -338,7 +340,7 @@ class RenderRunner:
         return rev + 1 if ok else None
 
     async def _step(self, job: Job) -> None:
-        loaded = await self._load(job.render)
+        loaded = await self._load(job.render, job.team)
         if loaded is None:
             await self.state.queue.ack(job)  # expired, or never created
             return
@@ -416,6 +418,7 @@ class RenderRunner:
                     file_id=kept.get("file_id"),
                     rendered_at=datetime.fromtimestamp(rec.finished_at or self.clock(), UTC),
                 ),
+                team=rec.team_id or None,
             )
 
     async def _submit(self, job: Job, rec: RenderRecord, rev: int, renderer: Renderer) -> None:

@@ -144,12 +144,12 @@ class LiveMessage:
         channel = self.where.channel
         part = writing_part()
         try:
-            delay = await p.state.ratelimit.acquire(channel)
+            delay = await p.state.ratelimit.acquire(channel, team=p.workspace)
             if delay > INTERIM_WAIT_MAX_S:
                 return
             if delay > 0:
                 await p.sleep(delay)
-                if await p.state.ratelimit.acquire(channel) > 0:
+                if await p.state.ratelimit.acquire(channel, team=p.workspace) > 0:
                     return
             response = await p.client.chat_postMessage(
                 channel=channel,
@@ -165,7 +165,9 @@ class LiveMessage:
         except SlackApiError as e:
             log.info("no placeholder for turn %s in %s: %s", self.turn, channel, e)
             if status_of(e) == 429:
-                await p.state.ratelimit.hold(channel, retry_after_seconds_of(e.response.headers))
+                await p.state.ratelimit.hold(
+                    channel, retry_after_seconds_of(e.response.headers), team=p.workspace
+                )
             elif status_of(e) >= 500:
                 self.unknown = True
             return

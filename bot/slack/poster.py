@@ -156,7 +156,7 @@ class Poster:
         log.info("Slack rate limit%s: waiting %.1f s", f" in {channel}" if channel else "", wait)
         metrics.slack_rate_limit_wait(wait)
         if posting and channel:
-            await self.state.ratelimit.hold(channel, wait)
+            await self.state.ratelimit.hold(channel, wait, team=self.workspace)
         await self.sleep(wait + random.uniform(0, 0.25))
 
     async def member(
@@ -206,7 +206,7 @@ class Poster:
         payload = metadata["event_payload"]
         delay = BACKOFF_FIRST_S
         while True:
-            await self.state.ratelimit.wait(channel)
+            await self.state.ratelimit.wait(channel, team=self.workspace)
             try:
                 response = await self.client.chat_postMessage(
                     channel=channel,

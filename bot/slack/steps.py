@@ -541,7 +541,7 @@ async def upload_clip(s: SlackSurface, session: Session, arg: str) -> None:
     ledger = await s.state.posts.all(led)
     if ledger.get(TURN_CLIP, {}).get(0) or ledger.get(TURN_CLIP_REFUSED, {}).get(0):
         return
-    loaded = await s.state.renders.load(rid)
+    loaded = await s.state.renders.load(rid, team=session.origin.team_id)
     if loaded is None:
         return
     rec = RenderRecord.model_validate_json(loaded[0])

@@ -62,7 +62,7 @@ async def upload_file(
     delay = BACKOFF_FIRST_S
     while True:
         # The share is a message in the thread: it takes a post token too.
-        await poster.state.ratelimit.wait(where.channel)
+        await poster.state.ratelimit.wait(where.channel, team=poster.workspace)
         try:
             await poster.member(
                 where.channel,
