@@ -46,8 +46,14 @@ class Eraser:
         self.home: HomeSessions | None = None
 
     async def erase(self, session: Session) -> int:
+        """Delete every key of `session`; how many keys were deleted (see `erase_apart`)."""
+        in_workspace, own = await self.erase_apart(session)
+        return in_workspace + own
+
+    async def erase_apart(self, session: Session) -> tuple[int, int]:
         """Delete every key of `session` (it must be as stored: its origin names its
-        thread and sets). Returns how many keys were deleted.
+        thread and sets). Returns how many keys were deleted: of its workspace's (its
+        thread binding, its library entry), and of its own.
 
         One step per slot (4 round trips), ordered so that a crash between two leaves
         something a second `erase` (or the uninstall) still finds: the workspace's keys
@@ -72,7 +78,7 @@ class Eraser:
             )
         )
         await self._redis.hdel(k.live, sid)
-        n += int(
+        own = int(
             await self._redis.delete(
                 k.session(sid), k.inbox(sid), k.posts(sid), k.lease(sid), k.recorded(sid)
             )
@@ -82,4 +88,4 @@ class Eraser:
             await self.index.delete(sid, team_id=o.team_id)
         if self.home is not None:
             await self.home.forget(session)
-        return n
+        return n, own

@@ -6,6 +6,12 @@ every key this package writes starts with `<prefix>:`.
 
 Per-session keys (session, inbox, posts, lease) follow the session's TTL, so a
 finished session disappears as a whole; the prompt library never expires.
+
+Every key carries a Redis Cluster hash tag naming what it belongs to, so that each Lua
+script and MULTI touches one slot: `{s:<session id>}` for a session's own keys,
+`{ws:<team id>}` for a workspace's (the same channel or user id in two workspaces is two
+keys), `{q}` for the few shared ones (the jobs and dead-letter streams, the live index,
+the render schedule, the sweep's lease): one slot, the deployment's hot key.
 """
 
 from __future__ import annotations

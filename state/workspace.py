@@ -33,17 +33,31 @@ async def erase_workspace(state: State, team_id: str) -> Erased:
     Redis Cluster, redis-py's SCAN walks every primary. The installation's own keys
     are left to the installation store."""
     k = state.keys
+    kept = {k.installation(team_id), k.installation_bot(team_id), k.installation_users(team_id)}
+    kept_prefix = k.installation_user(team_id, "")
+
+    async def workspace_keys() -> set[str]:
+        return {
+            name
+            async for raw in state.redis.scan_iter(match=k.workspace_keys(team_id), count=1000)
+            if (name := text(raw)) not in kept
+            and not name.startswith(kept_prefix)
+            and name != k.token_refresh_lock(team_id)
+        }
+
+    # Counted before anything goes: erasing a session empties (and so deletes) some of
+    # the workspace's sets, which must count too.
+    before = await workspace_keys()
     index = k.workspace_sessions(team_id)
-    sessions = library = keys = 0
-    # First its library search index, Home lists, team personas and defaults, whole: the
-    # erasures below would otherwise empty (and so delete) some of them uncounted.
-    keys += await erase_team_home(state.redis, k, team_id)
+    sessions = library = own = 0
+    # First its library search index, Home lists, team personas and defaults, whole.
+    await erase_team_home(state.redis, k, team_id)
     for raw in await state.redis.zrange(index, 0, -1):
         sid = text(raw)
         session = await state.sessions.load(sid)
         if session is not None and session.origin.team_id == team_id:
             had_entry = await state.redis.exists(k.library_prompt(team_id, sid))
-            keys += await state.eraser.erase(session)
+            own += (await state.eraser.erase_apart(session))[1]
             sessions += 1
             library += int(had_entry)
             continue
@@ -53,16 +67,7 @@ async def erase_workspace(state: State, team_id: str) -> Erased:
             sid, channel=entry.channel_id, user=entry.user_id, team=team_id
         ):
             library += 1
-            keys += 1
-    kept = {k.installation(team_id), k.installation_bot(team_id), k.installation_users(team_id)}
-    kept_prefix = k.installation_user(team_id, "")
-    rest = [
-        name
-        async for raw in state.redis.scan_iter(match=k.workspace_keys(team_id), count=1000)
-        if (name := text(raw)) not in kept
-        and not name.startswith(kept_prefix)
-        and name != k.token_refresh_lock(team_id)
-    ]
+    rest = await workspace_keys()
     if rest:
-        keys += int(await state.redis.delete(*rest))  # one slot: one DEL
-    return Erased(sessions=sessions, library_entries=library, keys=keys)
+        await state.redis.delete(*rest)  # one slot: one DEL
+    return Erased(sessions=sessions, library_entries=library, keys=own + len(before | rest))

@@ -88,10 +88,12 @@ def test_a_query_reads_fields_and_ignores_stop_words() -> None:
     assert query_terms("") == []
 
 
-async def test_a_delete_that_names_no_workspace_finds_the_entrys_own(state: State) -> None:
+async def test_a_delete_is_of_one_workspaces_entry(state: State) -> None:
     mine = entry(title="Rain", prompt="rain on glass", minutes=5)
     await state.library.add(mine)
-    assert await state.library.delete(mine.id, channel="C1", user="U1")
+    assert not await state.library.delete(mine.id, channel="C1", user="U1", team="T2")
+    assert len((await state.index.search("T1", ["rain"])).entries) == 1
+    assert await state.library.delete(mine.id, channel="C1", user="U1", team="T1")
     assert (await state.index.search("T1", ["rain"])).entries == []
 
 

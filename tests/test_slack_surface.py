@@ -78,17 +78,17 @@ class CountingLimiter(PostRateLimiter):
         self.waits: Counter[str] = Counter()
         self.held: list[tuple[str, float]] = []
 
-    async def acquire(self, channel: str) -> float:
-        delay = await super().acquire(channel)
+    async def acquire(self, channel: str, *, team: str | None = None) -> float:
+        delay = await super().acquire(channel, team=team)
         if delay == 0:
             self.waits[channel] += 1
         return delay
 
-    async def hold(self, channel: str, seconds: float) -> None:
+    async def hold(self, channel: str, seconds: float, *, team: str | None = None) -> None:
         # Redis's clock refills the bucket, and it is real time while the tests'
         # clock is not: hold a thousandth as long (test_state_ratelimit holds for real).
         self.held.append((channel, seconds))
-        await super().hold(channel, seconds / 1000)
+        await super().hold(channel, seconds / 1000, team=team)
 
 
 class TickingModel:
