@@ -567,7 +567,7 @@ async def _resume(args: argparse.Namespace, settings: Settings) -> int:
         engine, offline = _engine(settings, args)
         # What Slack's Retry button does: a retry command and a job for the next turn.
         await state.inbox.push(session.id, InboxEntry(kind="retry", author=_user_name()))
-        await state.queue.enqueue(session.id, session.next_turn)
+        await state.queue.enqueue(session.id, session.next_turn, session.origin.team_id)
         return await attend(
             session,
             state=state,

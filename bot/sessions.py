@@ -733,7 +733,7 @@ class Sessions:
             raise Gone(GONE)
         if result == PushResult.FULL:
             raise Refused("This session has too many unread commands; try again after its turn.")
-        await self.state.queue.enqueue(session_id, session.next_turn)
+        await self.state.queue.enqueue(session_id, session.next_turn, session.origin.team_id)
         await self.state.audit.record(
             session.origin.team_id,
             kind,

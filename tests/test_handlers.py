@@ -668,6 +668,8 @@ async def test_stop_from_the_starter_queues_a_stop_and_wakes_the_session(app: Ha
     [entry] = await app.state.inbox.peek(sid)
     assert entry.kind == "stop" and entry.author == "Ada" and entry.user_id == ADA
     assert (await app.state.queue.stats()).backlog == 2  # turn 0's job, and the wake-up
+    jobs = await app.state.queue.take("w", count=2)
+    assert [(j.session_id, j.team) for j in jobs] == [(sid, TEAM_ID)] * 2  # its workspace's
     [note] = app.slack.ephemerals(CHANNEL, ADA)
     assert note["text"].startswith("Stop requested")
 
