@@ -70,7 +70,6 @@ from state import (
     redact,
 )
 from state.audit import AuditEntry
-from state.connection import is_cluster
 from state.errors import StateError, StateMisconfigured
 from state.health import check_eviction
 from state.sweep import Lost
@@ -123,13 +122,6 @@ async def open_state(
     )
     if is_embedded(redis):
         err.write(EMBEDDED_NOTICE + "\n")
-    elif is_cluster(redis):
-        await redis.aclose()
-        raise BadInput(
-            "REDIS_URL points at a Redis Cluster: this version's sessions, queue and limits "
-            "need one Redis (their scripts span keys of many slots); point it at a single "
-            "Redis (a primary, with replicas if you like)."
-        )
     elif app:
         try:
             warning = await check_eviction(redis, mode=settings.redis_eviction_check)

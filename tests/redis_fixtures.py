@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,12 +39,23 @@ from bot.dialogue.models import (
     Verdict,
 )
 from bot.dialogue.profiles import resolve_persona, resolve_target
-from state import LibraryEntry, State, embedded
+from state import LibraryEntry, State, connect, embedded
+from tests import redis_cluster
 
-__all__ = ["backend", "prefix", "real_redis", "real_state", "state"]
+__all__ = [
+    "backend",
+    "cluster_url",
+    "prefix",
+    "real_redis",
+    "real_state",
+    "redis_url",
+    "state",
+]
 
 REDIS_TEST_URL = os.environ.get("SORA_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-BACKENDS = ("redis", "fakeredis")
+# The state tests run on each; a module whose tests take `real_redis` or `real_state` runs
+# them on the cluster too with ON_CLUSTER_TOO (tests/conftest.py).
+BACKENDS = ("redis", "fakeredis", "cluster")
 
 
 async def real_client() -> Redis:
@@ -59,9 +72,35 @@ async def real_client() -> Redis:
 
 
 async def delete_prefix(client: Redis, prefix: str) -> None:
+    """Delete the test's keys (on a cluster SCAN walks every primary, and DEL of keys in
+    many slots is split by redis-py into one DEL per slot)."""
     batch = [k async for k in client.scan_iter(match=f"{prefix}:*", count=500)]
     if batch:
         await client.delete(*batch)
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A real 3-master Redis Cluster: SORA_TEST_REDIS_CLUSTER_URL (scripts/test starts one),
+    or one started here for this test run (tests.redis_cluster)."""
+    url = os.environ.get("SORA_TEST_REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="sora-cluster-") as where:
+        try:
+            yield redis_cluster.start(Path(where))
+        finally:
+            redis_cluster.stop(Path(where))
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The real Redis's URL, or with the "cluster" parameter the test cluster's (a node of
+    it: the app finds the rest)."""
+    if getattr(request, "param", "redis") == "cluster":
+        return str(request.getfixturevalue("cluster_url"))
+    return REDIS_TEST_URL
 
 
 @pytest.fixture
@@ -70,9 +109,10 @@ def prefix() -> str:
 
 
 @contextlib.asynccontextmanager
-async def _real_under(prefix: str) -> AsyncIterator[Redis]:
-    """A client of the real test database; the test's keys are deleted afterwards."""
-    client = await real_client()
+async def _real_under(prefix: str, url: str = REDIS_TEST_URL) -> AsyncIterator[Redis]:
+    """A client of the real test database, or of the cluster; the test's keys are deleted
+    afterwards."""
+    client = await real_client() if url == REDIS_TEST_URL else await connect(url)
     try:
         yield client
     finally:
@@ -81,20 +121,21 @@ async def _real_under(prefix: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def real_redis(prefix: str) -> AsyncIterator[Redis]:
-    async with _real_under(prefix) as client:
+async def real_redis(prefix: str, redis_url: str) -> AsyncIterator[Redis]:
+    async with _real_under(prefix, redis_url) as client:
         yield client
 
 
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Redis]:
-    """The real Redis, then the embedded fakeredis."""
+    """The real Redis, the embedded fakeredis, then the Redis Cluster."""
     if request.param == "fakeredis":
         client = embedded()
         yield client
         await client.aclose()
         return
-    async with _real_under(prefix) as client:
+    url = request.getfixturevalue("cluster_url") if request.param == "cluster" else REDIS_TEST_URL
+    async with _real_under(prefix, url) as client:
         yield client
 
 

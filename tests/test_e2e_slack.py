@@ -24,7 +24,6 @@ from bot.dialogue.models import SessionStatus
 from state import State
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.slack_server import TEAM_ID, FakeSlack
-from tests.redis_fixtures import REDIS_TEST_URL
 from tests.slack_signing import (
     FORM,
     JSON_TYPE,
@@ -91,9 +90,14 @@ def app_env(
     return env
 
 
+# The whole path (serve and a worker as processes, a slash command to a pinned prompt) on
+# one Redis, then on the Redis Cluster.
+ON_CLUSTER_TOO = True
+
+
 @pytest.fixture
 async def app(
-    real_state: State, prefix: str
+    real_state: State, prefix: str, redis_url: str
 ) -> AsyncIterator[tuple[FakeSlack, FakeAnthropic, str]]:
     async with FakeSlack() as slack, FakeAnthropic(chunk_delay=0.01) as claude:
         seed_workspace(slack, claude, channel=CHANNEL, prompts=PROMPTS)
@@ -102,7 +106,7 @@ async def app(
             slack,
             claude,
             prompts=PROMPTS,
-            REDIS_URL=REDIS_TEST_URL,
+            REDIS_URL=redis_url,
             REDIS_PREFIX=prefix,
             SLACK_SIGNING_SECRET=SECRET,
             PORT=str(port),

@@ -45,6 +45,13 @@ from tests.redis_fixtures import make_session as fixture_session
 from tests.slack_signing import FORM, JSON_TYPE, command_body, event_body, signed_headers
 from tests.support import lookup, make_session, wait_until
 
+# On the Redis Cluster too: two workspaces' sessions side by side, and an uninstall, whose
+# SCAN of the workspace's keys walks every primary.
+ON_CLUSTER_TOO = {
+    "test_two_workspaces_each_use_their_own_token_end_to_end",
+    "test_app_uninstalled_deletes_everything_kept_for_the_workspace_and_nothing_else",
+}
+
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0VIDEO"  # the same channel id in both workspaces
 USER = "U0ADA"  # and the same user id

@@ -1,15 +1,14 @@
 """A real 3-master Redis Cluster: found by asking the server, and what already runs on it.
 
 The cluster comes from SORA_TEST_REDIS_CLUSTER_URL (scripts/test starts one)
-or, without it, is started here for this test run (tests.redis_cluster).
+or, without it, is started for this test run (tests.redis_fixtures.cluster_url). The state
+tests run on it too (`backend`), and the modules that say ON_CLUSTER_TOO.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,25 +17,12 @@ from redis.asyncio import Redis
 from state import Keys, connect
 from state.connection import is_cluster
 from state.installations import Cipher, RedisInstallationStore, RedisOAuthStateStore, new_key
-from tests import redis_cluster
+from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 from tests.redis_fixtures import REDIS_TEST_URL
 from tests.support import run_cli
 from tests.test_state_installations import installation
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def cluster_url() -> Iterator[str]:
-    url = os.environ.get("SORA_TEST_REDIS_CLUSTER_URL")
-    if url:
-        yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="sora-cluster-") as where:
-        try:
-            yield redis_cluster.start(Path(where))
-        finally:
-            redis_cluster.stop(Path(where))
 
 
 @pytest.fixture
@@ -102,9 +88,22 @@ async def test_installations_live_on_a_cluster_one_workspace_per_slot(cluster: R
     assert await states.async_consume(issued) and not await states.async_consume(issued)
 
 
-def test_the_app_refuses_a_cluster_until_its_keys_share_slots_in_one_line(cluster_url: str) -> None:
-    result = run_cli("worker", "--surface", "recording", cwd=ROOT, env={"REDIS_URL": cluster_url})
-    assert result.returncode == 2
+def test_a_session_runs_on_a_cluster_with_no_setting_but_its_url(
+    cluster_url: str, tmp_path: Path
+) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    result = run_cli(
+        "run",
+        "A fox crosses a frozen river at dawn",
+        "--rounds",
+        "1",
+        "--offline",
+        "--out",
+        str(tmp_path),
+        cwd=tmp_path,
+        env={"REDIS_URL": cluster_url, "REDIS_PREFIX": prefix},
+    )
     err = result.stderr.decode()
-    assert "Redis Cluster" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    assert result.returncode == 0, err
+    assert "Traceback" not in err and "Cluster" not in err
+    assert list(tmp_path.glob("session-*.md"))

@@ -25,6 +25,8 @@ from tests.redis_fixtures import agent_turn, make_session
 from tests.support import wait_until
 from tests.test_worker import started  # noqa: F401  (the fixture)
 
+ON_CLUSTER_TOO = True  # each test on one Redis, then on the Redis Cluster
+
 FAST = WorkerConfig(
     concurrency=10,
     lease_ttl_ms=600,

@@ -20,6 +20,8 @@ from tests.redis_fixtures import *  # noqa: F403
 from tests.redis_fixtures import agent_turn, locked, make_session
 from tests.support import wait_until
 
+ON_CLUSTER_TOO = True  # each test on one Redis, then on the Redis Cluster
+
 
 async def test_a_running_session_whose_job_is_gone_is_queued_again(real_state: State) -> None:
     session = make_session()

@@ -27,6 +27,14 @@ from state import InboxEntry, State
 from tests.redis_fixtures import REDIS_TEST_URL
 from tests.support import make_session, run_cli, wait_until
 
+# On the Redis Cluster too: a session run to its lock, two workers racing, and the crash
+# test (worker processes SIGKILLed mid-turn, short leases).
+ON_CLUSTER_TOO = {
+    "test_a_worker_runs_a_session_to_its_locked_prompt",
+    "test_two_workers_racing_for_one_session_never_both_advance_it",
+    "test_a_worker_killed_mid_turn_loses_nothing_and_posts_nothing_twice",
+}
+
 FAST = WorkerConfig(
     concurrency=20,
     lease_ttl_ms=1000,
@@ -273,10 +281,10 @@ async def test_the_worker_logs_one_structured_line_per_turn(
 # ---- real processes ------------------------------------------------------------------
 
 
-def worker_env(prefix: str, **extra: str) -> dict[str, str]:
+def worker_env(prefix: str, url: str = REDIS_TEST_URL, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     env.update(
-        REDIS_URL=REDIS_TEST_URL,
+        REDIS_URL=url,
         REDIS_PREFIX=prefix,
         LEASE_TTL_MS="1500",
         RECLAIM_IDLE_MS="2000",
@@ -287,7 +295,9 @@ def worker_env(prefix: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def spawn_worker(prefix: str, *, latency: float, **extra: str) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    prefix: str, *, latency: float, url: str = REDIS_TEST_URL, **extra: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -300,26 +310,26 @@ def spawn_worker(prefix: str, *, latency: float, **extra: str) -> subprocess.Pop
             "--offline-latency",
             str(latency),
         ],
-        env=worker_env(prefix, **extra),
+        env=worker_env(prefix, url, **extra),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
 
 
 async def test_a_worker_killed_mid_turn_loses_nothing_and_posts_nothing_twice(
-    real_state: State, prefix: str
+    real_state: State, prefix: str, redis_url: str
 ) -> None:
     sessions = [make_session() for _ in range(3)]
     for s in sessions:
         await real_state.sessions.create(s, enqueue=True)
-    first = spawn_worker(prefix, latency=0.25)
+    first = spawn_worker(prefix, latency=0.25, url=redis_url)
     try:
         # Kill it while turns are in flight: some posted, none of those saved yet.
         await wait_until(lambda: _any_posts(real_state, sessions), within=20)
         await asyncio.sleep(0.1)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-        second = spawn_worker(prefix, latency=0.01)
+        second = spawn_worker(prefix, latency=0.01, url=redis_url)
         try:
             for s in sessions:
                 await wait_until(lambda s=s: finished(real_state, s.id), within=40)

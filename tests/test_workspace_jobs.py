@@ -18,6 +18,8 @@ from tests.redis_fixtures import *  # noqa: F403  (the fixtures)
 from tests.redis_fixtures import make_session
 from tests.support import wait_until
 
+ON_CLUSTER_TOO = True  # each test on one Redis, then on the Redis Cluster
+
 FAST = WorkerConfig(lease_ttl_ms=1000, reclaim_idle_ms=1500, reclaim_every_s=0.2, block_ms=50)
 
 
