@@ -143,11 +143,6 @@ class Keys:
         push marks it in the session's own slot, in the same script)."""
         return self._s(sid, "event", event_id)
 
-    @property
-    def session_pattern(self) -> str:
-        """A SCAN pattern matching every session's keys (the migration walks old ones)."""
-        return self._k("{s:*")
-
     def thread(self, team_id: str, channel: str, thread_ts: str) -> str:
         """String: the id of the session living in a Slack thread of the workspace."""
         return self._ws(team_id, "thread", channel, thread_ts)
@@ -214,11 +209,6 @@ class Keys:
 
     def running_channel(self, team_id: str, channel_id: str) -> str:
         return self._ws(team_id, "running", "channel", channel_id)
-
-    @property
-    def workspace_pattern(self) -> str:
-        """A SCAN pattern matching every workspace's keys."""
-        return self._k("{ws:*")
 
     def workspace_keys(self, team_id: str) -> str:
         """A SCAN pattern matching every key of one workspace (its uninstall deletes them)."""
