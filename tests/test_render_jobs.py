@@ -25,6 +25,10 @@ from tests.redis_fixtures import locked, make_session
 from tests.support import wait_until
 from tests.test_worker import spawn_worker
 
+# On the Redis Cluster too: a render's record and budgets are its workspace's slot, its
+# schedule and jobs the queue's.
+ON_CLUSTER_TOO = {"test_a_render_job_runs_to_a_delivered_clip"}
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeVideoAPI]:
