@@ -412,7 +412,9 @@ class Worker:
         """Why `job` must not run `session`: the job names another workspace than the
         session's own (a job written by hand, or by another deployment sharing the Redis)."""
         team = session.origin.team_id or NO_TEAM
-        if job.team and job.team != team:
+        # A job naming no workspace (an older build's, or one queued by hand) is judged
+        # by `admit` alone.
+        if job.team not in ("", NO_TEAM) and job.team != team:
             return f"the job names workspace {job.team}, the session is of workspace {team}"
         return None
 

@@ -86,7 +86,7 @@ async def locked_session(state: State, slack: FakeSlack, target: str) -> Session
     await state.sessions.create(session)
     entry = InboxEntry(kind="lock", author="Ana", user_id=STARTER, version=draft.version)
     await state.inbox.push(session.id, entry)
-    await state.queue.enqueue(session.id, session.next_turn)
+    await state.queue.enqueue(session.id, session.next_turn, TEAM_ID)
     return session
 
 
@@ -221,7 +221,7 @@ async def test_render_from_the_button_to_the_clip_in_the_thread(
     methods = [c.method for c in slack.calls]
     last_upload = max(i for i, m in enumerate(methods) if m == "files.completeUploadExternal")
     assert "files.info" in methods[last_upload:]
-    entry = await real_state.library.get(session.id)
+    entry = await real_state.library.get(session.id, team=session.origin.team_id)
     assert entry is not None and [r.file_id for r in entry.renders] == [clip["id"]]
 
 
