@@ -51,7 +51,7 @@ async def _client(redis: Redis, keys: Keys, name: str, jobs: int) -> None:
         sid = f"{name}-{i}"
         await redis.hsetnx(keys.live, sid, "C1 1.1 T1 0")
         await redis.xadd(keys.jobs, {"sid": sid, "turn": "0", "team": "T1"})
-        reply = await redis.xreadgroup(GROUP, name, {keys.jobs: ">"}, count=1)
+        reply: Any = await redis.xreadgroup(GROUP, name, {keys.jobs: ">"}, count=1)
         for _stream, entries in reply or []:
             for entry_id, _fields in entries:
                 async with redis.pipeline(transaction=True) as tx:

@@ -37,6 +37,7 @@ from state import LibraryEntry, State, connect
 from tests.fakes.anthropic_server import FakeAnthropic
 
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+TEAM = "T0123456789"
 PLANS_MB = (25, 100, 250, 1024)
 # Lock steps the Slack surface records beside the agent turns' messages: the locked
 # reply (2 parts), the pin, the report (file id, twice), the cross-post.
@@ -62,7 +63,7 @@ async def _locked_session(fake: FakeAnthropic, target: str, n: int) -> Session:
             thread_ts=f"17{n:08d}.000100",
             user_id="U0123456789",
             user_name="Ana Lima",
-            team_id="T0123456789",
+            team_id=TEAM,
         ),
     )
     while session.status == SessionStatus.RUNNING:
@@ -88,8 +89,10 @@ async def _store(state: State, session: Session) -> dict[str, int]:
     return {
         "session": await _usage(state.redis, k.session(session.id)),
         "posts": await _usage(state.redis, k.posts(session.id)),
-        "thread": await _usage(state.redis, k.thread(o.channel_id or "-", o.thread_ts or "-")),
-        "library_entry": await _usage(state.redis, k.library_prompt(session.id)),
+        "thread": await _usage(
+            state.redis, k.thread(o.team_id or "-", o.channel_id or "-", o.thread_ts or "-")
+        ),
+        "library_entry": await _usage(state.redis, k.library_prompt(o.team_id or "-", session.id)),
     }
 
 
@@ -114,9 +117,9 @@ async def main(text_chars: int | None, rounds_of_targets: int) -> None:
         k = state.keys
         indexes = sum(
             [
-                await _usage(redis, k.library_all),
-                await _usage(redis, k.library_channel("C0123456789")),
-                await _usage(redis, k.library_user("U0123456789")),
+                await _usage(redis, k.library_all(TEAM)),
+                await _usage(redis, k.library_channel(TEAM, "C0123456789")),
+                await _usage(redis, k.library_user(TEAM, "U0123456789")),
             ]
         )
     finally:

@@ -185,7 +185,8 @@ async def main(redis_url: str, renders: int, sessions: int, poll: float, latency
 
 async def _checks(state: State, renders: int) -> int:
     total = 0
-    async for key in state.redis.scan_iter(match=state.keys.render("?" * 16), count=1000):
+    pattern = state.keys.render("*", "?" * 16)  # every workspace's render records
+    async for key in state.redis.scan_iter(match=pattern, count=1000):
         raw = await state.redis.hget(key, "json")
         if raw:
             total += int(json.loads(raw).get("checks", 0))
