@@ -24,6 +24,7 @@ from bot.dialogue.models import Origin, Session, SessionStatus
 from bot.llm.offline import OfflineModel
 from bot.slack.blocks import METADATA_EVENT, TURN_LOCKED, WRITING, escape, root_blocks, root_text
 from bot.slack.client import close_client, make_client
+from bot.slack.poster import WORKSPACE
 from bot.slack.surface import SlackSurface
 from bot.worker import Worker, WorkerConfig
 from state import State
@@ -60,7 +61,7 @@ async def start(client: AsyncWebClient, state: State) -> list[Session]:
     async def one(i: int) -> Session:
         session = make_session(f"Idea {i}: a lighthouse keeper finds a bottle", max_rounds=1)
         channel = f"C0W{i % CHANNELS:02d}"
-        await state.ratelimit.wait(channel)
+        await state.ratelimit.wait(channel, team=WORKSPACE)  # the workers' posters' bucket
         root = await client.chat_postMessage(
             channel=channel, text=root_text(session), blocks=root_blocks(session)
         )
