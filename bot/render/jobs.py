@@ -26,7 +26,6 @@ turns, each under a lease and fenced by the record's rev, like a turn:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import random
@@ -36,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -171,11 +170,7 @@ class AlreadyRequested(RenderError):
 async def in_flight(state: State, rid: str, *, team: str) -> bool | None:
     """Whether render `rid` (of workspace `team`) is queued or running; None when it was
     never confirmed."""
-    # Issue 19 keys a render by its workspace, `load(rid, team=...)`, and is landing
-    # beside this: accept both signatures until it has (then call it plainly).
-    load: Any = state.renders.load
-    keyed = "team" in inspect.signature(load).parameters
-    loaded = await (load(rid, team=team or None) if keyed else load(rid))
+    loaded = await state.renders.load(rid, team=team or None)
     if loaded is None:
         return None
     return not RenderRecord.model_validate_json(loaded[0]).finished
