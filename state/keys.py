@@ -132,7 +132,7 @@ class Keys:
     def root_shown(self, sid: str) -> str:
         """String, expiring: the wall-clock time of the session's last interim root update,
         shared by every worker (`state.updates.RootWindows`)."""
-        return self._k("root-shown", sid)
+        return self._s(sid, "root-shown")
 
     def recorded(self, sid: str) -> str:
         """List of what the recording surface (tests, benchmarks) would have posted."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
@@ -56,6 +59,7 @@ def test_a_session_keys_share_one_slot_and_a_workspace_keys_another() -> None:
             keys.posts("s1"),
             keys.recorded("s1"),
             keys.session_event("s1", "Ev1"),
+            keys.root_shown("s1"),
         )
     }
     workspace = {
@@ -72,6 +76,7 @@ def test_a_session_keys_share_one_slot_and_a_workspace_keys_another() -> None:
             keys.update_budget("T1"),
             keys.render("T1", "r1"),
             keys.render_budget_team("T1", "20260101"),
+            keys.render_slot("T1", "s1", "draft"),
             keys.workspace_sessions("T1"),
             keys.installation("T1"),
         )
@@ -80,6 +85,25 @@ def test_a_session_keys_share_one_slot_and_a_workspace_keys_another() -> None:
     queue = {key_slot(k.encode()) for k in shared}
     assert len(session) == len(workspace) == len(queue) == 1
     assert session != workspace
+
+
+def test_every_key_has_a_hash_tag() -> None:
+    # A key added without one would land in a slot of its own, and the first script or
+    # MULTI that names it beside another key would fail on a Redis Cluster.
+    keys = Keys(prefix="acme")
+    made: dict[str, str] = {}
+    for name, member in inspect.getmembers(Keys):
+        if name.startswith("_") or name.endswith("pattern") or name.endswith("patterns"):
+            continue
+        if isinstance(member, property):
+            made[name] = getattr(keys, name)
+        elif inspect.isfunction(member):
+            arity = len(inspect.signature(member).parameters) - 1
+            made[name] = getattr(keys, name)(*[f"x{i}" for i in range(arity)])
+    assert len(made) > 30  # the walk really found the keys
+    untagged = {name for name, key in made.items() if not re.search(r"\{[^{}]+\}", key)}
+    # Keys only ever named alone in a command (state.installations) may do without one.
+    assert untagged == {"installed_teams", "oauth_state"}
 
 
 def test_two_workspaces_same_channel_and_user_ids_never_share_a_key() -> None:
