@@ -88,6 +88,15 @@ async def test_a_worker_runs_a_session_to_its_locked_prompt(
     done = await real_state.sessions.load(session.id)
     assert done is not None and done.status == SessionStatus.LOCKED
     assert done.locked is not None and done.locked.reason == LockReason.APPROVED
+
+    # Decide, save, then show: the lock is saved before its steps are shown, so its
+    # "locked" event may follow the status by a moment (the save and the enqueue of the
+    # steps' job are two slots now).
+    async def shown_locked() -> bool:
+        events = await recorded(real_state.redis, real_state.keys, session.id)
+        return bool(events) and events[-1]["kind"] == "locked"
+
+    await wait_until(shown_locked)
     events = await recorded(real_state.redis, real_state.keys, session.id)
     assert_each_turn_once(done, events)
     assert events[-1]["kind"] == "locked"
